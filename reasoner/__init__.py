@@ -1,0 +1,1 @@
+"""reasoner: reinforcement learning from verifiable rewards for reasoning LLMs."""

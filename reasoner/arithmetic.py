@@ -1,0 +1,83 @@
+"""Procedural arithmetic problems with step-by-step worked solutions, by difficulty level.
+
+The embedded default (SmolLM2-135M) cannot solve GSM8K: it needs problems it sometimes gets
+right after a short cold start, so that GRPO groups have reward variance. Levels:
+
+    1: a ± b                 (2-digit operands, 1 step)
+    2: a ± b ± c             (2-digit operands, 2 steps)
+    3: a × b ± c             (1-digit × 2-digit, then a 2-digit operand, 2 steps)
+    4: a × b ± c ± d         (3 steps)
+
+Results are never negative. Generation is deterministic in (n, levels, seed).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterable, Sequence
+
+from reasoner.types import Problem
+
+LEVELS = (1, 2, 3, 4)
+
+
+def _operands(level: int, rng: random.Random) -> tuple[list[int], list[str]]:
+    two = lambda: rng.randint(10, 99)  # noqa: E731
+    if level == 1:
+        return [two(), two()], [rng.choice("+-")]
+    if level == 2:
+        return [two(), two(), two()], [rng.choice("+-"), rng.choice("+-")]
+    if level == 3:
+        return [two(), rng.randint(2, 9), two()], ["*", rng.choice("+-")]
+    if level == 4:
+        return [two(), rng.randint(2, 9), two(), two()], ["*", rng.choice("+-"), rng.choice("+-")]
+    raise ValueError(f"arithmetic level {level!r} is not one of {LEVELS}")
+
+
+def _apply(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def make_problem(level: int, rng: random.Random) -> Problem | None:
+    """One problem at `level`, or None when a partial result went negative (caller redraws)."""
+    nums, ops = _operands(level, rng)
+    steps, acc = [], nums[0]
+    for op, b in zip(ops, nums[1:]):
+        new = _apply(acc, op, b)
+        if new < 0:
+            return None
+        sym = "×" if op == "*" else op
+        steps.append(f"Step {len(steps) + 1}: {acc} {sym} {b} = {new}.")
+        acc = new
+    expr = " ".join([str(nums[0])] + [f"{'×' if o == '*' else o} {b}" for o, b in zip(ops, nums[1:])])
+    return Problem(
+        id="",
+        problem=f"What is {expr}?",
+        answer=str(acc),
+        solution="\n".join(steps),
+        meta={"level": level},
+    )
+
+
+def generate(n: int, levels: Sequence[int], seed: int, exclude: Iterable[str] = ()) -> list[Problem]:
+    """`n` distinct problems, levels drawn uniformly from `levels`, none whose text is in `exclude`.
+
+    Raises:
+        ValueError: an unknown level, or `n` larger than the distinct problems available.
+    """
+    for level in levels:
+        if level not in LEVELS:
+            raise ValueError(f"data.arithmetic_levels has {level!r}; allowed: {LEVELS}")
+    rng = random.Random(seed)
+    seen, out = set(exclude), []
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 50 * n + 1000:
+            raise ValueError(f"could not draw {n} distinct arithmetic problems at levels {list(levels)}")
+        p = make_problem(rng.choice(list(levels)), rng)
+        if p is None or p.problem in seen:
+            continue
+        seen.add(p.problem)
+        out.append(Problem(f"arith-s{seed}-{len(out)}", p.problem, p.answer, p.solution, p.meta))
+    return out

@@ -1,0 +1,190 @@
+"""Typed (structured) configuration for `reasoner-train`, one dataclass per Hydra group.
+
+Every default lives here, once; YAML files under ``conf/`` only choose group options and set
+the fields a recipe changes. Hydra merges YAML and command-line overrides into these dataclasses,
+so an unknown key or a wrong type fails at start naming the field (``trainer.lr_typo``), and
+`RunConfig.__post_init__` (run by ``OmegaConf.to_object``) checks ranges and combinations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hydra.core.config_store import ConfigStore
+
+
+class Backend(str, Enum):
+    vllm = "vllm"
+    hf = "hf"
+
+
+class Template(str, Enum):
+    plain = "plain"  # the model's chat template, user turn only
+    r1 = "r1"  # R1-Zero style system prompt: <think> ... </think> then the boxed answer
+
+
+class LossAgg(str, Enum):
+    token_mean = "token_mean"
+    seq_mean_token_mean = "seq_mean_token_mean"
+
+
+class KLEstimator(str, Enum):
+    k1 = "k1"
+    k2 = "k2"
+    k3 = "k3"
+
+
+class BadRow(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+@dataclass
+class ModelConfig:
+    #: ``embedded:smollm2-135m``, a local HF-format directory, or a Hugging Face hub id.
+    path: str = "embedded:smollm2-135m"
+
+
+@dataclass
+class DataConfig:
+    #: RL prompts: ``arithmetic`` (procedural, see reasoner/arithmetic.py), ``vendored:NAME``
+    #: (gsm8k_train, gsm8k_test, math500, aime24), a .jsonl / .parquet path, or an HF dataset id.
+    train: str = "arithmetic"
+    #: held-out evaluation set, same forms as `train`; never trained on.
+    heldout: str = "arithmetic"
+    #: HF dataset split names (ignored for files).
+    train_split: str = "train"
+    heldout_split: str = "test"
+    #: held-out problems evaluated (the first N after a seeded shuffle).
+    heldout_n: int = 500
+    #: difficulty levels of the procedural arithmetic generator used for `arithmetic` sources.
+    arithmetic_levels: list[int] = field(default_factory=lambda: [2])
+    template: Template = Template.plain
+    on_bad_row: BadRow = BadRow.error
+
+
+@dataclass
+class SFTConfig:
+    """Cold start: supervised fine-tuning on worked solutions before RL."""
+
+    enabled: bool = True
+    #: worked-solution source: ``arithmetic`` or any source with a ``solution`` field.
+    source: str = "arithmetic"
+    examples: int = 1000
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 16
+    micro_batch_size: int = 16
+    #: longest training sequence, in tokens (longer examples are dropped and counted).
+    max_tokens: int = 256
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "grpo"
+    #: G, completions sampled per prompt.
+    group_size: int = 8
+    #: clipped-surrogate range [1 - clip_low, 1 + clip_high] (PPO eps = 0.2).
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    loss_agg: LossAgg = LossAgg.token_mean
+    #: GRPO divides the group-centred reward by the group std (Bessel-corrected) + adv_eps.
+    scale_by_std: bool = True
+    adv_eps: float = 1e-6
+    #: KL-to-reference coefficient in the loss; 0 loads no reference model.
+    kl_beta: float = 0.0
+    kl_estimator: KLEstimator = KLEstimator.k3
+
+
+@dataclass
+class RolloutConfig:
+    backend: Backend = Backend.vllm
+    temperature: float = 1.0
+    top_p: float = 1.0
+    #: completion budget, in tokens; longer completions are truncated (finish_reason="length").
+    max_tokens: int = 128
+    max_model_len: int = 1024
+    #: vLLM KV-cache size on CPU, GiB (VLLM_CPU_KVCACHE_SPACE); GPU memory fraction on GPU.
+    kv_cache_gb: int = 2
+    gpu_memory_utilization: float = 0.3
+    #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
+    sync_check: bool = True
+    #: allowed mean |logprob difference| (nats) in that check: bf16 sampler vs fp32 learner.
+    sync_check_tol: float = 0.05
+
+
+@dataclass
+class RewardConfig:
+    correct_weight: float = 1.0
+    #: weight of the format reward (a final \\boxed{} answer; with template=r1, a think block too).
+    format_weight: float = 0.0
+    #: wall-clock budget per verification, seconds (enforced by killing a worker process).
+    timeout_s: float = 1.0
+    workers: int = 2
+    #: answer fallbacks when a completion has no \\boxed{}: "phrase", "last_number".
+    answer_fallbacks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainerConfig:
+    #: GRPO optimizer steps (one rollout batch each).
+    steps: int = 30
+    #: B, prompts per step (the batch holds B * G sequences).
+    prompts_per_step: int = 8
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    #: sequences per forward/backward; memory scales with this, not with the batch.
+    micro_batch_size: int = 16
+    #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32).
+    bf16_autocast: bool = True
+    seed: int = 0
+    #: torch intra-op threads; 0 = all cores.
+    threads: int = 0
+    #: held-out evaluation sampling: temperature 0 is greedy.
+    eval_temperature: float = 0.0
+    eval_max_tokens: int = 128
+    save_checkpoint: bool = True
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("algorithm.group_size", self.algorithm.group_size, self.algorithm.group_size >= 2, ">= 2 (GRPO needs a group)"),
+            ("algorithm.clip_low", self.algorithm.clip_low, 0 < self.algorithm.clip_low < 1, "in (0, 1)"),
+            ("algorithm.clip_high", self.algorithm.clip_high, self.algorithm.clip_high > 0, "> 0"),
+            ("algorithm.kl_beta", self.algorithm.kl_beta, self.algorithm.kl_beta >= 0, ">= 0"),
+            ("algorithm.name", self.algorithm.name, self.algorithm.name == "grpo", "'grpo' (more algorithms: see the issue tracker)"),
+            ("trainer.steps", self.trainer.steps, self.trainer.steps >= 0, ">= 0"),
+            ("trainer.prompts_per_step", self.trainer.prompts_per_step, self.trainer.prompts_per_step >= 1, ">= 1"),
+            ("trainer.micro_batch_size", self.trainer.micro_batch_size, self.trainer.micro_batch_size >= 1, ">= 1"),
+            ("trainer.lr", self.trainer.lr, self.trainer.lr > 0, "> 0"),
+            ("rollout.temperature", self.rollout.temperature, self.rollout.temperature > 0, "> 0 for RL sampling"),
+            ("rollout.top_p", self.rollout.top_p, 0 < self.rollout.top_p <= 1, "in (0, 1]"),
+            ("rollout.max_tokens", self.rollout.max_tokens, 0 < self.rollout.max_tokens < self.rollout.max_model_len, "in (0, rollout.max_model_len)"),
+            ("reward.timeout_s", self.reward.timeout_s, self.reward.timeout_s > 0, "> 0"),
+            ("reward.workers", self.reward.workers, self.reward.workers >= 1, ">= 1"),
+            ("data.heldout_n", self.data.heldout_n, self.data.heldout_n >= 1, ">= 1"),
+            ("sft.examples", self.sft.examples, self.sft.examples >= 1, ">= 1"),
+        ]
+        for name, value, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"config field {name}={value!r} is not allowed: must be {allowed}")
+        for fb in self.reward.answer_fallbacks:
+            if fb not in ("phrase", "last_number"):
+                raise ValueError(f"config field reward.answer_fallbacks has {fb!r}: allowed are 'phrase', 'last_number'")
+
+
+def register_configs() -> None:
+    """Store the schema in Hydra's ConfigStore (``conf/config.yaml`` lists it first)."""
+    ConfigStore.instance().store(name="schema", node=RunConfig)

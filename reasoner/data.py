@@ -1,0 +1,153 @@
+"""Prompt datasets: loading, row validation, and chat-template prompts.
+
+A source is one of:
+- ``arithmetic``: procedural problems (`reasoner.arithmetic`), generated on the fly;
+- ``vendored:NAME``: a JSONL file shipped in ``reasoner/vendored_data`` (gsm8k_train, gsm8k_test,
+  math500, aime24; see its SOURCES.md for origins and licenses);
+- a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file;
+- a Hugging Face dataset id (loaded with `datasets.load_dataset`).
+
+Rows need ``problem`` and ``answer`` (``id`` and ``solution`` are optional). Every row is
+validated on load; a bad row raises `BadRowError` naming the source and row number, or, with
+``on_bad_row="skip"``, is dropped and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+from reasoner import arithmetic
+from reasoner.config import Template
+from reasoner.types import Problem
+
+log = logging.getLogger(__name__)
+
+VENDORED_DIR = Path(__file__).parent / "vendored_data"
+VENDORED = ("gsm8k_train", "gsm8k_test", "math500", "aime24")
+
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+R1_SYSTEM = (
+    "You are a careful problem solver. First think through the problem inside <think> and "
+    "</think> tags, then state the final answer as \\boxed{answer}."
+)
+
+
+class BadRowError(ValueError):
+    """A dataset row failed validation; the message names the source, row and field."""
+
+
+def _validate(row: dict[str, Any], source: str, index: int) -> Problem:
+    where = f"{source}: row {index + 1}"
+    for name in ("problem", "answer"):
+        if name not in row or row[name] is None:
+            raise BadRowError(f"{where}: missing field {name!r}")
+    problem, answer = row["problem"], row["answer"]
+    if not isinstance(problem, str):
+        raise BadRowError(f"{where}: field 'problem' must be a string, got {type(problem).__name__}")
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise BadRowError(f"{where}: field 'answer' must be a string or number, got {type(answer).__name__}")
+    if not problem.strip():
+        raise BadRowError(f"{where}: field 'problem' is empty")
+    if not str(answer).strip():
+        raise BadRowError(f"{where}: field 'answer' is empty")
+    solution = row.get("solution")
+    if solution is not None and not isinstance(solution, str):
+        raise BadRowError(f"{where}: field 'solution' must be a string, got {type(solution).__name__}")
+    meta = {k: row[k] for k in ("level", "subject", "source") if row.get(k) is not None}
+    return Problem(str(row.get("id", index)), problem, str(answer), solution, meta)
+
+
+def _rows(source: str, split: str) -> list[dict[str, Any]]:
+    import datasets
+
+    if source.startswith("vendored:"):
+        name = source.split(":", 1)[1]
+        if name not in VENDORED:
+            raise FileNotFoundError(f"unknown vendored dataset {name!r}; known: {', '.join(VENDORED)}")
+        source = str(VENDORED_DIR / f"{name}.jsonl")
+    suffix = Path(source).suffix
+    if suffix in (".jsonl", ".json", ".parquet"):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"dataset file not found: {source}")
+        builder = "parquet" if suffix == ".parquet" else "json"
+        ds = datasets.load_dataset(builder, data_files=source, split="train")
+    else:
+        ds = datasets.load_dataset(source, split=split)
+    return list(ds)
+
+
+def load_problems(
+    source: str,
+    *,
+    split: str = "train",
+    n: int | None = None,
+    seed: int = 0,
+    levels: Sequence[int] = (2,),
+    exclude: Sequence[str] = (),
+    on_bad_row: str = "error",
+) -> list[Problem]:
+    """Load, validate and (seeded) shuffle problems; keep the first `n` if given.
+
+    Args:
+        source: see the module docstring.
+        split: HF split name (ignored for files and ``arithmetic``).
+        n: number of problems to keep (required for ``arithmetic``).
+        seed: shuffling / generation seed.
+        levels: arithmetic difficulty levels.
+        exclude: problem texts to leave out (keeps held-out problems out of training).
+        on_bad_row: ``"error"`` raises `BadRowError`; ``"skip"`` drops bad rows with a warning
+            naming them.
+
+    Raises:
+        BadRowError, FileNotFoundError, ValueError.
+    """
+    if source == "arithmetic":
+        if n is None:
+            raise ValueError("the 'arithmetic' source needs a problem count n")
+        return arithmetic.generate(n, levels, seed, exclude)
+    problems, bad = [], []
+    for i, row in enumerate(_rows(source, split)):
+        try:
+            problems.append(_validate(row, source, i))
+        except BadRowError as err:
+            if on_bad_row != "skip":
+                raise
+            bad.append(str(err))
+    if bad:
+        log.warning("skipped %d bad rows of %s: %s", len(bad), source, "; ".join(bad[:10]))
+    excluded = set(exclude)
+    problems = [p for p in problems if p.problem not in excluded]
+    random.Random(seed).shuffle(problems)
+    return problems if n is None else problems[:n]
+
+
+def messages(problem: str, template: Template) -> list[dict[str, str]]:
+    """Chat messages for a problem under a prompt template."""
+    if template == Template.r1:
+        return [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": problem}]
+    return [{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}]
+
+
+def target_text(problem: Problem, template: Template) -> str:
+    """The cold-start SFT target: the worked solution in the target format, ending in a box.
+
+    Raises:
+        ValueError: the problem has no solution.
+    """
+    if not problem.solution:
+        raise ValueError(f"problem {problem.id!r} has no worked solution for SFT")
+    final = f"The final answer is \\boxed{{{problem.answer}}}."
+    if template == Template.r1:
+        return f"<think>\n{problem.solution}\n</think>\n{final}"
+    return f"{problem.solution}\n{final}"
+
+
+def prompt_ids(tokenizer: Any, problem: str, template: Template) -> list[int]:
+    """Token ids of the chat-templated prompt, ending with the assistant turn's header."""
+    ids = tokenizer.apply_chat_template(messages(problem, template), add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)

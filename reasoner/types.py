@@ -1,0 +1,103 @@
+"""Typed records that cross stage boundaries in one RL step.
+
+Shape notation used across reasoner:
+    B: prompts in the step; G: completions per prompt (the group); N = B*G: sequences;
+    P: prompt tokens; T: completion tokens; L = P + T; V: vocabulary size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from verifiers.base import VerifyResult
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One dataset row: a problem with its gold answer (and optional worked solution)."""
+
+    id: str
+    problem: str
+    answer: str
+    solution: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class PromptBatch:
+    """B problems and their chat-templated prompt token ids (B lists of P_i ints)."""
+
+    problems: list[Problem]
+    prompt_ids: list[list[int]]
+
+
+@dataclass
+class Completion:
+    """One sampled completion.
+
+    Attributes:
+        token_ids: T_i completion token ids (EOS included when the model stopped).
+        text: decoded completion (special tokens skipped).
+        logprobs: T_i sampler log-probabilities of the sampled tokens (nats), or empty.
+        finish_reason: ``"stop"`` (EOS / stop string) or ``"length"`` (hit max_tokens).
+    """
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class RolloutBatch:
+    """B prompts with G completions each: ``completions[b][g]``."""
+
+    prompts: PromptBatch
+    completions: list[list[Completion]]
+
+
+@dataclass
+class ScoredBatch:
+    """A rollout batch with its verdicts and rewards.
+
+    Attributes:
+        rollouts: the sampled batch.
+        verdicts: ``verdicts[b][g]``, the correctness verifier's result.
+        rewards: (B, G) float32 shaped rewards (correctness + format terms).
+        correct: (B, G) bool.
+    """
+
+    rollouts: RolloutBatch
+    verdicts: list[list[VerifyResult]]
+    rewards: torch.Tensor
+    correct: torch.Tensor
+
+
+@dataclass
+class TrainBatch:
+    """N = B*G sequences ready for the learner (unpadded; the learner pads per micro-batch).
+
+    Attributes:
+        sequences: N lists of L_i token ids (prompt then completion).
+        prompt_lens: N prompt lengths P_i, in tokens.
+        advantages: (N,) float32, one per sequence, broadcast over its completion tokens.
+        sampler_logprobs: N lists of T_i sampler log-probs (for the mismatch metric), maybe empty.
+    """
+
+    sequences: list[list[int]]
+    prompt_lens: list[int]
+    advantages: torch.Tensor
+    sampler_logprobs: list[list[float]]
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(len(s) - p for s, p in zip(self.sequences, self.prompt_lens))

@@ -1,0 +1,93 @@
+"""Math verifier: extract the final answer, then decide equivalence with sympy under a hard limit.
+
+Public API::
+
+    verify(completion, gold) -> VerifyResult
+    verify_batch([(completion, gold), ...]) -> list[VerifyResult]
+    MathVerifier(timeout_s=1.0, workers=2, fallbacks=()).verify_batch(pairs)
+
+Every equivalence check runs in a `verifiers.pool.TimeoutPool` worker: a check that runs past
+``timeout_s`` seconds has its worker killed and scores ``correct=False, reason="timeout"``; a
+crash scores ``reason="error: ..."``. Neither stops the caller.
+"""
+
+from __future__ import annotations
+
+import atexit
+from typing import Sequence
+
+from verifiers.base import VerifyResult
+from verifiers.math.equivalence import equivalent
+from verifiers.math.extract import extract_answer
+from verifiers.pool import TimeoutPool
+
+__all__ = ["MathVerifier", "verify", "verify_batch"]
+
+
+def _check(extracted: str, gold: str) -> VerifyResult:
+    correct, reason, parsed = equivalent(extracted, gold)
+    return VerifyResult(correct, float(correct), extracted, reason, parsed)
+
+
+class MathVerifier:
+    """Scores completions against gold answers; reward 1.0 if equivalent else 0.0.
+
+    Args:
+        timeout_s: wall-clock budget per equivalence check, in seconds.
+        workers: worker processes for the checks.
+        fallbacks: answer-extraction fallbacks when there is no ``\\boxed{}``
+            (see `verifiers.math.extract.extract_answer`).
+
+    The pool starts on first use; the object pickles without it (safe to send to workers).
+    """
+
+    def __init__(self, timeout_s: float = 1.0, workers: int = 2, fallbacks: Sequence[str] = ()) -> None:
+        self.timeout_s, self.workers, self.fallbacks = timeout_s, workers, tuple(fallbacks)
+        self._pool: TimeoutPool | None = None
+
+    def verify_batch(self, pairs: Sequence[tuple[str, str]]) -> list[VerifyResult]:
+        """Verdicts for ``(completion, gold)`` pairs, in order."""
+        extracted = [extract_answer(c, self.fallbacks) for c, _ in pairs]
+        todo = [i for i, e in enumerate(extracted) if e is not None]
+        results: list[VerifyResult] = [VerifyResult(False, 0.0, None, "no answer")] * len(pairs)
+        if todo:
+            if self._pool is None:
+                self._pool = TimeoutPool(_check, self.workers, self.timeout_s, preload=[__name__])
+                atexit.register(self.close)
+            outcomes = self._pool.map([(extracted[i], pairs[i][1]) for i in todo])
+            for i, out in zip(todo, outcomes):
+                results[i] = out.value if out.ok else VerifyResult(False, 0.0, extracted[i], out.error or "error")
+        return results
+
+    def verify(self, completion: str, gold: str) -> VerifyResult:
+        """Verdict for one completion."""
+        return self.verify_batch([(completion, gold)])[0]
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pool": None}
+
+
+_default: MathVerifier | None = None
+
+
+def _default_verifier() -> MathVerifier:
+    global _default
+    if _default is None:
+        _default = MathVerifier()
+    return _default
+
+
+def verify(completion: str, gold: str) -> VerifyResult:
+    """Verdict for one completion with the default verifier (1 s budget, 2 workers)."""
+    return _default_verifier().verify(completion, gold)
+
+
+def verify_batch(pairs: Sequence[tuple[str, str]]) -> list[VerifyResult]:
+    """Verdicts for many ``(completion, gold)`` pairs with the default verifier, in order."""
+    return _default_verifier().verify_batch(pairs)

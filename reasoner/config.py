@@ -71,11 +71,11 @@ class SFTConfig:
     enabled: bool = True
     #: worked-solution source: ``arithmetic`` or any source with a ``solution`` field.
     source: str = "arithmetic"
-    examples: int = 1000
+    examples: int = 512
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 16
-    micro_batch_size: int = 16
+    micro_batch_size: int = 8
     #: longest training sequence, in tokens (longer examples are dropped and counted).
     max_tokens: int = 256
 
@@ -106,12 +106,13 @@ class RolloutConfig:
     max_tokens: int = 128
     max_model_len: int = 1024
     #: vLLM KV-cache size on CPU, GiB (VLLM_CPU_KVCACHE_SPACE); GPU memory fraction on GPU.
-    kv_cache_gb: int = 2
+    kv_cache_gb: int = 1
     gpu_memory_utilization: float = 0.3
     #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
     sync_check: bool = True
-    #: allowed mean |logprob difference| (nats) in that check: bf16 sampler vs fp32 learner.
-    sync_check_tol: float = 0.05
+    #: allowed mean |logprob difference| (nats/token) in that check. On SmolLM2-135M a synced
+    #: bf16 sampler matches the learner (bf16 autocast) to ~0.003; one update missed: ~0.02.
+    sync_check_tol: float = 0.01
 
 
 @dataclass
@@ -132,11 +133,11 @@ class TrainerConfig:
     steps: int = 30
     #: B, prompts per step (the batch holds B * G sequences).
     prompts_per_step: int = 8
-    lr: float = 1e-5
+    lr: float = 2e-5
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     #: sequences per forward/backward; memory scales with this, not with the batch.
-    micro_batch_size: int = 16
+    micro_batch_size: int = 8
     #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32).
     bf16_autocast: bool = True
     seed: int = 0

@@ -67,7 +67,9 @@ class Learner:
             raise ValueError("algorithm.kl_beta > 0 needs a reference model")
         self.model, self.algo, self.trainer = model, algo, trainer
         self.pad_id, self.temperature, self.ref_model = pad_id, temperature, ref_model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, foreach=False
+        )  # foreach=False: no full-model temporaries at step time (peak memory)
 
     def update(self, batch: TrainBatch) -> UpdateStats:
         """One optimizer step on the whole batch (micro-batched); returns its stats."""

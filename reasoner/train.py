@@ -152,7 +152,10 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 register_configs()
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -18,6 +18,8 @@ from reasoner.types import Completion
 class HFEngine:
     """`RolloutEngine` on ``transformers`` ``generate``."""
 
+    dtype = torch.float32
+
     def __init__(self, model_path: str, seed: int) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()

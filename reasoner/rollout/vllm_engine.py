@@ -35,6 +35,8 @@ def _set_env(cfg: RolloutConfig) -> None:
 class VLLMEngine:
     """`RolloutEngine` on a ``vllm.LLM`` (bf16 weights)."""
 
+    dtype = torch.bfloat16
+
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
         _set_env(cfg)
         from vllm import LLM
@@ -48,7 +50,11 @@ class VLLMEngine:
         )
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        threads = torch.get_num_threads()
         self.llm = LLM(**kwargs)
+        # vLLM's CPU worker drops torch to 1 thread "for serving"; the learner shares this
+        # process, so give the threads back (the engine's own kernels use them too).
+        torch.set_num_threads(threads)
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(

@@ -1,0 +1,26 @@
+# Quick start:  make train   (set up, then cold start + GRPO on the embedded default)
+#               make test    (set up, then the default test suite)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup train test test-slow clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml scripts/setup.sh scripts/vllm_cpu_requirements.py
+	bash scripts/setup.sh dev
+	touch $@
+
+train: setup
+	$(VENV)/bin/reasoner-fetch-model
+	$(VENV)/bin/reasoner-train $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) outputs

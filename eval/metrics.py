@@ -39,7 +39,9 @@ def wilson(k: int, n: int, z: float = 1.959964) -> Proportion:
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return Proportion(k, n, max(0.0, center - half), min(1.0, center + half))
+    low = 0.0 if k == 0 else max(0.0, center - half)  # exact at the edges (no rounding residue)
+    high = 1.0 if k == n else min(1.0, center + half)
+    return Proportion(k, n, low, high)
 
 
 def diff_interval(a: Proportion, b: Proportion, z: float = 1.959964) -> tuple[float, float]:

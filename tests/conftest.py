@@ -18,17 +18,17 @@ def smol_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(smol_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 64-wide Llama with random weights and SmolLM2's tokenizer + chat template."""
+    """A 2-layer, 128-wide Llama (head_dim 64: vLLM CPU attention needs it) with random weights and SmolLM2's tokenizer + chat template."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=64,
+        hidden_size=128,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,

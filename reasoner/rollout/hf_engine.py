@@ -64,7 +64,7 @@ class HFEngine:
         return batch
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        params = dict(self.model.named_parameters())
+        params = self.model.state_dict(keep_vars=True)  # tied weights appear under both names
         with torch.no_grad():
             for name, t in named_tensors:
                 params[name].copy_(t)

@@ -111,8 +111,9 @@ class RolloutConfig:
     #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
     sync_check: bool = True
     #: allowed mean |logprob difference| (nats/token) in that check. On SmolLM2-135M a synced
-    #: bf16 sampler matches the learner (bf16 autocast) to ~0.003; one update missed: ~0.02.
-    sync_check_tol: float = 0.01
+    #: bf16 sampler matches the learner (bf16 autocast) to 0.0001-0.011 over 18 GRPO steps; a
+    #: missed tied-LM-head reload gives ~1.2; one missed update ~0.02 (caught as misses pile up).
+    sync_check_tol: float = 0.05
 
 
 @dataclass

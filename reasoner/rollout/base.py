@@ -68,9 +68,10 @@ def check_sync(
     """Compare the engine's and the learner's log-probs of a fixed completion.
 
     Against a bf16 sampler the learner runs under bf16 autocast, so both sides round the same
-    fp32 weights to bf16: on SmolLM2-135M they then agree to ~0.003 nats/token, while a sampler
-    that missed the last update differs by ~0.02 and one that missed the tied LM head by ~1.
-    (Without autocast, fp32-vs-bf16 arithmetic alone differs by 0.02-0.1 and hides a missed sync.)
+    fp32 weights to bf16: on SmolLM2-135M they then agree to 0.0001-0.011 nats/token over a GRPO
+    run, while a sampler that missed the tied LM head differs by ~1.2 and one that missed a
+    single update by ~0.02 (so one missed update passes the default tolerance; misses that pile
+    up do not). Without autocast, fp32-vs-bf16 arithmetic alone differs by 0.02-0.1.
 
     Returns the mean |difference| per completion token (nats).
 

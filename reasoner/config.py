@@ -147,6 +147,8 @@ class TrainerConfig:
     #: held-out evaluation sampling: temperature 0 is greedy.
     eval_temperature: float = 0.0
     eval_max_tokens: int = 128
+    #: also evaluate the held-out set every N GRPO steps (logged as eval/heldout_accuracy); 0 = off.
+    eval_every: int = 0
     save_checkpoint: bool = True
 
 
@@ -170,6 +172,7 @@ class RunConfig:
             ("trainer.steps", self.trainer.steps, self.trainer.steps >= 0, ">= 0"),
             ("trainer.prompts_per_step", self.trainer.prompts_per_step, self.trainer.prompts_per_step >= 1, ">= 1"),
             ("trainer.micro_batch_size", self.trainer.micro_batch_size, self.trainer.micro_batch_size >= 1, ">= 1"),
+            ("trainer.eval_every", self.trainer.eval_every, self.trainer.eval_every >= 0, ">= 0"),
             ("trainer.lr", self.trainer.lr, self.trainer.lr > 0, "> 0"),
             ("rollout.temperature", self.rollout.temperature, self.rollout.temperature > 0, "> 0 for RL sampling"),
             ("rollout.top_p", self.rollout.top_p, 0 < self.rollout.top_p <= 1, "in (0, 1]"),

@@ -106,6 +106,9 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
     bar = tqdm(range(1, tr.steps + 1), desc="GRPO", unit="step", dynamic_ncols=True)
     for step in bar:
         metrics = rl_step(sampler, engine, verifier, learner, tokenizer, cfg, probe)
+        if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
+            heldout_eval(f"step_{step}")
+            metrics["eval/heldout_accuracy"] = evals.pop(f"step_{step}").accuracy.value
         logger.log(step, metrics)
         tqdm.write(compact_line(step, metrics))
     logger.close()

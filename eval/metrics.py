@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,24 @@ def diff_interval(a: Proportion, b: Proportion, z: float = 1.959964) -> tuple[fl
     pa, pb = a.value, b.value
     se = math.sqrt(pa * (1 - pa) / max(a.n, 1) + pb * (1 - pb) / max(b.n, 1))
     return (pb - pa - z * se, pb - pa + z * se)
+
+
+def paired_diff_interval(a: Sequence[float], b: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
+    """95% interval of mean(b - a) when a[i] and b[i] score the *same* problem i (paired design).
+
+    d_i = b_i - a_i;  mean(d) ± z · s_d / √n, with s_d the sample standard deviation (n - 1).
+    A normal (paired t with z) interval, as for McNemar-style before/after comparisons
+    (Agresti, *Categorical Data Analysis*, 3rd ed., §11.1.4). Scoring the same problems twice
+    removes the between-problem variance, so it is tighter than `diff_interval`.
+
+    Raises:
+        ValueError: the sequences differ in length or hold fewer than 2 problems.
+    """
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two equal-length score lists of >= 2 problems, got {len(a)} and {len(b)}")
+    d = [y - x for x, y in zip(a, b)]
+    n = len(d)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    half = z * sd / math.sqrt(n)
+    return (mean - half, mean + half)

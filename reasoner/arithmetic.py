@@ -8,7 +8,13 @@ right after a short cold start, so that GRPO groups have reward variance. Levels
     3: a × b ± c             (1-digit × 2-digit, then a 2-digit operand, 2 steps)
     4: a × b ± c ± d         (3 steps)
 
-Results are never negative. Generation is deterministic in (n, levels, seed).
+Results are never negative. Generation is deterministic in (n, levels, seed, terse_fraction).
+
+Worked solutions come in two styles, as in real SFT data where some solutions show their work
+and some do not: step by step (one line per operation, the default) or terse (``a + b - c = r.``,
+the answer with no intermediate result). A cold start on a mix teaches both; for a small model
+the terse style is much less accurate, so GRPO has a behaviour to learn that generalizes across
+problems: work step by step (see README, "Why this data").
 """
 
 from __future__ import annotations
@@ -59,8 +65,11 @@ def make_problem(level: int, rng: random.Random) -> Problem | None:
     )
 
 
-def generate(n: int, levels: Sequence[int], seed: int, exclude: Iterable[str] = ()) -> list[Problem]:
-    """`n` distinct problems, levels drawn uniformly from `levels`, none whose text is in `exclude`.
+def generate(
+    n: int, levels: Sequence[int], seed: int, exclude: Iterable[str] = (), terse_fraction: float = 0.0
+) -> list[Problem]:
+    """`n` distinct problems, levels drawn uniformly from `levels`, none whose text is in `exclude`;
+    a `terse_fraction` share of them (drawn independently) get the terse solution style.
 
     Raises:
         ValueError: an unknown level, or `n` larger than the distinct problems available.
@@ -68,7 +77,9 @@ def generate(n: int, levels: Sequence[int], seed: int, exclude: Iterable[str] = 
     for level in levels:
         if level not in LEVELS:
             raise ValueError(f"data.arithmetic_levels has {level!r}; allowed: {LEVELS}")
-    rng = random.Random(seed)
+    if not 0.0 <= terse_fraction <= 1.0:
+        raise ValueError(f"terse_fraction={terse_fraction!r} must be in [0, 1]")
+    rng, style_rng = random.Random(seed), random.Random(seed + 7919)
     seen, out = set(exclude), []
     tries = 0
     while len(out) < n:
@@ -79,5 +90,7 @@ def generate(n: int, levels: Sequence[int], seed: int, exclude: Iterable[str] = 
         if p is None or p.problem in seen:
             continue
         seen.add(p.problem)
-        out.append(Problem(f"arith-s{seed}-{len(out)}", p.problem, p.answer, p.solution, p.meta))
+        terse = style_rng.random() < terse_fraction
+        solution = f"{p.problem.removeprefix('What is ').removesuffix('?')} = {p.answer}." if terse else p.solution
+        out.append(Problem(f"arith-s{seed}-{len(out)}", p.problem, p.answer, solution, {**p.meta, "terse": terse}))
     return out

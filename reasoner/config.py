@@ -71,7 +71,9 @@ class SFTConfig:
     enabled: bool = True
     #: worked-solution source: ``arithmetic`` or any source with a ``solution`` field.
     source: str = "arithmetic"
-    examples: int = 512
+    examples: int = 768
+    #: ``arithmetic`` source only: share of worked solutions written tersely (answer, no steps).
+    terse_fraction: float = 0.5
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 16
@@ -180,6 +182,7 @@ class RunConfig:
             ("reward.timeout_s", self.reward.timeout_s, self.reward.timeout_s > 0, "> 0"),
             ("reward.workers", self.reward.workers, self.reward.workers >= 1, ">= 1"),
             ("data.heldout_n", self.data.heldout_n, self.data.heldout_n >= 1, ">= 1"),
+            ("sft.terse_fraction", self.sft.terse_fraction, 0 <= self.sft.terse_fraction <= 1, "in [0, 1]"),
             ("sft.examples", self.sft.examples, self.sft.examples >= 1, ">= 1"),
         ]
         for name, value, ok, allowed in checks:

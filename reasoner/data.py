@@ -88,6 +88,7 @@ def load_problems(
     levels: Sequence[int] = (2,),
     exclude: Sequence[str] = (),
     on_bad_row: str = "error",
+    terse_fraction: float = 0.0,
 ) -> list[Problem]:
     """Load, validate and (seeded) shuffle problems; keep the first `n` if given.
 
@@ -100,6 +101,7 @@ def load_problems(
         exclude: problem texts to leave out (keeps held-out problems out of training).
         on_bad_row: ``"error"`` raises `BadRowError`; ``"skip"`` drops bad rows with a warning
             naming them.
+        terse_fraction: ``arithmetic`` only: share of worked solutions in the terse style.
 
     Raises:
         BadRowError, FileNotFoundError, ValueError.
@@ -107,7 +109,7 @@ def load_problems(
     if source == "arithmetic":
         if n is None:
             raise ValueError("the 'arithmetic' source needs a problem count n")
-        return arithmetic.generate(n, levels, seed, exclude)
+        return arithmetic.generate(n, levels, seed, exclude, terse_fraction)
     problems, bad = [], []
     for i, row in enumerate(_rows(source, split)):
         try:

@@ -17,10 +17,12 @@ from verifiers.math import MathVerifier
 
 @dataclass
 class EvalResult:
-    """Accuracy with its Wilson 95% interval, mean completion length (tokens), truncated and
-    well-formed fractions, and wall seconds."""
+    """Accuracy with its Wilson 95% interval, per-problem scores (1.0/0.0, in problem order, for
+    paired comparisons), mean completion length (tokens), truncated and well-formed fractions,
+    and wall seconds."""
 
     accuracy: Proportion
+    per_problem: list[float]
     mean_len: float
     truncated: float
     well_formed: float
@@ -51,6 +53,7 @@ def evaluate(
     n = len(problems)
     return EvalResult(
         accuracy=wilson(sum(v.correct for v in verdicts), n),
+        per_problem=[float(v.correct) for v in verdicts],
         mean_len=sum(len(c.token_ids) for c in completions) / n,
         truncated=sum(c.truncated for c in completions) / n,
         well_formed=sum(verify_format(c.text, template.value).correct for c in completions) / n,

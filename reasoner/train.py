@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from eval.metrics import diff_interval
+from eval.metrics import diff_interval, paired_diff_interval
 from reasoner.config import RunConfig, register_configs
 from reasoner.data import load_problems, prompt_ids, target_text
 from reasoner.evaluate import EvalResult, evaluate
@@ -82,14 +82,15 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
 
     def heldout_eval(name: str) -> None:
         evals[name] = evaluate(engine, tokenizer, heldout, d.template, verifier, tr.eval_temperature, tr.eval_max_tokens)
-        log.info("held-out accuracy %-10s %s (mean length %.1f tokens)", name, evals[name].accuracy, evals[name].mean_len)
+        e = evals[name]
+        log.info("held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)", name, e.accuracy, e.mean_len, 100 * e.well_formed)
 
     heldout_eval("base")
     policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     probe = _probe(tokenizer, cfg, heldout[0]) if cfg.rollout.sync_check else None
     sft_stats = None
     if cfg.sft.enabled:
-        sft_problems = load_problems(cfg.sft.source, n=cfg.sft.examples, seed=tr.seed + 3, levels=levels, exclude=seen + [p.problem for p in train], on_bad_row=d.on_bad_row.value)
+        sft_problems = load_problems(cfg.sft.source, n=cfg.sft.examples, seed=tr.seed + 3, levels=levels, exclude=seen + [p.problem for p in train], on_bad_row=d.on_bad_row.value, terse_fraction=cfg.sft.terse_fraction)
         sft_stats = run_sft(policy, tokenizer, sft_problems, d.template, cfg.sft, tr.bf16_autocast, tr.seed)
         log.info("cold start: %s", sft_stats)
         sync_weights(engine, policy)
@@ -108,7 +109,9 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         metrics = rl_step(sampler, engine, verifier, learner, tokenizer, cfg, probe)
         if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
             heldout_eval(f"step_{step}")
-            metrics["eval/heldout_accuracy"] = evals.pop(f"step_{step}").accuracy.value
+            mid = evals.pop(f"step_{step}")
+            metrics["eval/heldout_accuracy"] = mid.accuracy.value
+            metrics["eval/heldout_well_formed"] = mid.well_formed
         logger.log(step, metrics)
         tqdm.write(compact_line(step, metrics))
     logger.close()
@@ -125,8 +128,10 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
     summary["heldout_n"] = len(heldout)
     summary["heldout"] = {k: v.as_dict() for k, v in evals.items()}
     if "after_sft" in evals and "after_rl" in evals:
-        lo, hi = diff_interval(evals["after_sft"].accuracy, evals["after_rl"].accuracy)
-        summary["rl_gain_ci95"] = [lo, hi]
+        before, after = evals["after_sft"], evals["after_rl"]
+        summary["rl_gain"] = after.accuracy.value - before.accuracy.value
+        summary["rl_gain_ci95_paired"] = list(paired_diff_interval(before.per_problem, after.per_problem))
+        summary["rl_gain_ci95_unpaired"] = list(diff_interval(before.accuracy, after.accuracy))
     summary["sft"] = None if sft_stats is None else vars(sft_stats)
     summary["steps"] = tr.steps
     summary["wall_seconds"] = time.perf_counter() - t0
@@ -141,9 +146,13 @@ def print_summary(summary: dict) -> None:
     print("\nheld-out accuracy (n=%d, greedy, Wilson 95%% interval)" % summary["heldout_n"])
     for name, e in summary["heldout"].items():
         print(f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens")
-    if "rl_gain_ci95" in summary:
-        lo, hi = summary["rl_gain_ci95"]
-        print(f"  GRPO gain over cold start: 95% interval [{100 * lo:+.1f}, {100 * hi:+.1f}] points")
+    if "rl_gain" in summary:
+        plo, phi = summary["rl_gain_ci95_paired"]
+        ulo, uhi = summary["rl_gain_ci95_unpaired"]
+        print(
+            f"  GRPO gain over cold start: {100 * summary['rl_gain']:+.1f} points, 95% interval "
+            f"[{100 * plo:+.1f}, {100 * phi:+.1f}] paired (same problems), [{100 * ulo:+.1f}, {100 * uhi:+.1f}] unpaired"
+        )
     print(f"  wall {summary['wall_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_gb']:.2f} GB")
 
 

@@ -61,6 +61,20 @@ def test_arithmetic_is_deterministic_and_excludes():
     assert not {p.problem for p in a[:5]} & {p.problem for p in b}
 
 
+def test_terse_solutions_share_problems_and_answers():
+    steps = arithmetic.generate(200, [2, 3], seed=4)
+    mixed = arithmetic.generate(200, [2, 3], seed=4, terse_fraction=0.5)
+    assert [p.problem for p in steps] == [p.problem for p in mixed]  # the style draw is separate
+    terse = [p for p in mixed if p.meta["terse"]]
+    assert 70 < len(terse) < 130
+    for p in terse:
+        expr = p.problem.removeprefix("What is ").removesuffix("?")
+        assert p.solution == f"{expr} = {p.answer}." and "Step" not in p.solution
+    assert all("Step 1:" in p.solution for p in mixed if not p.meta["terse"])
+    with pytest.raises(ValueError, match="terse_fraction"):
+        arithmetic.generate(5, [2], seed=0, terse_fraction=1.5)
+
+
 def test_templates():
     p = arithmetic.generate(1, [1], seed=0)[0]
     assert "\\boxed{}" in messages(p.problem, Template.plain)[0]["content"]

@@ -13,6 +13,8 @@ after GRPO.
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import json
 import logging
 import random
@@ -56,6 +58,19 @@ def _peak_rss_gb() -> dict[str, float]:
     return {"peak_rss_gb": kb_self / 2**20, "peak_rss_children_gb": kb_children / 2**20}
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    The learner's per-step tensors vary in size, so glibc keeps growing heap arenas that it
+    never returns: measured on the embedded default, the process grew 0.7 GB over 40 steps.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run(cfg: RunConfig, run_dir: Path) -> dict:
     """Run the whole job described by `cfg`, writing outputs under `run_dir`; return the summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +108,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         sft_problems = load_problems(cfg.sft.source, n=cfg.sft.examples, seed=tr.seed + 3, levels=levels, exclude=seen + [p.problem for p in train], on_bad_row=d.on_bad_row.value, terse_fraction=cfg.sft.terse_fraction)
         sft_stats = run_sft(policy, tokenizer, sft_problems, d.template, cfg.sft, tr.bf16_autocast, tr.seed)
         log.info("cold start: %s", sft_stats)
+        _release_free_heap()
         sync_weights(engine, policy)
         if probe is not None:
             check_sync(engine, policy, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol)
@@ -114,7 +130,10 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
             metrics["eval/heldout_well_formed"] = mid.well_formed
         logger.log(step, metrics)
         tqdm.write(compact_line(step, metrics))
+        _release_free_heap()
     logger.close()
+    del learner  # the optimizer state (2x the fp32 weights) is not needed past the last step
+    _release_free_heap()
     heldout_eval("after_rl")
 
     if tr.save_checkpoint:

@@ -1,0 +1,195 @@
+"""Benchmark `verifiers.math` side by side with Hugging Face's math-verify, in one run.
+
+Measures, on the labeled set in ``tests/verifiers/data/math_labeled.jsonl``:
+
+- accuracy against the hand labels (ours with the answer fallbacks ``phrase`` and
+  ``last_number``; math-verify with its default extraction and the gold wrapped in ``\\boxed{}``);
+- one process, one core: cases/s over the whole set and p50 / p95 / max latency per case (ours:
+  `verifiers.math.judge`; math-verify: ``parse`` both sides + ``verify``), runs interleaved;
+- ours through the worker pool (`MathVerifier.verify_batch`, 1 s budget): cases/s;
+- the pathological inputs in ``tests/verifiers/data/math_pathological.jsonl``: latency of each
+  (math-verify runs in a killable worker capped at `MV_CAP_S` seconds);
+- the verify phase of one GRPO step: `MathVerifier.verify_batch` on 64 arithmetic completions
+  (B=8 prompts x G=8) of 50-130 tokens, as `reasoner.rl_step` calls it.
+
+Run (math-verify only in the benchmark environment: ``pip install -e '.[bench]'``)::
+
+    nice -n 10 python -m bench.verifier --runs 3 > section.md   # then append to BENCHMARKS.md
+    python -m bench.verifier --grpo-batch-only                  # only the GRPO batch (any version)
+
+Times are wall-clock seconds from ``time.perf_counter``; each number is the min and the median
+over `--runs` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+from verifiers.math import MathVerifier, judge
+from verifiers.math.parse import parse
+from verifiers.pool import TimeoutPool
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "verifiers" / "data"
+FALLBACKS = ("phrase", "last_number")
+MV_CAP_S = 12.0
+
+
+def labeled() -> list[dict]:
+    return [json.loads(line) for line in (DATA / "math_labeled.jsonl").open()]
+
+
+def pathological() -> list[dict]:
+    rows = [json.loads(line) for line in (DATA / "math_pathological.jsonl").open()]
+    return [{**r, "completion": r["prefix"] + r["body"] * r["times"] + r["suffix"]} for r in rows]
+
+
+def ours(completion: str, gold: str) -> bool:
+    return judge(completion, gold, FALLBACKS).correct
+
+
+def math_verify(completion: str, gold: str) -> bool:
+    from math_verify import parse, verify
+
+    return bool(verify(parse("\\boxed{" + gold + "}"), parse(completion)))
+
+
+def timed_pass(fn: Callable[[str, str], bool], rows: list[dict]) -> tuple[list[bool], list[float]]:
+    verdicts, latencies = [], []
+    for r in rows:
+        start = time.perf_counter()
+        verdicts.append(fn(r["completion"], r["gold"]))
+        latencies.append(time.perf_counter() - start)
+    return verdicts, latencies
+
+
+def quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def grpo_batch(rng: random.Random) -> list[tuple[str, str]]:
+    """64 completions like the embedded default's: worked arithmetic steps, then a box (or not)."""
+    from reasoner.arithmetic import make_problem
+
+    pairs = []
+    while len(pairs) < 64:
+        problem = make_problem(rng.choice((2, 3, 4)), rng)
+        if problem is None:
+            continue
+        for g in range(8):
+            answer = int(problem.answer) + (0 if g % 3 else rng.choice((-10, -1, 1, 2)))
+            tail = f"\nThe answer is \\boxed{{{answer}}}." if g != 7 else "\nI am not sure."
+            pairs.append((f"Let me solve {problem.problem} step by step.\n{problem.solution}{tail}", problem.answer))
+    return pairs[:64]
+
+
+def time_grpo_batch(runs: int) -> list[float]:
+    pairs = grpo_batch(random.Random(0))
+    verifier = MathVerifier(timeout_s=1.0, workers=2)
+    try:
+        verifier.verify_batch(pairs)  # start the pool, as the first training step does
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            verifier.verify_batch(pairs)
+            times.append(time.perf_counter() - start)
+        return times
+    finally:
+        verifier.close()
+
+
+def fmt(xs: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    return f"{min(xs) * scale:.{digits}f} / {statistics.median(xs) * scale:.{digits}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="repetitions of each timed pass (>= 3 for reports)")
+    ap.add_argument("--grpo-batch-only", action="store_true", help="only time the GRPO verify phase")
+    args = ap.parse_args()
+
+    grpo = time_grpo_batch(max(20, args.runs))
+    if args.grpo_batch_only:
+        print(f"GRPO verify phase, 64 completions: min / median {fmt(grpo, 1000, 2)} ms")
+        return
+
+    rows = labeled()
+    labels = [r["label"] for r in rows]
+    systems = {"ours": ours, "math-verify": math_verify}
+    verdicts: dict[str, list[bool]] = {}
+    rates: dict[str, list[float]] = {name: [] for name in systems}
+    p50: dict[str, list[float]] = {name: [] for name in systems}
+    p95: dict[str, list[float]] = {name: [] for name in systems}
+    worst: dict[str, list[float]] = {name: [] for name in systems}
+    for name, fn in systems.items():  # warm-up: imports, parser tables, gold caches empty again below
+        fn(rows[0]["completion"], rows[0]["gold"])
+    for _ in range(args.runs):
+        for name, fn in systems.items():
+            parse.cache_clear()  # each run starts cold; within a run repeated golds hit the cache
+            verdicts[name], lat = timed_pass(fn, rows)
+            rates[name].append(len(rows) / sum(lat))
+            p50[name].append(quantile(lat, 0.5))
+            p95[name].append(quantile(lat, 0.95))
+            worst[name].append(max(lat))
+
+    pool_rates = []
+    verifier = MathVerifier(timeout_s=1.0, workers=2, fallbacks=FALLBACKS)
+    try:
+        pairs = [(r["completion"], r["gold"]) for r in rows]
+        verifier.verify_batch(pairs[:4])
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            pool_verdicts = verifier.verify_batch(pairs)
+            pool_rates.append(len(rows) / (time.perf_counter() - start))
+        pool_acc = sum(v.correct == y for v, y in zip(pool_verdicts, labels)) / len(rows)
+        patho = pathological()
+        ours_patho = []
+        for r in patho:
+            start = time.perf_counter()
+            v = verifier.verify(r["completion"], r["gold"])
+            ours_patho.append((time.perf_counter() - start, v.reason))
+    finally:
+        verifier.close()
+    with TimeoutPool(math_verify, workers=1, timeout_s=MV_CAP_S, preload=["math_verify"]) as pool:
+        mv_patho = []
+        for r in patho:
+            start = time.perf_counter()
+            out = pool.map([(r["completion"], r["gold"])])[0]
+            mv_patho.append((time.perf_counter() - start, "ok" if out.ok else out.error))
+
+    n = len(rows)
+    acc = {name: sum(v == y for v, y in zip(verdicts[name], labels)) / n for name in systems}
+    print(f"### Math verifier vs math-verify ({time.strftime('%Y-%m-%d')})\n")
+    print(f"Machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
+          "2 cores shared with a training run; `nice -n 10 python -m bench.verifier "
+          f"--runs {args.runs}`. Numbers are min / median of {args.runs} runs.\n")
+    print(f"| | ours | math-verify |\n|---|---|---|")
+    print(f"| accuracy on the labeled set (n={n}, {sum(labels)} true) | {acc['ours']:.3f} | {acc['math-verify']:.3f} |")
+    print(f"| one process: cases/s | {fmt(rates['ours'])} | {fmt(rates['math-verify'])} |")
+    print(f"| one process: p50 latency, ms | {fmt(p50['ours'], 1000, 2)} | {fmt(p50['math-verify'], 1000, 2)} |")
+    print(f"| one process: p95 latency, ms | {fmt(p95['ours'], 1000, 2)} | {fmt(p95['math-verify'], 1000, 2)} |")
+    print(f"| one process: max latency, ms | {fmt(worst['ours'], 1000)} | {fmt(worst['math-verify'], 1000)} |")
+    print(f"| pool of 2 workers, 1 s budget: cases/s (accuracy {pool_acc:.3f}) | {fmt(pool_rates)} | - |")
+    ratio = [a / b for a, b in zip(rates["ours"], rates["math-verify"])]
+    print(f"| throughput ratio, one process (per run) | {fmt(ratio, 1, 2)} | 1 |")
+    print(f"| GRPO verify phase, 64 completions, ms | {fmt(grpo, 1000, 2)} | - |\n")
+    wrong = {name: [i for i in range(n) if verdicts[name][i] != labels[i]] for name in systems}
+    for name in systems:
+        print(f"{name} wrong on {len(wrong[name])}: " + "; ".join(
+            f"`{rows[i]['gold']}` ({rows[i]['source']}, {rows[i]['note']}, label {labels[i]})" for i in wrong[name]) + "\n")
+    print("| pathological input | ours: s, reason | math-verify: s, outcome |\n|---|---|---|")
+    for r, (t_ours, why), (t_mv, mv_why) in zip(patho, ours_patho, mv_patho):
+        print(f"| {r['name']} | {t_ours:.2f}, {why[:40]} | {t_mv:.2f}, {mv_why[:40]} |")
+    print(f"\nWorst pathological latency: ours {max(t for t, _ in ours_patho):.2f} s (budget 1 s), "
+          f"math-verify {max(t for t, _ in mv_patho):.2f} s (capped at {MV_CAP_S:.0f} s).")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,9 @@ Measures, on the labeled set in ``tests/verifiers/data/math_labeled.jsonl``:
 - the pathological inputs in ``tests/verifiers/data/math_pathological.jsonl``: latency of each
   (math-verify runs in a killable worker capped at `MV_CAP_S` seconds);
 - the verify phase of one GRPO step: `MathVerifier.verify_batch` on 64 arithmetic completions
-  (B=8 prompts x G=8) of 50-130 tokens, as `reasoner.rl_step` calls it.
+  (B=8 prompts x G=8) of 50-130 tokens, as `reasoner.rl_step` calls it, and on batches of 64
+  MATH / GSM8K / AIME pairs of the labeled set (harder answers, for contrast); every batch is new
+  to the verifier, so its parse cache helps only within a batch.
 
 Run (math-verify only in the benchmark environment: ``pip install -e '.[bench]'``)::
 
@@ -32,8 +34,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from verifiers.math import MathVerifier, judge
-from verifiers.math.parse import parse
+from verifiers.math import MathVerifier
 from verifiers.pool import TimeoutPool
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "verifiers" / "data"
@@ -51,6 +52,8 @@ def pathological() -> list[dict]:
 
 
 def ours(completion: str, gold: str) -> bool:
+    from verifiers.math import judge  # imported here: --grpo-batch-only also runs older versions
+
     return judge(completion, gold, FALLBACKS).correct
 
 
@@ -74,12 +77,13 @@ def quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-def grpo_batch(rng: random.Random) -> list[tuple[str, str]]:
-    """64 completions like the embedded default's: worked arithmetic steps, then a box (or not)."""
+def arithmetic_batches(n: int) -> list[list[tuple[str, str]]]:
+    """`n` GRPO batches like the embedded default's: 8 problems x 8 completions of worked
+    arithmetic steps (50-130 tokens), a third of them with a wrong boxed result, one in 8 unboxed."""
     from reasoner.arithmetic import make_problem
 
-    pairs = []
-    while len(pairs) < 64:
+    rng, pairs = random.Random(0), []
+    while len(pairs) < 64 * n:
         problem = make_problem(rng.choice((2, 3, 4)), rng)
         if problem is None:
             continue
@@ -87,16 +91,22 @@ def grpo_batch(rng: random.Random) -> list[tuple[str, str]]:
             answer = int(problem.answer) + (0 if g % 3 else rng.choice((-10, -1, 1, 2)))
             tail = f"\nThe answer is \\boxed{{{answer}}}." if g != 7 else "\nI am not sure."
             pairs.append((f"Let me solve {problem.problem} step by step.\n{problem.solution}{tail}", problem.answer))
-    return pairs[:64]
+    return [pairs[i : i + 64] for i in range(0, 64 * n, 64)]
 
 
-def time_grpo_batch(runs: int) -> list[float]:
-    pairs = grpo_batch(random.Random(0))
+def labeled_batches() -> list[list[tuple[str, str]]]:
+    """The labeled set's MATH / GSM8K / AIME pairs, in file order, cut into batches of 64."""
+    pairs = [(r["completion"], r["gold"]) for r in labeled() if r["source"] != "hand"]
+    return [pairs[i : i + 64] for i in range(0, len(pairs) - 63, 64)]
+
+
+def time_batches(batches: list[list[tuple[str, str]]], warm_up: list[tuple[str, str]]) -> list[float]:
+    """Seconds `MathVerifier.verify_batch` takes on each batch (each batch new to the verifier)."""
     verifier = MathVerifier(timeout_s=1.0, workers=2)
     try:
-        verifier.verify_batch(pairs)  # start the pool, as the first training step does
+        verifier.verify_batch(warm_up)  # start the pool, as the first training step does
         times = []
-        for _ in range(runs):
+        for pairs in batches:
             start = time.perf_counter()
             verifier.verify_batch(pairs)
             times.append(time.perf_counter() - start)
@@ -115,10 +125,15 @@ def main() -> None:
     ap.add_argument("--grpo-batch-only", action="store_true", help="only time the GRPO verify phase")
     args = ap.parse_args()
 
-    grpo = time_grpo_batch(max(20, args.runs))
+    hand = [(r["completion"], r["gold"]) for r in labeled() if r["source"] == "hand"][:64]
+    grpo = time_batches(arithmetic_batches(21)[1:], warm_up=arithmetic_batches(1)[0])
+    grpo_math = time_batches(labeled_batches(), warm_up=hand)
     if args.grpo_batch_only:
-        print(f"GRPO verify phase, 64 completions: min / median {fmt(grpo, 1000, 2)} ms")
+        print(f"GRPO verify phase, 64 completions, min / median ms: arithmetic {fmt(grpo, 1000, 2)} "
+              f"({len(grpo)} batches), labeled MATH/GSM8K/AIME {fmt(grpo_math, 1000, 2)} ({len(grpo_math)} batches)")
         return
+
+    from verifiers.math.parse import parse
 
     rows = labeled()
     labels = [r["label"] for r in rows]
@@ -179,7 +194,8 @@ def main() -> None:
     print(f"| pool of 2 workers, 1 s budget: cases/s (accuracy {pool_acc:.3f}) | {fmt(pool_rates)} | - |")
     ratio = [a / b for a, b in zip(rates["ours"], rates["math-verify"])]
     print(f"| throughput ratio, one process (per run) | {fmt(ratio, 1, 2)} | 1 |")
-    print(f"| GRPO verify phase, 64 completions, ms | {fmt(grpo, 1000, 2)} | - |\n")
+    print(f"| GRPO verify phase, 64 arithmetic completions, ms | {fmt(grpo, 1000, 2)} | - |")
+    print(f"| GRPO verify phase, 64 MATH/GSM8K/AIME completions, ms | {fmt(grpo_math, 1000, 2)} | - |\n")
     wrong = {name: [i for i in range(n) if verdicts[name][i] != labels[i]] for name in systems}
     for name in systems:
         print(f"{name} wrong on {len(wrong[name])}: " + "; ".join(

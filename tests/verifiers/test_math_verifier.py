@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sympy
 
 from verifiers.math import MathVerifier, judge, verify, verify_batch
 from verifiers.math.equivalence import equivalent
@@ -133,9 +134,30 @@ def test_string_match_reports_the_normal_forms():
 def test_huge_values_are_refused_before_evaluation():
     with pytest.raises(ValueError, match="digits"):
         parse("10^{10^{10}}")
-    assert log10_size(parse("2^{100}")) < MAX_DIGITS
+    # 2^100 has 31 digits; the bound is 100 * size(2) = 100 * (2 + 1 bits of 2/1) * 0.30103 = 90.3
+    assert log10_size(parse("2^{100}")) == pytest.approx(90.309)
+    assert log10_size(parse("(10^{100})!")) > MAX_DIGITS
     correct, reason, _ = equivalent("10^{10^{10}}", "5")
     assert not correct and reason.startswith("unparsed: ValueError")
+
+
+@pytest.mark.parametrize(
+    "answer, value",
+    [
+        ("(3,4]", sympy.Interval.Lopen(3, 4)),
+        ("(3,\\frac{\\pi}{2})", sympy.Tuple(3, sympy.pi / 2)),
+        ("\\{1\\pm\\sqrt{5},-2\\}", sympy.FiniteSet(1 + sympy.sqrt(5), 1 - sympy.sqrt(5), -2)),
+        ("(0,9)\\cup(9,36)", sympy.Union(sympy.Interval.open(0, 9), sympy.Interval.open(9, 36))),
+        ("x\\in[-2,7]", sympy.Interval(-2, 7)),
+        ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", sympy.ImmutableMatrix([[1, 2], [3, 4]])),
+        ("3,5,7", sympy.FiniteSet(3, 5, 7)),
+        # SLL prediction fails on this polynomial; the LL retry must give the same tree as latex2sympy
+        ("x^5-x^4+x^3-x^2+x-1", sympy.sympify("x**5 - x**4 + x**3 - x**2 + x - 1")),
+        ("3+4i", 3 + 4 * sympy.I),
+    ],
+)
+def test_parse_structures(answer, value):
+    assert sympy.sstr(parse(answer)) == sympy.sstr(value)  # as text: parsed symbols carry assumptions
 
 
 def test_module_level_api():
@@ -151,16 +173,20 @@ def test_module_level_api():
 
 def _pathological() -> list:
     rows = [json.loads(line) for line in (DATA / "math_pathological.jsonl").open()]
-    return [pytest.param(r["prefix"] + r["body"] * r["times"] + r["suffix"], r["gold"], id=r["name"]) for r in rows]
+    return [
+        pytest.param(r["prefix"] + r["body"] * r["times"] + r["suffix"], r["gold"], r["label"], id=r["name"])
+        for r in rows
+    ]
 
 
-@pytest.mark.parametrize("completion, gold", _pathological())
-def test_pathological_input_finishes_within_budget(verifier, completion, gold):
+@pytest.mark.parametrize("completion, gold, label", _pathological())
+def test_pathological_input_finishes_within_budget(verifier, completion, gold, label):
     start = time.monotonic()
     r = verifier.verify(completion, gold)
     elapsed = time.monotonic() - start
     assert elapsed <= BUDGET_S + 0.5, (elapsed, r.reason)
-    assert r.correct == (gold == "42"), r  # only the long chain of thought ends in a right answer
+    # never a false positive; a true pair may run out of budget (the degree-60 identity does on a busy core)
+    assert r.correct == label or (label and r.reason == "timeout"), r
 
 
 def test_timeout_kills_and_pool_heals():

@@ -7,8 +7,11 @@ Three tiers, cheapest first (each stated so a user can reason about the reward):
    exactly (so 30-digit integers that differ in the last digit differ). Otherwise both are
    evaluated to 30 significant digits and must agree within ``REL_TOL = 1e-6`` relative when
    either side was written with a decimal point (it was rounded), else within ``1e-20``;
-3. **symbolic match**: ``sympy.simplify(a - b) == 0``, after a cheap rejection by evaluating
-   ``a - b`` at a few fixed points.
+3. **symbolic match** (free symbols): both sides are evaluated at three fixed points and must
+   agree within ``PROBE_TOL = 1e-9`` relative (a cheap rejection), then ``sympy.expand`` or
+   ``sympy.simplify`` must reduce ``a - b`` to 0. When either side has a decimal point, agreement
+   within ``REL_TOL`` at the points is the test (a "numeric match": simplify cannot prove
+   ``0.3333333 x = x / 3``).
 
 Structures compare part by part with the same tiers: tuples and matrices in order, finite sets
 in any order (``"2, 3"`` is the set of solutions), intervals by endpoints and openness, unions
@@ -32,6 +35,7 @@ from verifiers.math.parse import MAX_ANSWER_CHARS, Text, parse
 
 REL_TOL = 1e-6
 EXACT_REL_TOL = 1e-20
+PROBE_TOL = 1e-9
 _DIGITS = 30
 _PROBES = (sympy.Rational(7, 10), sympy.Rational(13, 7), sympy.Rational(-5, 3))
 
@@ -41,32 +45,43 @@ def _close(a: sympy.Expr, b: sympy.Expr, tol: float) -> bool:
     return bool(abs(va - vb) <= tol * sympy.Max(abs(va), abs(vb)))
 
 
-def _numbers(a: sympy.Expr, b: sympy.Expr) -> bool:
+def _numbers(a: sympy.Expr, b: sympy.Expr, tol: float) -> bool:
     if a.is_Rational and b.is_Rational:
         return a == b
     if not (a.is_finite and b.is_finite):
         return a == b
-    tol = REL_TOL if a.has(sympy.Float) or b.has(sympy.Float) else EXACT_REL_TOL
     return _close(a, b, tol)
 
 
-def _identity(diff: sympy.Expr) -> bool:
-    """Is the expression `diff` identically zero? Probes reject fast; simplify decides."""
-    symbols = sorted(diff.free_symbols, key=str)
+def _agree_at_probes(a: sympy.Expr, b: sympy.Expr, tol: float) -> bool:
+    """Do `a` and `b` agree within `tol` (relative, floor 1) at the fixed probe points?
+
+    A point where either side is not a finite number (a pole, an unknown function) proves nothing.
+    """
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     for k, point in enumerate(_PROBES):
         subs = {s: point + j for j, s in enumerate(symbols, start=k)}
-        value = diff.evalf(_DIGITS, subs=subs)
-        if value.is_number and value.is_finite and abs(value) > 1e-9:  # a pole proves nothing
-            return False
-    return sympy.expand(diff) == 0 or sympy.simplify(diff) == 0
+        va, vb = a.evalf(_DIGITS, subs=subs), b.evalf(_DIGITS, subs=subs)
+        if all(v.is_number and v.is_finite for v in (va, vb)):
+            if abs(va - vb) > tol * sympy.Max(1, abs(va), abs(vb)):
+                return False
+    return True
 
 
 def _exprs(a: sympy.Expr, b: sympy.Expr) -> str | None:
     if a.has(sympy.zoo, sympy.nan) or b.has(sympy.zoo, sympy.nan):  # "12:00" parses as 12/0
         return None
+    inexact = a.has(sympy.Float) or b.has(sympy.Float)
     if not a.free_symbols and not b.free_symbols:
-        return "numeric match" if a == b or _numbers(a, b) else None
-    return "symbolic match" if a == b or _identity(a - b) else None
+        return "numeric match" if a == b or _numbers(a, b, REL_TOL if inexact else EXACT_REL_TOL) else None
+    if a == b:
+        return "symbolic match"
+    if not _agree_at_probes(a, b, REL_TOL if inexact else PROBE_TOL):
+        return None
+    if inexact:  # simplify cannot prove 0.3333333 x = x / 3; the probes are the test
+        return "numeric match"
+    diff = a - b
+    return "symbolic match" if sympy.expand(diff) == 0 or sympy.simplify(diff) == 0 else None
 
 
 def _as_set(rel: sympy.Basic) -> sympy.Basic:
@@ -155,8 +170,9 @@ def equivalent(pred: str, gold: str) -> tuple[bool, str, tuple[str, str] | None]
 
     Returns:
         (correct, reason, parsed): reason is ``"string match"``, ``"numeric match"``,
-        ``"symbolic match"``, ``"mismatch"`` or ``"unparsed: <why>"``; parsed holds both
-        parsed forms (as strings) once both sides parsed.
+        ``"symbolic match"``, ``"mismatch"``, ``"unparsed: <why>"`` (a side is malformed, too
+        long or too large) or ``"error: <why>"`` (sympy failed while comparing); parsed holds
+        both parsed forms (as strings) once both sides parsed.
     """
     too_long = [s for s in (pred, gold) if len(s) > MAX_ANSWER_CHARS]
     if too_long:

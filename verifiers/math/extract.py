@@ -19,43 +19,46 @@ from typing import Sequence
 MAX_PHRASE = 300
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
+_BRACES = re.compile(r"[{}]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 # (where the answer starts, what it is): the answer is read after the *last* start only.
 _PHRASES = (
     (re.compile(r"<answer>"), re.compile(r"(.{0,%d}?)</answer>" % MAX_PHRASE, re.S)),
-    (re.compile(r"(?:final answer|the answer) is", re.I), re.compile(r"\s*:?\s*(.{1,%d}?)\s*(?:\.\s|\.?$|\n)" % MAX_PHRASE, re.M)),
+    (
+        re.compile(r"(?:final answer|the answer) is", re.I),
+        re.compile(r"\s*:?\s*(.{1,%d}?)\s*(?:\.\s|\.?$|\n)" % MAX_PHRASE, re.M),
+    ),
     (re.compile(r"^\s*\**answer\**\s*:", re.I | re.M), re.compile(r"\s*(.{1,%d}?)\s*$" % MAX_PHRASE, re.M)),
     (re.compile(r"####"), re.compile(r"\s*([^\n]{1,%d})" % MAX_PHRASE)),
 )
 FALLBACKS = ("phrase", "last_number")
 
 
-def _closing_braces(text: str) -> dict[int, int]:
-    """Map the index of each ``{`` that gets closed to the index of its ``}`` (one linear pass)."""
-    stack: list[int] = []
-    match: dict[int, int] = {}
-    for i, ch in enumerate(text):
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            match[stack.pop()] = i
-    return match
+def _closing_brace(text: str, start: int, end: int) -> int | None:
+    """Index of the ``}`` that closes the ``{`` at `start`, looking no further than `end`."""
+    depth = 0
+    for brace in _BRACES.finditer(text, start, end):
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            return brace.start()
+    return None
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last closed ``\\boxed{}`` or ``\\fbox{}`` in `text` (nested braces kept), or None.
 
     An unclosed last box falls back to the box before it. ``\\boxed 5`` (no braces) gives ``"5"``.
+    Linear time: a box that starts before an unclosed box cannot close after it, so each box is
+    scanned only up to the start of the unclosed box after it.
     """
-    boxes = list(_BOX.finditer(text))
-    if not boxes:
-        return None
-    closing = _closing_braces(text)
-    for box in reversed(boxes):
+    end = len(text)
+    for box in reversed(list(_BOX.finditer(text))):
         i = box.end()
         if i < len(text) and text[i] == "{":
-            if i in closing:
-                return text[i + 1 : closing[i]].strip()
+            j = _closing_brace(text, i, end)
+            if j is not None:
+                return text[i + 1 : j].strip()
+            end = box.start()
             continue
         token = re.match(r"[^\s$]+", text[i : i + MAX_PHRASE])
         if token:

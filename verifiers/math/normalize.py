@@ -24,8 +24,11 @@ from __future__ import annotations
 
 import re
 
-_DELIMITERS = ("\\$", "$", "\\(", "\\)", "\\[", "\\]", "\\displaystyle", "\\left", "\\right", "\\!", "\\,", "\\;", "\\:",
-               "\\quad", "\\qquad", "~", "^\\circ", "^{\\circ}", "\\circ", "°", "\\degree", "\\%", "%")
+_DELIMITERS = (
+    *("\\$", "$", "\\(", "\\)", "\\[", "\\]", "\\displaystyle", "\\left", "\\right"),
+    *("\\!", "\\,", "\\;", "\\:", "\\quad", "\\qquad", "~"),
+    *("^\\circ", "^{\\circ}", "\\circ", "°", "\\degree", "\\%", "%"),
+)
 _RENAME = (
     (re.compile(r"\\[dt]frac"), r"\\frac"),
     (re.compile(r"\\le(?![a-zA-Z])"), r"\\leq"),
@@ -40,7 +43,7 @@ _UNIT_WORDS = re.compile(r"^([-+]?[\d.,/]*\d)\s+[a-zA-Z]{2}[a-zA-Z .]*%s$" % _PO
 _ONLY_TEXT = re.compile(r"^\s*(?:%s\s*)+$" % _TEXT)
 _WORDS = re.compile(r"^[A-Za-z][A-Za-z ,.'-]*[A-Za-z.]$")
 _ARTICLES = ("a", "an", "the")
-_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?$")
+_CHOICE = re.compile(r"^\(([A-Ea-e])\)$|^([A-E])$")
 _THOUSANDS = re.compile(r"^-?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _MIXED = re.compile(r"^(-?\d+)\s+(\d+)/(\d+)$")
 _REPEATING = re.compile(r"(?<!\d)(\d*)\.(\d*)\\overline\{(\d+)\}")
@@ -81,7 +84,7 @@ def normalize(answer: str) -> str:
     s = s.strip().rstrip(".").strip()
     choice = _CHOICE.match(s)
     if choice:
-        return choice.group(1).upper()
+        return (choice.group(1) or choice.group(2)).upper()
     if _WORDS.match(s) and re.search(r"[A-Za-z]{3}", s):
         words = s.lower().rstrip(".").split()
         return "\\text{%s}" % " ".join(words[1:] if words[0] in _ARTICLES and len(words) > 1 else words)

@@ -70,9 +70,9 @@ def _number(s: str) -> sympy.Basic | None:
 def log10_size(value: sympy.Basic) -> float:
     """An upper bound on ``|log10 |value||`` for numeric sympy trees (free symbols count as 1).
 
-    Rules: a rational counts its digits; ``|log10 b^x| <= (size(b) + 1) * 10^size(x)``;
-    ``log10 n! <= n log10 n``; a product adds, a sum takes the largest term plus one;
-    other functions take their largest argument plus one.
+    Rules: a rational counts its digits; ``|log10 b^x| = |x| size(b)`` for a rational x, and
+    ``<= size(b) 10^size(x)`` otherwise; ``log10 n! <= n log10 n``; a product adds, a sum takes
+    the largest term plus one; other functions take their largest argument plus one.
     """
     if isinstance(value, sympy.Rational):
         return 0.30103 * (abs(value.p).bit_length() + value.q.bit_length())
@@ -80,8 +80,10 @@ def log10_size(value: sympy.Basic) -> float:
         sign, mantissa, exponent, bits = value._mpf_
         return 0.30103 * abs(exponent + bits)
     if isinstance(value, sympy.Pow):
-        base, exponent = (log10_size(a) for a in value.args)
-        return (base + 1) * 10 ** min(exponent, 300.0)
+        base, exponent = value.args
+        if exponent.is_Rational and log10_size(exponent) < 300:
+            return log10_size(base) * abs(float(exponent))
+        return log10_size(base) * 10 ** min(log10_size(exponent), 300.0)
     if isinstance(value, sympy.factorial):
         n = 10 ** min(log10_size(value.args[0]), 300.0)
         return n * (math.log10(n) + 1)

@@ -119,6 +119,60 @@ def fmt(xs: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{min(xs) * scale:.{digits}f} / {statistics.median(xs) * scale:.{digits}f}"
 
 
+def one_process(rows: list[dict], runs: int) -> dict[str, dict[str, list]]:
+    """Per system: verdicts of the last run, and cases/s, p50, p95 and max latency of each run."""
+    from verifiers.math.parse import parse
+
+    systems = {"ours": ours, "math-verify": math_verify}
+    stats = {name: {"verdicts": [], "rate": [], "p50": [], "p95": [], "max": []} for name in systems}
+    for fn in systems.values():  # imports and first-use costs stay out of the timed runs
+        fn(rows[0]["completion"], rows[0]["gold"])
+    for _ in range(runs):
+        for name, fn in systems.items():  # interleaved, so both see the same load
+            parse.cache_clear()  # each run starts cold; within a run repeated golds hit the cache
+            verdicts, lat = timed_pass(fn, rows)
+            s = stats[name]
+            s["verdicts"] = verdicts
+            s["rate"].append(len(rows) / sum(lat))
+            s["p50"].append(quantile(lat, 0.5))
+            s["p95"].append(quantile(lat, 0.95))
+            s["max"].append(max(lat))
+    return stats
+
+
+def through_pool(rows: list[dict], runs: int) -> tuple[list[float], float, list[tuple[float, str]]]:
+    """Ours through the worker pool: cases/s per run, accuracy, and (seconds, reason) per pathological input."""
+    verifier = MathVerifier(timeout_s=1.0, workers=2, fallbacks=FALLBACKS)
+    try:
+        pairs = [(r["completion"], r["gold"]) for r in rows]
+        verifier.verify_batch(pairs[:4])  # start the pool
+        rates = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            verdicts = verifier.verify_batch(pairs)
+            rates.append(len(rows) / (time.perf_counter() - start))
+        accuracy = sum(v.correct == r["label"] for v, r in zip(verdicts, rows)) / len(rows)
+        patho = []
+        for r in pathological():
+            start = time.perf_counter()
+            v = verifier.verify(r["completion"], r["gold"])
+            patho.append((time.perf_counter() - start, f"{v.correct}, {v.reason}"))
+        return rates, accuracy, patho
+    finally:
+        verifier.close()
+
+
+def math_verify_pathological() -> list[tuple[float, str]]:
+    """(seconds, outcome) per pathological input for math-verify, each in a worker killed at `MV_CAP_S`."""
+    out = []
+    with TimeoutPool(math_verify, workers=1, timeout_s=MV_CAP_S, preload=["math_verify"]) as pool:
+        for r in pathological():
+            start = time.perf_counter()
+            result = pool.map([(r["completion"], r["gold"])])[0]
+            out.append((time.perf_counter() - start, str(result.value) if result.ok else result.error))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each timed pass (>= 3 for reports)")
@@ -133,78 +187,36 @@ def main() -> None:
               f"({len(grpo)} batches), labeled MATH/GSM8K/AIME {fmt(grpo_math, 1000, 2)} ({len(grpo_math)} batches)")
         return
 
-    from verifiers.math.parse import parse
-
     rows = labeled()
-    labels = [r["label"] for r in rows]
-    systems = {"ours": ours, "math-verify": math_verify}
-    verdicts: dict[str, list[bool]] = {}
-    rates: dict[str, list[float]] = {name: [] for name in systems}
-    p50: dict[str, list[float]] = {name: [] for name in systems}
-    p95: dict[str, list[float]] = {name: [] for name in systems}
-    worst: dict[str, list[float]] = {name: [] for name in systems}
-    for name, fn in systems.items():  # warm-up: imports, parser tables, gold caches empty again below
-        fn(rows[0]["completion"], rows[0]["gold"])
-    for _ in range(args.runs):
-        for name, fn in systems.items():
-            parse.cache_clear()  # each run starts cold; within a run repeated golds hit the cache
-            verdicts[name], lat = timed_pass(fn, rows)
-            rates[name].append(len(rows) / sum(lat))
-            p50[name].append(quantile(lat, 0.5))
-            p95[name].append(quantile(lat, 0.95))
-            worst[name].append(max(lat))
+    stats = one_process(rows, args.runs)
+    pool_rates, pool_acc, patho_ours = through_pool(rows, args.runs)
+    patho_mv = math_verify_pathological()
 
-    pool_rates = []
-    verifier = MathVerifier(timeout_s=1.0, workers=2, fallbacks=FALLBACKS)
-    try:
-        pairs = [(r["completion"], r["gold"]) for r in rows]
-        verifier.verify_batch(pairs[:4])
-        for _ in range(args.runs):
-            start = time.perf_counter()
-            pool_verdicts = verifier.verify_batch(pairs)
-            pool_rates.append(len(rows) / (time.perf_counter() - start))
-        pool_acc = sum(v.correct == y for v, y in zip(pool_verdicts, labels)) / len(rows)
-        patho = pathological()
-        ours_patho = []
-        for r in patho:
-            start = time.perf_counter()
-            v = verifier.verify(r["completion"], r["gold"])
-            ours_patho.append((time.perf_counter() - start, v.reason))
-    finally:
-        verifier.close()
-    with TimeoutPool(math_verify, workers=1, timeout_s=MV_CAP_S, preload=["math_verify"]) as pool:
-        mv_patho = []
-        for r in patho:
-            start = time.perf_counter()
-            out = pool.map([(r["completion"], r["gold"])])[0]
-            mv_patho.append((time.perf_counter() - start, "ok" if out.ok else out.error))
-
-    n = len(rows)
-    acc = {name: sum(v == y for v, y in zip(verdicts[name], labels)) / n for name in systems}
+    n, labels = len(rows), [r["label"] for r in rows]
+    acc = {name: sum(v == y for v, y in zip(s["verdicts"], labels)) / n for name, s in stats.items()}
+    ours_s, mv_s = stats["ours"], stats["math-verify"]
     print(f"### Math verifier vs math-verify ({time.strftime('%Y-%m-%d')})\n")
-    print(f"Machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
-          "2 cores shared with a training run; `nice -n 10 python -m bench.verifier "
-          f"--runs {args.runs}`. Numbers are min / median of {args.runs} runs.\n")
-    print(f"| | ours | math-verify |\n|---|---|---|")
+    print(f"Machine: {platform.machine()}, Python {platform.python_version()}; "
+          f"`nice -n 10 python -m bench.verifier --runs {args.runs}`. Numbers are min / median of {args.runs} runs.\n")
+    print("| | ours | math-verify |\n|---|---|---|")
     print(f"| accuracy on the labeled set (n={n}, {sum(labels)} true) | {acc['ours']:.3f} | {acc['math-verify']:.3f} |")
-    print(f"| one process: cases/s | {fmt(rates['ours'])} | {fmt(rates['math-verify'])} |")
-    print(f"| one process: p50 latency, ms | {fmt(p50['ours'], 1000, 2)} | {fmt(p50['math-verify'], 1000, 2)} |")
-    print(f"| one process: p95 latency, ms | {fmt(p95['ours'], 1000, 2)} | {fmt(p95['math-verify'], 1000, 2)} |")
-    print(f"| one process: max latency, ms | {fmt(worst['ours'], 1000)} | {fmt(worst['math-verify'], 1000)} |")
+    print(f"| one process: cases/s | {fmt(ours_s['rate'])} | {fmt(mv_s['rate'])} |")
+    for key in ("p50", "p95", "max"):
+        print(f"| one process: {key} latency, ms | {fmt(ours_s[key], 1000, 2)} | {fmt(mv_s[key], 1000, 2)} |")
+    ratio = [a / b for a, b in zip(ours_s["rate"], mv_s["rate"])]
+    print(f"| throughput ratio, one process (same run) | {fmt(ratio, 1, 2)} | 1 |")
     print(f"| pool of 2 workers, 1 s budget: cases/s (accuracy {pool_acc:.3f}) | {fmt(pool_rates)} | - |")
-    ratio = [a / b for a, b in zip(rates["ours"], rates["math-verify"])]
-    print(f"| throughput ratio, one process (per run) | {fmt(ratio, 1, 2)} | 1 |")
     print(f"| GRPO verify phase, 64 arithmetic completions, ms | {fmt(grpo, 1000, 2)} | - |")
     print(f"| GRPO verify phase, 64 MATH/GSM8K/AIME completions, ms | {fmt(grpo_math, 1000, 2)} | - |\n")
-    wrong = {name: [i for i in range(n) if verdicts[name][i] != labels[i]] for name in systems}
-    for name in systems:
-        print(f"{name} wrong on {len(wrong[name])}: " + "; ".join(
-            f"`{rows[i]['gold']}` ({rows[i]['source']}, {rows[i]['note']}, label {labels[i]})" for i in wrong[name]) + "\n")
-    print("| pathological input | ours: s, reason | math-verify: s, outcome |\n|---|---|---|")
-    for r, (t_ours, why), (t_mv, mv_why) in zip(patho, ours_patho, mv_patho):
-        print(f"| {r['name']} | {t_ours:.2f}, {why[:40]} | {t_mv:.2f}, {mv_why[:40]} |")
-    print(f"\nWorst pathological latency: ours {max(t for t, _ in ours_patho):.2f} s (budget 1 s), "
-          f"math-verify {max(t for t, _ in mv_patho):.2f} s (capped at {MV_CAP_S:.0f} s).")
+    for name, s in stats.items():
+        wrong = [(r, v) for r, v in zip(rows, s["verdicts"]) if v != r["label"]]
+        print(f"{name} wrong on {len(wrong)}: "
+              + "; ".join(f"`{r['gold'][:40]}` ({r['note']}, label {r['label']})" for r, _ in wrong) + "\n")
+    print("| pathological input | ours: s, verdict, reason | math-verify: s, verdict |\n|---|---|---|")
+    for r, (t_ours, why), (t_mv, mv_why) in zip(pathological(), patho_ours, patho_mv):
+        print(f"| {r['name']} | {t_ours:.2f}, {why[:48]} | {t_mv:.2f}, {mv_why[:40]} |")
+    print(f"\nWorst pathological latency: ours {max(t for t, _ in patho_ours):.2f} s (budget 1 s), "
+          f"math-verify {max(t for t, _ in patho_mv):.2f} s (capped at {MV_CAP_S:.0f} s).")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,8 @@ class TimeoutPool:
         if preload:
             self._ctx.set_forkserver_preload(list(preload))
         self._workers = [_Worker(self._ctx, fn) for _ in range(workers)]
+        for w in self._workers:
+            w.wait_ready()  # the first workers start before any map call
         self.restarts = 0
 
     def map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Outcome]:

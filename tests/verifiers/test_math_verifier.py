@@ -11,7 +11,7 @@ from verifiers.math import MathVerifier, judge, verify, verify_batch
 from verifiers.math.equivalence import equivalent
 from verifiers.math.extract import extract_answer, last_boxed
 from verifiers.math.normalize import normalize
-from verifiers.math.parse import MAX_DIGITS, log10_size, parse
+from verifiers.math.parse import log10_size, parse
 from verifiers.pool import TimeoutPool
 
 DATA = Path(__file__).parent / "data"
@@ -29,10 +29,16 @@ def verifier():
 # --- the labeled set ------------------------------------------------------------------------
 
 
-def test_labeled_set_accuracy(verifier):
+def test_labeled_set_accuracy():
     rows = [json.loads(line) for line in (DATA / "math_labeled.jsonl").open()]
     assert len(rows) >= 300 and {r["label"] for r in rows} == {True, False}
-    results = verifier.verify_batch([(r["completion"], r["gold"]) for r in rows])
+    # a generous budget: this test is about verdicts (the time limit has its own tests below),
+    # and a CI core shared with other jobs can push a 50 ms comparison past 1 s
+    v = MathVerifier(timeout_s=10.0, workers=2, fallbacks=("phrase", "last_number"))
+    try:
+        results = v.verify_batch([(r["completion"], r["gold"]) for r in rows])
+    finally:
+        v.close()
     wrong = [(r["gold"], r["note"], v.extracted, v.reason) for r, v in zip(rows, results) if v.correct != r["label"]]
     # math-verify 0.9.0 scores 0.935 on this set (BENCHMARKS.md); we must not fall below it.
     assert len(wrong) <= 0.02 * len(rows), wrong
@@ -131,12 +137,16 @@ def test_string_match_reports_the_normal_forms():
     assert equivalent("\\dfrac{3}{4}", "\\frac{3}{4}") == (True, "string match", ("\\frac{3}{4}", "\\frac{3}{4}"))
 
 
-def test_huge_values_are_refused_before_evaluation():
+@pytest.mark.parametrize("answer", ["10^{10^{10}}", "9^{9^{9^{9}}}", "(10^{100})!", "\\sin(10^{10^{5}})"])
+def test_huge_values_are_refused_before_evaluation(answer):
     with pytest.raises(ValueError, match="digits"):
-        parse("10^{10^{10}}")
+        parse(answer)
+
+
+def test_size_bound():
     # 2^100 has 31 digits; the bound is 100 * size(2) = 100 * (2 + 1 bits of 2/1) * 0.30103 = 90.3
     assert log10_size(parse("2^{100}")) == pytest.approx(90.309)
-    assert log10_size(parse("(10^{100})!")) > MAX_DIGITS
+    assert log10_size(parse("\\frac{1}{1+\\frac{1}{1+\\frac{1}{2}}}")) < 10  # x^{-1} costs no more than x
     correct, reason, _ = equivalent("10^{10^{10}}", "5")
     assert not correct and reason.startswith("unparsed: ValueError")
 

@@ -12,7 +12,8 @@ caller), then in a `verifiers.pool.TimeoutPool` worker `verifiers.math.normalize
 string), `verifiers.math.parse` (sympy value) and `verifiers.math.equivalence` (the match tiers).
 A check that runs past ``timeout_s`` seconds has its worker killed and scores
 ``correct=False, reason="timeout"``; a crash scores ``reason="error: ..."``. Neither stops the
-caller, and the pool replaces the worker.
+caller, and the pool replaces the worker. The pool's fork server first imports
+`verifiers.math.preload`, which warms the parser, so replacement workers start warm.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class MathVerifier:
         results: list[VerifyResult] = [_NO_ANSWER] * len(pairs)
         if todo:
             if self._pool is None:
-                self._pool = TimeoutPool(_check, self.workers, self.timeout_s, preload=[__name__])
+                self._pool = TimeoutPool(_check, self.workers, self.timeout_s, preload=["verifiers.math.preload"])
                 atexit.register(self.close)
             outcomes = self._pool.map([(extracted[i], pairs[i][1]) for i in todo])
             for i, out in zip(todo, outcomes):

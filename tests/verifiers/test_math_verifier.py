@@ -12,7 +12,6 @@ from verifiers.math.equivalence import equivalent
 from verifiers.math.extract import extract_answer, last_boxed
 from verifiers.math.normalize import normalize
 from verifiers.math.parse import log10_size, parse
-from verifiers.pool import TimeoutPool
 
 DATA = Path(__file__).parent / "data"
 BUDGET_S = 1.0
@@ -40,7 +39,7 @@ def test_labeled_set_accuracy():
     finally:
         v.close()
     wrong = [(r["gold"], r["note"], v.extracted, v.reason) for r, v in zip(rows, results) if v.correct != r["label"]]
-    # math-verify 0.9.0 scores 0.935 on this set (BENCHMARKS.md); we must not fall below it.
+    # math-verify 0.9.0 scores 0.960 on this set (BENCHMARKS.md); 2% wrong at most keeps us above it.
     assert len(wrong) <= 0.02 * len(rows), wrong
 
 
@@ -190,55 +189,25 @@ def _pathological() -> list:
 
 
 @pytest.mark.parametrize("completion, gold, label", _pathological())
-def test_pathological_input_finishes_within_budget(verifier, completion, gold, label):
+def test_pathological_input_finishes_within_budget(verifier, assert_within, completion, gold, label):
     start = time.monotonic()
     r = verifier.verify(completion, gold)
     elapsed = time.monotonic() - start
-    assert elapsed <= BUDGET_S + 0.5, (elapsed, r.reason)
     # never a false positive; a true pair may run out of budget (the degree-60 identity does on a busy core)
     assert r.correct == label or (label and r.reason == "timeout"), r
+    assert_within(elapsed, BUDGET_S + 0.5, f"verdict ({r.reason})")
 
 
-def test_timeout_kills_and_pool_heals():
+def test_timeout_kills_and_pool_heals(assert_within):
     # simplify() of a degree-40 expansion runs far beyond 0.3 s; the verdict must come back anyway
     v = MathVerifier(timeout_s=0.3, workers=1)
     try:
         v.verify("\\boxed{1}", "1")
         start = time.monotonic()
         r = v.verify("\\boxed{(x+y+z)^{40} - (x+y+z)^{39} (x+y+z) + \\sin(x)^2 + \\cos(x)^2}", "1 + x - x")
+        elapsed = time.monotonic() - start
         assert r.reason == "timeout" and not r.correct and r.extracted.startswith("(x+y+z)^{40}"), r
-        assert time.monotonic() - start < 0.3 + 0.5
         assert v.verify("\\boxed{2}", "2").correct  # the replacement worker answers
+        assert_within(elapsed, 0.3 + 0.5, "a timed-out verdict")
     finally:
         v.close()
-
-
-def _sleepy(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
-def _boom(x: int) -> int:
-    if x == 1:
-        import os
-
-        os._exit(3)  # a hard crash of the worker process
-    return x
-
-
-def test_pool_kills_hung_call_and_heals():
-    with TimeoutPool(_sleepy, workers=2, timeout_s=0.5) as pool:
-        start = time.monotonic()
-        out = pool.map([(0.01,), (60.0,), (0.02,), (60.0,), (0.03,)])
-        assert time.monotonic() - start < 3.0
-        assert [o.ok for o in out] == [True, False, True, False, True]
-        assert out[1].error == "timeout" and out[0].value == 0.01 and out[4].value == 0.03
-        assert pool.restarts == 2
-        assert [o.value for o in pool.map([(0.01,), (0.01,)])] == [0.01, 0.01]  # healed
-
-
-def test_pool_survives_worker_crash():
-    with TimeoutPool(_boom, workers=1, timeout_s=2.0) as pool:
-        out = pool.map([(0,), (1,), (2,)])
-        assert out[0].value == 0 and out[2].value == 2
-        assert not out[1].ok and out[1].error.startswith("error: worker died")

@@ -3,7 +3,8 @@
 A call that runs past its budget is not interrupted with `signal.alarm` (which works only in
 the main thread and cannot stop C code such as a long sympy simplification): its worker process
 is killed and replaced, and the call is reported as timed out. A worker that crashes is replaced
-the same way. Results come back in input order.
+the same way. The replacement starts at once but is waited for only when it gets its next task,
+so a timed-out call returns about when its budget ends. Results come back in input order.
 
 Workers start with the ``forkserver`` method: forking a process that runs vLLM or torch
 threads is unsafe, and ``spawn`` would re-import sympy for every replacement worker.
@@ -45,9 +46,15 @@ class _Worker:
         self.proc = ctx.Process(target=_worker_main, args=(child, fn), daemon=True)
         self.proc.start()
         child.close()
-        self.conn.recv()  # "ready": imports are done before any deadline starts
+        self.ready = False
         self.task: int | None = None
         self.deadline = 0.0
+
+    def wait_ready(self) -> None:
+        """Block until the worker's imports are done, so they never count against a deadline."""
+        if not self.ready:
+            self.conn.recv()  # "ready"
+            self.ready = True
 
     def kill(self) -> None:
         self.proc.kill()
@@ -85,6 +92,8 @@ class TimeoutPool:
         if preload:
             self._ctx.set_forkserver_preload(list(preload))
         self._workers = [_Worker(self._ctx, fn) for _ in range(workers)]
+        for w in self._workers:
+            w.wait_ready()  # the first workers start before any map call
         self.restarts = 0
 
     def map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Outcome]:
@@ -97,6 +106,7 @@ class TimeoutPool:
             while pending and idle:
                 w = idle.pop()
                 w.task = pending.pop()
+                w.wait_ready()
                 w.conn.send(tasks[w.task])
                 w.deadline = time.monotonic() + self.timeout_s
                 busy.append(w)

@@ -1,112 +1,213 @@
-"""Math verifier: extraction, equivalence tiers, and hard time limits."""
+"""Math verifier: extraction, normalization, equivalence tiers, the labeled set, hard time limits."""
 
+import json
 import time
+from pathlib import Path
 
 import pytest
+import sympy
 
-from verifiers.math import MathVerifier, verify
+from verifiers.math import MathVerifier, judge, verify, verify_batch
+from verifiers.math.equivalence import equivalent
 from verifiers.math.extract import extract_answer, last_boxed
-from verifiers.pool import TimeoutPool
+from verifiers.math.normalize import normalize
+from verifiers.math.parse import log10_size, parse
 
-CASES = [
-    # (completion, gold, correct, reason prefix)
-    ("So the total is \\boxed{72}.", "72", True, "string match"),
-    ("\\boxed{\\frac{1}{2}}", "0.5", True, "numeric match"),
-    ("\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", True, "string match"),
-    ("\\boxed{(3, \\pi/2)}", "\\left( 3, \\frac{\\pi}{2} \\right)", True, "symbolic match"),
-    ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}", True, "numeric match"),
-    ("\\boxed{1,000}", "1000", True, "string match"),
-    ("\\boxed{x=3}", "3", True, "numeric match"),
-    ("\\boxed{\\text{(B)}}", "(B)", True, "string match"),
-    ("first \\boxed{5} then \\boxed{71}", "72", False, "mismatch"),
-    ("\\boxed{73}", "72", False, "mismatch"),
-    ("The answer is 72", "72", False, "no answer"),
-    ("\\boxed{72", "72", False, "no answer"),
-]
+DATA = Path(__file__).parent / "data"
+BUDGET_S = 1.0
 
 
 @pytest.fixture(scope="module")
 def verifier():
-    v = MathVerifier(timeout_s=1.0, workers=2)
+    v = MathVerifier(timeout_s=BUDGET_S, workers=2, fallbacks=("phrase", "last_number"))
+    v.verify("\\boxed{1}", "1")  # start the pool outside any timed region
     yield v
     v.close()
 
 
-def test_batch_verdicts_in_order(verifier):
-    results = verifier.verify_batch([(c, g) for c, g, _, _ in CASES])
-    for (completion, gold, correct, reason), r in zip(CASES, results):
-        assert (r.correct, r.reason) == (correct, reason), (completion, gold, r)
-        assert r.score == float(correct)
+# --- the labeled set ------------------------------------------------------------------------
 
 
-def test_module_level_verify():
-    r = verify("so \\boxed{\\frac{3}{4}}", "0.75")
-    assert r.correct and r.extracted == "\\frac{3}{4}"
+def test_labeled_set_accuracy():
+    rows = [json.loads(line) for line in (DATA / "math_labeled.jsonl").open()]
+    assert len(rows) >= 300 and {r["label"] for r in rows} == {True, False}
+    # a generous budget: this test is about verdicts (the time limit has its own tests below),
+    # and a CI core shared with other jobs can push a 50 ms comparison past 1 s
+    v = MathVerifier(timeout_s=10.0, workers=2, fallbacks=("phrase", "last_number"))
+    try:
+        results = v.verify_batch([(r["completion"], r["gold"]) for r in rows])
+    finally:
+        v.close()
+    wrong = [(r["gold"], r["note"], v.extracted, v.reason) for r, v in zip(rows, results) if v.correct != r["label"]]
+    # math-verify 0.9.0 scores 0.960 on this set (BENCHMARKS.md); 2% wrong at most keeps us above it.
+    assert len(wrong) <= 0.02 * len(rows), wrong
 
 
-def test_nested_braces_and_fbox():
+# --- extraction -----------------------------------------------------------------------------
+
+
+def test_last_box_nested_braces_and_fbox():
     assert last_boxed("\\boxed{\\frac{a}{\\sqrt{b}}}") == "\\frac{a}{\\sqrt{b}}"
     assert last_boxed("x \\fbox{7} y") == "7"
     assert last_boxed("\\boxed 5") == "5"
+    assert last_boxed("\\boxed{3} then \\boxed{4") == "3"  # an unclosed last box falls back
+    assert last_boxed("no box") is None
 
 
-def test_fallbacks_are_opt_in():
-    assert extract_answer("answer: 12 apples, then 13") is None
-    assert extract_answer("answer: 12 apples, then 13", ["last_number"]) == "13"
-    assert extract_answer("The final answer is 42.", ["phrase"]) == "42"
+def test_fallbacks_are_opt_in_and_ordered():
+    text = "answer: 12 apples, then 13"
+    assert extract_answer(text) is None
+    assert extract_answer(text, ["last_number"]) == "13"
+    assert extract_answer("The final answer is $\\frac{1}{2}$.", ["phrase"]) == "\\frac{1}{2}"
+    assert extract_answer("So the answer is 42.\nDone", ["phrase"]) == "42"
+    assert extract_answer("<answer> 7 </answer> and 9", ["phrase", "last_number"]) == "7"
     assert extract_answer("#### 1,234", ["phrase"]) == "1,234"
     with pytest.raises(ValueError, match="last_number"):
         extract_answer("x", ["bogus"])
 
 
-def test_pathological_input_is_bounded(verifier):
-    # A tower that sympy tries to evaluate exactly: it must not take longer than the budget.
+# --- normalization --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, canonical",
+    [
+        ("\\$1,250.50", "1250.50"),  # money and thousands separator
+        ("10,\\!080", "10080"),
+        ("864 \\mbox{ inches}^2", "864"),  # units with a power
+        ("18 dollars", "18"),
+        ("5 r^5", "5r^5"),  # a one-letter word is a variable, not a unit
+        ("90^\\circ", "90"),
+        ("\\text{(C)}", "C"),
+        ("\\textbf{(C)}", "C"),
+        ("\\text{An Ellipse}", "\\text{ellipse}"),
+        ("Monday", "\\text{monday}"),
+        ("0.1\\overline{6}", "\\frac{15}{90}"),  # (16 - 1) / (10 * 9)
+        ("4 2/3", "4\\frac{2}{3}"),
+        ("\\left( 3, \\dfrac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+        ("\\pi r^2", "\\pi r^2"),
+        ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+        ("\\boxed{x \\le 2}", "x\\leq2"),
+        ("$x \\ge 2$.", "x\\geq2"),
+    ],
+)
+def test_normalize(raw, canonical):
+    assert normalize(raw) == canonical
+
+
+# --- equivalence tiers ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pred, gold, correct, reason",
+    [
+        ("\\dfrac{1}{2}", "\\frac12", True, "numeric match"),  # normalize leaves \frac12 as is
+        ("0.5", "\\frac{1}{2}", True, "numeric match"),
+        ("2\\sqrt{2}", "\\sqrt{8}", True, "numeric match"),
+        ("123456789012345678901234567891", "123456789012345678901234567890", False, "mismatch"),
+        ("\\frac{1}{2^{99}}", "\\frac{1}{2^{98}}", False, "mismatch"),
+        ("0.333", "\\frac{1}{3}", False, "mismatch"),  # off by 1e-3 relative, REL_TOL is 1e-6
+        ("0.3333333", "\\frac{1}{3}", True, "numeric match"),  # off by 1e-7 relative
+        ("25\\%", "\\frac14", True, "numeric match"),
+        ("(x+1)^2", "x^2+2x+1", True, "symbolic match"),
+        ("(x+1)^2", "x^2+2x+2", False, "mismatch"),
+        ("x = 3", "3", True, "numeric match"),
+        ("y = \\frac{1}{2}x - 1", "x - 2y - 2 = 0", True, "symbolic match"),
+        ("3x-y+13=0", "3x+4y+14=0", False, "mismatch"),
+        ("x \\geq 3", "[3, \\infty)", True, "symbolic match"),
+        ("3, 2", "2, 3", True, "symbolic match"),
+        ("(3, 2)", "(2, 3)", False, "mismatch"),
+        ("\\pm 2", "2", False, "mismatch"),
+        ("1 \\pm \\sqrt{2}", "1+\\sqrt2, 1-\\sqrt2", True, "symbolic match"),
+        ("4i+3", "3+4i", True, "numeric match"),
+        ("\\begin{pmatrix} 0.5 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} \\frac12 \\\\ 2 \\end{pmatrix}", True,
+         "symbolic match"),
+        ("12:00", "1:00", False, "mismatch"),
+        ("\\text{odd}", "\\text{even}", False, "mismatch"),
+        ("7", "\\text{no solution}", False, "mismatch"),
+    ],
+)
+def test_equivalent(pred, gold, correct, reason):
+    got = equivalent(pred, gold)
+    assert got[:2] == (correct, reason), got
+
+
+def test_string_match_reports_the_normal_forms():
+    assert equivalent("\\dfrac{3}{4}", "\\frac{3}{4}") == (True, "string match", ("\\frac{3}{4}", "\\frac{3}{4}"))
+
+
+@pytest.mark.parametrize("answer", ["10^{10^{10}}", "9^{9^{9^{9}}}", "(10^{100})!", "\\sin(10^{10^{5}})"])
+def test_huge_values_are_refused_before_evaluation(answer):
+    with pytest.raises(ValueError, match="digits"):
+        parse(answer)
+
+
+def test_size_bound():
+    # 2^100 has 31 digits; the bound is 100 * size(2) = 100 * (2 + 1 bits of 2/1) * 0.30103 = 90.3
+    assert log10_size(parse("2^{100}")) == pytest.approx(90.309)
+    assert log10_size(parse("\\frac{1}{1+\\frac{1}{1+\\frac{1}{2}}}")) < 10  # x^{-1} costs no more than x
+    correct, reason, _ = equivalent("10^{10^{10}}", "5")
+    assert not correct and reason.startswith("unparsed: ValueError")
+
+
+@pytest.mark.parametrize(
+    "answer, value",
+    [
+        ("(3,4]", sympy.Interval.Lopen(3, 4)),
+        ("(3,\\frac{\\pi}{2})", sympy.Tuple(3, sympy.pi / 2)),
+        ("\\{1\\pm\\sqrt{5},-2\\}", sympy.FiniteSet(1 + sympy.sqrt(5), 1 - sympy.sqrt(5), -2)),
+        ("(0,9)\\cup(9,36)", sympy.Union(sympy.Interval.open(0, 9), sympy.Interval.open(9, 36))),
+        ("x\\in[-2,7]", sympy.Interval(-2, 7)),
+        ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", sympy.ImmutableMatrix([[1, 2], [3, 4]])),
+        ("3,5,7", sympy.FiniteSet(3, 5, 7)),
+        # SLL prediction fails on this polynomial; the LL retry must give the same tree as latex2sympy
+        ("x^5-x^4+x^3-x^2+x-1", sympy.sympify("x**5 - x**4 + x**3 - x**2 + x - 1")),
+        ("3+4i", 3 + 4 * sympy.I),
+    ],
+)
+def test_parse_structures(answer, value):
+    assert sympy.sstr(parse(answer)) == sympy.sstr(value)  # as text: parsed symbols carry assumptions
+
+
+def test_module_level_api():
+    r = verify("so \\boxed{\\frac{3}{4}}", "0.75")
+    assert r.correct and r.score == 1.0 and r.extracted == "\\frac{3}{4}" and r.parsed == ("3/4", "0.75")
+    rs = verify_batch([("\\boxed{1}", "1"), ("no box", "1"), ("\\boxed{2}", "1")])
+    assert [(r.correct, r.reason) for r in rs] == [(True, "string match"), (False, "no answer"), (False, "mismatch")]
+    assert judge("\\boxed{2}", "1") == rs[2]
+
+
+# --- hard limits ----------------------------------------------------------------------------
+
+
+def _pathological() -> list:
+    rows = [json.loads(line) for line in (DATA / "math_pathological.jsonl").open()]
+    return [
+        pytest.param(r["prefix"] + r["body"] * r["times"] + r["suffix"], r["gold"], r["label"], id=r["name"])
+        for r in rows
+    ]
+
+
+@pytest.mark.parametrize("completion, gold, label", _pathological())
+def test_pathological_input_finishes_within_budget(verifier, assert_within, completion, gold, label):
     start = time.monotonic()
-    r = verifier.verify("\\boxed{9^{9^{9^{9}}}}", "5")
-    assert not r.correct
-    assert r.reason == "timeout" or r.reason.startswith("error") or r.reason == "mismatch"
-    assert time.monotonic() - start < 1.0 + 1.5
+    r = verifier.verify(completion, gold)
+    elapsed = time.monotonic() - start
+    # never a false positive; a true pair may run out of budget (the degree-60 identity does on a busy core)
+    assert r.correct == label or (label and r.reason == "timeout"), r
+    assert_within(elapsed, BUDGET_S + 0.5, f"verdict ({r.reason})")
 
 
-def _sleepy(seconds: float) -> float:
-    time.sleep(seconds)
-    return seconds
-
-
-def _boom(x: int) -> int:
-    if x == 1:
-        import os
-
-        os._exit(3)  # a hard crash of the worker process
-    return x
-
-
-def test_pool_kills_hung_call_and_heals():
-    with TimeoutPool(_sleepy, workers=2, timeout_s=0.5) as pool:
-        start = time.monotonic()
-        out = pool.map([(0.01,), (60.0,), (0.02,), (60.0,), (0.03,)])
-        assert time.monotonic() - start < 3.0
-        assert [o.ok for o in out] == [True, False, True, False, True]
-        assert out[1].error == "timeout" and out[0].value == 0.01 and out[4].value == 0.03
-        assert pool.restarts == 2
-        assert [o.value for o in pool.map([(0.01,), (0.01,)])] == [0.01, 0.01]  # healed
-
-
-def test_pool_survives_worker_crash():
-    with TimeoutPool(_boom, workers=1, timeout_s=2.0) as pool:
-        out = pool.map([(0,), (1,), (2,)])
-        assert out[0].value == 0 and out[2].value == 2
-        assert not out[1].ok and out[1].error.startswith("error: worker died")
-
-
-def test_hung_sympy_call_times_out():
-    # simplify() of a large symbolic difference runs far beyond 0.3 s; the verdict must come back
+def test_timeout_kills_and_pool_heals(assert_within):
+    # simplify() of a degree-40 expansion runs far beyond 0.3 s; the verdict must come back anyway
     v = MathVerifier(timeout_s=0.3, workers=1)
     try:
+        v.verify("\\boxed{1}", "1")
         start = time.monotonic()
         r = v.verify("\\boxed{(x+y+z)^{40} - (x+y+z)^{39} (x+y+z) + \\sin(x)^2 + \\cos(x)^2}", "1 + x - x")
         elapsed = time.monotonic() - start
-        assert r.reason == "timeout", r
-        assert not r.correct and elapsed < 0.3 + 1.0
+        assert r.reason == "timeout" and not r.correct and r.extracted.startswith("(x+y+z)^{40}"), r
+        assert v.verify("\\boxed{2}", "2").correct  # the replacement worker answers
+        assert_within(elapsed, 0.3 + 0.5, "a timed-out verdict")
     finally:
         v.close()

@@ -5,10 +5,15 @@ Public API::
     verify(completion, gold) -> VerifyResult
     verify_batch([(completion, gold), ...]) -> list[VerifyResult]
     MathVerifier(timeout_s=1.0, workers=2, fallbacks=()).verify_batch(pairs)
+    judge(completion, gold, fallbacks=()) -> VerifyResult   # in this process, no time limit
 
-Every equivalence check runs in a `verifiers.pool.TimeoutPool` worker: a check that runs past
-``timeout_s`` seconds has its worker killed and scores ``correct=False, reason="timeout"``; a
-crash scores ``reason="error: ..."``. Neither stops the caller.
+The pipeline: `verifiers.math.extract` (answer out of the completion; linear time, run in the
+caller), then in a `verifiers.pool.TimeoutPool` worker `verifiers.math.normalize` (canonical
+string), `verifiers.math.parse` (sympy value) and `verifiers.math.equivalence` (the match tiers).
+A check that runs past ``timeout_s`` seconds has its worker killed and scores
+``correct=False, reason="timeout"``; a crash scores ``reason="error: ..."``. Neither stops the
+caller, and the pool replaces the worker. The pool's fork server first imports
+`verifiers.math.preload`, which warms the parser, so replacement workers start warm.
 """
 
 from __future__ import annotations
@@ -21,12 +26,26 @@ from verifiers.math.equivalence import equivalent
 from verifiers.math.extract import extract_answer
 from verifiers.pool import TimeoutPool
 
-__all__ = ["MathVerifier", "verify", "verify_batch"]
+__all__ = ["MathVerifier", "judge", "verify", "verify_batch"]
+
+_NO_ANSWER = VerifyResult(False, 0.0, None, "no answer")
 
 
 def _check(extracted: str, gold: str) -> VerifyResult:
     correct, reason, parsed = equivalent(extracted, gold)
     return VerifyResult(correct, float(correct), extracted, reason, parsed)
+
+
+def judge(completion: str, gold: str, fallbacks: Sequence[str] = ()) -> VerifyResult:
+    """Verdict for one completion computed in this process, with no time limit.
+
+    For trusted inputs, tests and benchmarks; `MathVerifier` runs the same steps under a budget.
+
+    Raises:
+        ValueError: an unknown fallback name.
+    """
+    extracted = extract_answer(completion, fallbacks)
+    return _NO_ANSWER if extracted is None else _check(extracted, gold)
 
 
 class MathVerifier:
@@ -46,13 +65,13 @@ class MathVerifier:
         self._pool: TimeoutPool | None = None
 
     def verify_batch(self, pairs: Sequence[tuple[str, str]]) -> list[VerifyResult]:
-        """Verdicts for ``(completion, gold)`` pairs, in order."""
+        """Verdicts for ``(completion, gold)`` pairs, in order; each check gets `timeout_s` seconds."""
         extracted = [extract_answer(c, self.fallbacks) for c, _ in pairs]
         todo = [i for i, e in enumerate(extracted) if e is not None]
-        results: list[VerifyResult] = [VerifyResult(False, 0.0, None, "no answer")] * len(pairs)
+        results: list[VerifyResult] = [_NO_ANSWER] * len(pairs)
         if todo:
             if self._pool is None:
-                self._pool = TimeoutPool(_check, self.workers, self.timeout_s, preload=[__name__])
+                self._pool = TimeoutPool(_check, self.workers, self.timeout_s, preload=["verifiers.math.preload"])
                 atexit.register(self.close)
             outcomes = self._pool.map([(extracted[i], pairs[i][1]) for i in todo])
             for i, out in zip(todo, outcomes):

@@ -1,8 +1,14 @@
 """Final-answer extraction from a (long chain-of-thought) completion.
 
 Rules, in order: the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced, nested braces), then the
-configured fallbacks: ``"phrase"`` ("final answer is X", "#### X", ``<answer>X</answer>``) and
-``"last_number"`` (the last number in the text).
+configured fallbacks, each tried in the order given:
+
+- ``"phrase"``: the last ``<answer>X</answer>``, else the last "final answer is X" / "the answer
+  is X" / "Answer: X", else the last GSM8K-style ``#### X``;
+- ``"last_number"``: the last number in the text.
+
+Every scan is linear in the text length and every captured phrase is at most `MAX_PHRASE` chars,
+so a 100 kB completion costs milliseconds here (the time limit itself lives in the worker pool).
 """
 
 from __future__ import annotations
@@ -10,36 +16,64 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+MAX_PHRASE = 300
+
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
+_BRACES = re.compile(r"[{}]")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# (where the answer starts, what it is): the answer is read after the *last* start only.
 _PHRASES = (
-    re.compile(r"<answer>(.*?)</answer>", re.S),
-    re.compile(r"final answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.|$|\n)", re.I),
-    re.compile(r"####\s*([^\n]+)"),
+    (re.compile(r"<answer>"), re.compile(r"(.{0,%d}?)</answer>" % MAX_PHRASE, re.S)),
+    (
+        re.compile(r"(?:final answer|the answer) is", re.I),
+        re.compile(r"\s*:?\s*(.{1,%d}?)\s*(?:\.\s|\.?$|\n)" % MAX_PHRASE, re.M),
+    ),
+    (re.compile(r"^\s*\**answer\**\s*:", re.I | re.M), re.compile(r"\s*(.{1,%d}?)\s*$" % MAX_PHRASE, re.M)),
+    (re.compile(r"####"), re.compile(r"\s*([^\n]{1,%d})" % MAX_PHRASE)),
 )
 FALLBACKS = ("phrase", "last_number")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{}`` or ``\\fbox{}`` in `text` (nested braces kept), or None.
+def _closing_brace(text: str, start: int, end: int) -> int | None:
+    """Index of the ``}`` that closes the ``{`` at `start`, looking no further than `end`."""
+    depth = 0
+    for brace in _BRACES.finditer(text, start, end):
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            return brace.start()
+    return None
 
-    An unclosed box returns None. ``\\boxed 5`` (no braces) returns ``"5"``.
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last closed ``\\boxed{}`` or ``\\fbox{}`` in `text` (nested braces kept), or None.
+
+    An unclosed last box falls back to the box before it. ``\\boxed 5`` (no braces) gives ``"5"``.
+    Linear time: a box that starts before an unclosed box cannot close after it, so each box is
+    scanned only up to the start of the unclosed box after it.
     """
-    for match in reversed(list(_BOX.finditer(text))):
-        i = match.end()
+    end = len(text)
+    for box in reversed(list(_BOX.finditer(text))):
+        i = box.end()
         if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j].strip()
-            return None
-        token = re.match(r"[^\s$]+", text[i:])
+            j = _closing_brace(text, i, end)
+            if j is not None:
+                return text[i + 1 : j].strip()
+            end = box.start()
+            continue
+        token = re.match(r"[^\s$]+", text[i : i + MAX_PHRASE])
         if token:
             return token.group(0)
+    return None
+
+
+def _phrase(text: str) -> str | None:
+    for start, answer in _PHRASES:
+        last = None
+        for last in start.finditer(text):
+            pass
+        found = answer.match(text, last.end()) if last else None
+        if found:
+            return found.group(1).strip().strip("$").strip()
     return None
 
 
@@ -53,19 +87,18 @@ def extract_answer(text: str, fallbacks: Sequence[str] = ()) -> str | None:
     Raises:
         ValueError: an unknown fallback name (the message lists the known ones).
     """
+    unknown = [name for name in fallbacks if name not in FALLBACKS]
+    if unknown:
+        raise ValueError(f"unknown answer fallback {unknown[0]!r}; known: {FALLBACKS}")
     boxed = last_boxed(text)
     if boxed is not None:
         return boxed
     for name in fallbacks:
         if name == "phrase":
-            for pattern in _PHRASES:
-                found = pattern.findall(text)
-                if found:
-                    return found[-1].strip()
-        elif name == "last_number":
-            found = _NUMBER.findall(text)
-            if found:
-                return found[-1]
+            found = _phrase(text)
         else:
-            raise ValueError(f"unknown answer fallback {name!r}; known: {FALLBACKS}")
+            numbers = _NUMBER.findall(text)
+            found = numbers[-1] if numbers else None
+        if found:
+            return found
     return None

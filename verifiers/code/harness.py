@@ -229,6 +229,11 @@ def serve(program, requests, replies):
         try:
             op, target, arg = recv(requests, objects.get)
         except EOFError:
+            for stream in (sys.stdout, sys.stderr):  # the program's prints reach the log
+                try:
+                    stream.flush()
+                except BaseException:
+                    pass
             os._exit(0)
         try:
             body = encode((True, ops[op](target, arg)), ref)

@@ -176,7 +176,7 @@ class Sandbox:
             "--dev", "/dev", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp", "--chdir", "/tmp", "--remount-ro", "/",
         ]
-        self._python = exe
+        self.python = exe  #: real path of the interpreter inside the sandbox
 
     def run(self, program: str, mode: str, spec: dict, timeout_s: float) -> RunOutput:
         """Run `program` with the harness in `mode` (``"call"`` or ``"stdio"``) on `spec`.
@@ -199,7 +199,7 @@ class Sandbox:
         result_r, result_w = os.pipe()
         argv = [
             *self._argv, "--seccomp", str(fds[2]), "--",
-            self._python, "-I", "-S", "-B", "-X", "utf8", "-c", HARNESS_SOURCE,
+            self.python, "-I", "-S", "-B", "-X", "utf8", "-c", HARNESS_SOURCE,
             str(fds[0]), str(fds[1]), str(result_w), mode, self.limits.rlimits(timeout_s),
         ]
         try:

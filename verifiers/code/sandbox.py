@@ -214,8 +214,8 @@ class Sandbox:
             log, report, timed_out = self._collect(proc, result, start + timeout_s)
         out = RunOutput(log=log.decode("utf-8", "replace"), timed_out=timed_out, exit_code=proc.returncode)
         out.records = [r for r in read_frames(report) if isinstance(r, dict)]
-        if not out.records and not timed_out and out.log.startswith("bwrap:"):
-            raise SandboxUnavailable(f"bubblewrap failed: {out.log.strip()[:500]}")
+        if not out.records and not timed_out and out.log.startswith(("bwrap:", "setpriv:")):
+            raise SandboxUnavailable(f"the sandbox did not start: {out.log.strip()[:500]}")
         out.seconds = time.monotonic() - start
         return out
 
@@ -223,11 +223,11 @@ class Sandbox:
         """Read log and report until both close or the deadline passes (then kill the tree)."""
         log, report, open_streams = bytearray(), bytearray(), 2
         caps = {proc.stdout: (log, self.limits.log_bytes), result: (report, self.limits.result_bytes)}
-        timed_out = False
+        timed_out = over_cap = False
         with selectors.DefaultSelector() as sel:
             for stream in caps:
                 sel.register(stream, selectors.EVENT_READ)
-            while open_streams:
+            while open_streams and not over_cap:
                 remaining = deadline - time.monotonic()
                 events = sel.select(timeout=max(remaining, 0)) if remaining > 0 else []
                 if not events:
@@ -242,10 +242,9 @@ class Sandbox:
                     elif len(buf) < cap:
                         buf += chunk[: cap - len(buf)]
                     elif key.fileobj is result:
-                        timed_out = False
-                        open_streams = 0  # over the report cap: stop, the verdict is incomplete
+                        over_cap = True  # the report would be incomplete: stop the run
                         break
-        if open_streams or timed_out:
+        if open_streams:
             _kill(proc)
         try:
             proc.wait(timeout=max(deadline - time.monotonic(), 0) + 1.0)

@@ -115,3 +115,22 @@ def test_sandbox_user_is_not_root(verifier):
         pytest.skip("the uid switch applies when the caller is root")
     program = "import os\ndef f(x):\n    return 2 * x if os.getuid() == 65534 else 0\n"
     assert verifier.verify(f"```python\n{program}```", TESTS).correct
+
+
+def test_ordinary_stdlib_use_is_not_blocked(verifier):
+    # threads (clone3 answers ENOSYS, glibc falls back to clone), subprocesses, temp files,
+    # multiprocessing pipes: the filter and limits leave honest programs working
+    program = (
+        "import subprocess, sys, tempfile, multiprocessing as mp\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "def f(x):\n"
+        "    with ThreadPoolExecutor(4) as ex:\n"
+        "        doubled = list(ex.map(lambda v: 2 * v, [x]))[0]\n"
+        "    out = subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True, text=True).stdout\n"
+        "    with tempfile.NamedTemporaryFile('w') as t:\n"
+        "        t.write('hi')\n"
+        "    r, w = mp.Pipe()\n"
+        "    w.send(3)\n"
+        "    return doubled if out.strip() == '7' and r.recv() == 3 else -1\n"
+    )
+    assert verifier.verify(f"```python\n{program}```", TESTS).correct

@@ -11,7 +11,7 @@ import pytest
 
 from verifiers.code import CodeVerifier
 
-TIMEOUT_S = 3.0
+TIMEOUT_S = 5.0
 TESTS = "assert f(1) == 2\n"  # a correct program defines f(x) = 2 * x
 
 # name -> (program, a substring of the verdict's reason). Programs that define a wrong `f`

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import takewhile
 from typing import Sequence
 
 from verifiers.base import VerifyResult
@@ -105,15 +106,16 @@ class CodeVerifier:
             return self._sandbox, self._pool  # type: ignore[return-value]
 
     def _score(self, program: str, suite: Suite, run: RunOutput) -> VerifyResult:
-        units = [r for r in run.records if "unit" in r]
+        # only the in-order prefix counts (record i says unit i): a report cannot skip, repeat or reorder units
+        numbered = enumerate(r for r in run.records if "unit" in r)
+        units = [r for _, r in takewhile(lambda ir: ir[1].get("unit") == ir[0], numbered)][: suite.units]
         if suite.mode == "stdio":
-            results = [isinstance(r.get("stdout"), str) and r.get("exit") == 0 and same_output(r["stdout"], suite.expected[r["unit"]]) for r in units[: suite.units]]
-            errors = [f"case {r['unit']}: exit {r.get('exit')}" if r.get("exit") != 0 else f"case {r['unit']}: wrong output" for r, ok in zip(units, results) if not ok]
+            results = [isinstance(r.get("stdout"), str) and r.get("exit") == 0 and same_output(r["stdout"], suite.expected[i]) for i, r in enumerate(units)]
+            errors = [f"case {i}: exit {r.get('exit')}" if r.get("exit") != 0 else f"case {i}: wrong output" for i, (r, ok) in enumerate(zip(units, results)) if not ok]
         else:
-            results = [r.get("ok") is True for r in units[: suite.units]]
-            errors = [str(r.get("error")) for r in units[: suite.units] if r.get("ok") is not True]
-        # a unit counts only if reported in order: a report cannot skip or repeat units
-        passed = sum(ok for i, (r, ok) in enumerate(zip(units, results)) if r.get("unit") == i)
+            results = [r.get("ok") is True for r in units]
+            errors = [str(r.get("error")) for r, ok in zip(units, results) if not ok]
+        passed = sum(results)
         correct = passed == suite.units and any(r.get("done") == suite.units for r in run.records)
         load_error = next((r["load_error"] for r in run.records if "load_error" in r), None)
         if correct:

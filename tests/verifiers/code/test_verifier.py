@@ -122,3 +122,16 @@ def test_verifier_pickles_and_works_after():
     assert clone.verify(DOUBLE, TESTS).correct
     v.close()
     clone.close()
+
+
+def test_only_the_in_order_prefix_of_a_report_counts():
+    # the parent trusts no record numbering: repeated, reordered or malformed records do not add passes
+    from verifiers.code.sandbox import RunOutput
+
+    suite = parse_suite(json.dumps([{"input": "", "output": "a"}, {"input": "", "output": "b"}]))
+    rec = lambda unit, out: {"unit": unit, "stdout": out, "exit": 0}  # noqa: E731
+    score = lambda records: CodeVerifier()._score("p", suite, RunOutput(records=records + [{"done": 2}])).score  # noqa: E731
+    assert score([rec(0, "a"), rec(1, "b")]) == 1.0
+    assert score([rec(0, "a"), rec(0, "a"), rec(1, "b")]) == 0.5
+    assert score([rec(1, "b"), rec(0, "a")]) == 0.0
+    assert score([rec("0", "a"), {"unit": [1]}]) == 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -22,6 +23,7 @@ class Backend(str, Enum):
 class Template(str, Enum):
     plain = "plain"  # the model's chat template, user turn only
     r1 = "r1"  # R1-Zero style system prompt: <think> ... </think> then the boxed answer
+    code = "code"  # user turn asks for a complete Python program in a ```python block
 
 
 class LossAgg(str, Enum):
@@ -49,7 +51,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     #: RL prompts: ``arithmetic`` (procedural, see reasoner/arithmetic.py), ``vendored:NAME``
-    #: (gsm8k_train, gsm8k_test, math500, aime24), a .jsonl / .parquet path, or an HF dataset id.
+    #: (gsm8k_train, gsm8k_test, math500, aime24, humaneval, mbpp), a .jsonl / .parquet path,
+    #: or an HF dataset id.
     train: str = "arithmetic"
     #: held-out evaluation set, same forms as `train`; never trained on.
     heldout: str = "arithmetic"
@@ -120,10 +123,17 @@ class RolloutConfig:
 
 @dataclass
 class RewardConfig:
+    #: the correctness verifier, built by `verifiers.registry.build_verifier`: a Hydra
+    #: ``_target_`` node (class path + keyword arguments) or ``{name: NAME, ...}`` for one
+    #: registered in the ``reasoner.verifiers`` entry-point group; set by conf/reward/*.yaml.
+    verifier: Any = None
+    #: reward = correct_weight * VerifyResult.score (+ the format term); score is 1/0 for
+    #: math, the fraction of tests passed for code with scoring=fraction.
     correct_weight: float = 1.0
     #: weight of the format reward (a final \\boxed{} answer; with template=r1, a think block too).
     format_weight: float = 0.0
-    #: wall-clock budget per verification, seconds (enforced by killing a worker process).
+    #: wall-clock budget per verification, seconds (enforced by killing a worker process or
+    #: the sandbox); conf/reward/*.yaml pass it to the verifier.
     timeout_s: float = 1.0
     #: verifier worker processes (about 0.4 GB resident each; verifying a GRPO batch of 64
     #: arithmetic answers takes < 0.05 s on one, so the default keeps memory low).
@@ -190,6 +200,11 @@ class RunConfig:
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"config field {name}={value!r} is not allowed: must be {allowed}")
+        if not (isinstance(self.reward.verifier, dict) and ("_target_" in self.reward.verifier or "name" in self.reward.verifier)):
+            raise ValueError(
+                f"config field reward.verifier={self.reward.verifier!r} is not allowed: must be a node with "
+                "'_target_' or 'name' (choose a reward group such as reward=math or reward=code)"
+            )
         for fb in self.reward.answer_fallbacks:
             if fb not in ("phrase", "last_number"):
                 raise ValueError(f"config field reward.answer_fallbacks has {fb!r}: allowed are 'phrase', 'last_number'")

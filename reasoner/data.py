@@ -3,17 +3,26 @@
 A source is one of:
 - ``arithmetic``: procedural problems (`reasoner.arithmetic`), generated on the fly;
 - ``vendored:NAME``: a JSONL file shipped in ``reasoner/vendored_data`` (gsm8k_train, gsm8k_test,
-  math500, aime24; see its SOURCES.md for origins and licenses);
+  math500, aime24, humaneval, mbpp; see its SOURCES.md for origins and licenses);
 - a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file;
 - a Hugging Face dataset id (loaded with `datasets.load_dataset`).
 
 Rows need ``problem`` and ``answer`` (``id`` and ``solution`` are optional). Every row is
 validated on load; a bad row raises `BadRowError` naming the source and row number, or, with
 ``on_bad_row="skip"``, is dropped and reported.
+
+Code rows (HumanEval / MBPP schema: ``prompt``, ``entry_point``, ``tests``, optional
+``canonical_solution``) become problems whose ``answer`` is the code verifier's reference,
+``{"tests": ..., "entry_point": ...}`` as JSON (`verifiers.code.suite.reference`), and whose
+``meta["entry_point"]`` names the function. When the prompt is itself code (HumanEval: a
+signature and docstring), the problem text shows it in a ```python block and the worked
+solution is prompt + canonical solution; otherwise (MBPP: a sentence) the problem text is the
+sentence plus the first test, which shows the function's name and signature.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import random
 from pathlib import Path
@@ -22,13 +31,18 @@ from typing import Any, Sequence
 from reasoner import arithmetic
 from reasoner.config import Template
 from reasoner.types import Problem
+from verifiers.code.suite import parse_suite, reference
 
 log = logging.getLogger(__name__)
 
 VENDORED_DIR = Path(__file__).parent / "vendored_data"
-VENDORED = ("gsm8k_train", "gsm8k_test", "math500", "aime24")
+VENDORED = ("gsm8k_train", "gsm8k_test", "math500", "aime24", "humaneval", "mbpp")
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CODE_INSTRUCTION = (
+    "Write a complete, self-contained Python solution (with the imports it needs) in a single "
+    "```python code block."
+)
 R1_SYSTEM = (
     "You are a careful problem solver. First think through the problem inside <think> and "
     "</think> tags, then state the final answer as \\boxed{answer}."
@@ -41,6 +55,8 @@ class BadRowError(ValueError):
 
 def _validate(row: dict[str, Any], source: str, index: int) -> Problem:
     where = f"{source}: row {index + 1}"
+    if "tests" in row and "entry_point" in row:
+        return _code_problem(row, where, index)
     for name in ("problem", "answer"):
         if name not in row or row[name] is None:
             raise BadRowError(f"{where}: missing field {name!r}")
@@ -58,6 +74,33 @@ def _validate(row: dict[str, Any], source: str, index: int) -> Problem:
         raise BadRowError(f"{where}: field 'solution' must be a string, got {type(solution).__name__}")
     meta = {k: row[k] for k in ("level", "subject", "source") if row.get(k) is not None}
     return Problem(str(row.get("id", index)), problem, str(answer), solution, meta)
+
+
+def _code_problem(row: dict[str, Any], where: str, index: int) -> Problem:
+    for name in ("prompt", "tests", "entry_point"):
+        if not isinstance(row.get(name), str) or not row[name].strip():
+            raise BadRowError(f"{where}: code row needs a non-empty string field {name!r}")
+    try:
+        parse_suite(row["tests"], row["entry_point"])
+    except ValueError as err:
+        raise BadRowError(f"{where}: field 'tests': {err}") from err
+    prompt, tests, entry, solution = row["prompt"], row["tests"], row["entry_point"], row.get("canonical_solution")
+    if _is_code(prompt):
+        problem = f"Complete this Python function:\n```python\n{prompt.strip()}\n```"
+        solution = prompt + solution if solution else None
+    else:
+        first_test = next((line for line in tests.splitlines() if line.startswith("assert")), "")
+        problem = f"{prompt.strip()}\nYour code should pass tests like this one:\n```python\n{first_test}\n```"
+    meta = {"entry_point": entry, **({"source": row["source"]} if row.get("source") else {})}
+    return Problem(str(row.get("id", index)), problem, reference(tests, entry), solution, meta)
+
+
+def _is_code(text: str) -> bool:
+    try:
+        ast.parse(text)
+    except SyntaxError:
+        return False
+    return True
 
 
 def _rows(source: str, split: str) -> list[dict[str, Any]]:
@@ -130,6 +173,8 @@ def messages(problem: str, template: Template) -> list[dict[str, str]]:
     """Chat messages for a problem under a prompt template."""
     if template == Template.r1:
         return [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": problem}]
+    if template == Template.code:
+        return [{"role": "user", "content": f"{problem}\n{CODE_INSTRUCTION}"}]
     return [{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}]
 
 
@@ -141,6 +186,8 @@ def target_text(problem: Problem, template: Template) -> str:
     """
     if not problem.solution:
         raise ValueError(f"problem {problem.id!r} has no worked solution for SFT")
+    if template == Template.code:
+        return f"```python\n{problem.solution.rstrip()}\n```"
     final = f"The final answer is \\boxed{{{problem.answer}}}."
     if template == Template.r1:
         return f"<think>\n{problem.solution}\n</think>\n{final}"

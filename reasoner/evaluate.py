@@ -11,8 +11,8 @@ from reasoner.config import Template
 from reasoner.data import prompt_ids
 from reasoner.rollout.base import RolloutEngine
 from reasoner.types import Problem
+from verifiers.base import Verifier
 from verifiers.format import verify_format
-from verifiers.math import MathVerifier
 
 
 @dataclass
@@ -41,7 +41,7 @@ def evaluate(
     tokenizer: Any,
     problems: Sequence[Problem],
     template: Template,
-    verifier: MathVerifier,
+    verifier: Verifier,
     temperature: float = 0.0,
     max_tokens: int = 128,
 ) -> EvalResult:

@@ -17,7 +17,7 @@ from reasoner.learner import Learner
 from reasoner.rewards import score
 from reasoner.rollout.base import RolloutEngine, check_sync, sync_weights
 from reasoner.types import Problem, PromptBatch, RolloutBatch, ScoredBatch, TrainBatch
-from verifiers.math import MathVerifier
+from verifiers.base import Verifier
 
 
 class PromptSampler:
@@ -81,7 +81,7 @@ def to_train_batch(scored: ScoredBatch, advantages: torch.Tensor) -> TrainBatch:
 def rl_step(
     sampler: PromptSampler,
     engine: RolloutEngine,
-    verifier: MathVerifier,
+    verifier: Verifier,
     learner: Learner,
     tokenizer: Any,
     cfg: RunConfig,

@@ -39,7 +39,7 @@ from reasoner.rl_step import PromptSampler, SyncProbe, rl_step
 from reasoner.rollout import make_engine
 from reasoner.rollout.base import check_sync, sync_weights
 from reasoner.sft import run_sft
-from verifiers.math import MathVerifier
+from verifiers.registry import build_verifier
 
 log = logging.getLogger("reasoner")
 
@@ -92,7 +92,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
     log.info("data: %d RL prompts (%s), %d held-out (%s)", len(train), d.train, len(heldout), d.heldout)
 
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
-    verifier = MathVerifier(cfg.reward.timeout_s, cfg.reward.workers, list(cfg.reward.answer_fallbacks))
+    verifier = build_verifier(cfg.reward.verifier)
     evals: dict[str, EvalResult] = {}
 
     def heldout_eval(name: str) -> None:

@@ -16,7 +16,12 @@ from verifiers.base import VerifyResult
 
 @dataclass(frozen=True)
 class Problem:
-    """One dataset row: a problem with its gold answer (and optional worked solution)."""
+    """One dataset row: a problem with its reference answer (and optional worked solution).
+
+    ``answer`` is whatever the reward's verifier compares against: the gold answer for math,
+    the tests (``{"tests": ..., "entry_point": ...}`` JSON, see `reasoner.data`) for code.
+    ``meta`` holds optional row fields (level, subject, source; entry_point for code).
+    """
 
     id: str
     problem: str

@@ -81,3 +81,27 @@ def test_templates():
     assert messages(p.problem, Template.r1)[0]["role"] == "system"
     assert target_text(p, Template.r1).startswith("<think>\n")
     assert target_text(p, Template.plain).endswith(f"\\boxed{{{p.answer}}}.")
+
+
+@pytest.mark.parametrize("name,rows", [("humaneval", 164), ("mbpp", 257)])
+def test_vendored_code_sets_load_with_tests_as_the_answer(name, rows):
+    problems = load_problems(f"vendored:{name}")
+    assert len(problems) == rows
+    for p in problems:
+        ref = json.loads(p.answer)
+        assert ref["entry_point"] == p.meta["entry_point"] and "assert" in ref["tests"]
+        assert p.solution and f"def {p.meta['entry_point']}" in p.solution
+        assert "```python" in p.problem
+
+
+def test_code_template_and_target():
+    p = load_problems("vendored:mbpp", n=1)[0]
+    assert "```python code block" in messages(p.problem, Template.code)[0]["content"]
+    assert target_text(p, Template.code) == f"```python\n{p.solution.rstrip()}\n```"
+
+
+def test_bad_code_row_is_named(tmp_path):
+    path = tmp_path / "code.jsonl"
+    path.write_text(json.dumps({"prompt": "Write f.", "entry_point": "f", "tests": "assert f(1) =="}) + "\n")
+    with pytest.raises(BadRowError, match="row 1: field 'tests': tests are not valid Python"):
+        load_problems(str(path))

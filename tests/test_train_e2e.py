@@ -80,3 +80,16 @@ def test_sync_check_catches_a_missed_sync(tiny_model_dir):
         check_sync(engine, model, seq, plen, tol)
     sync_weights(engine, model)
     assert check_sync(engine, model, seq, plen, tol) < 1e-4
+
+
+def test_two_grpo_steps_on_mbpp_with_the_code_reward(tiny_model_dir, tmp_path):
+    # reward=code: every completion's program goes through the bubblewrap sandbox
+    cfg = _cfg(tiny_model_dir, ["rollout=hf", "data=mbpp", "reward=code", "sft.enabled=false"])
+    assert cfg.reward.verifier["_target_"] == "verifiers.code.CodeVerifier"
+    summary = run(cfg, tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]
+    for m in lines:
+        # a random tiny model writes no program: the correctness score is 0, only format counts
+        assert 0.0 <= m["reward/mean"] <= 0.1 and m["time/verify"] > 0
+    assert set(summary["heldout"]) == {"base", "after_rl"} and summary["heldout_n"] == 4

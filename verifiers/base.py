@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -23,3 +24,19 @@ class VerifyResult:
     extracted: str | None
     reason: str
     parsed: tuple[str, str] | None = None
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """What the trainer needs of a verifier (built from config by `verifiers.registry`).
+
+    ``verify_batch`` gets ``(completion, reference)`` pairs, the reference being the problem's
+    ``answer`` string (a gold answer for math, the tests for code), and returns one verdict
+    per pair, in order; the trainer's reward is ``VerifyResult.score``. ``close`` releases
+    worker processes or threads. Implementations must be picklable (they may cross into
+    worker processes).
+    """
+
+    def verify_batch(self, pairs: Sequence[tuple[str, str]]) -> list[VerifyResult]: ...
+
+    def close(self) -> None: ...

@@ -3,6 +3,7 @@
 - ``plain`` template: a final ``\\boxed{...}`` answer is present.
 - ``r1`` template: the completion opens a ``<think>`` block, closes it once, and a
   ``\\boxed{...}`` answer follows the ``</think>``.
+- ``code`` template: a fenced Python block is present (`verifiers.code.extract`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 
 from verifiers.base import VerifyResult
+from verifiers.code.extract import extract_program
 from verifiers.math.extract import last_boxed
 
 _THINK = re.compile(r"^\s*<think>(.+?)</think>(.*)$", re.S)
@@ -32,4 +34,8 @@ def verify_format(completion: str, template: str = "plain") -> VerifyResult:
         answer = last_boxed(m.group(2))
         ok = answer is not None
         return VerifyResult(ok, float(ok), answer, "well formed" if ok else "no boxed answer after </think>")
-    raise ValueError(f"unknown template {template!r}; known: plain, r1")
+    if template == "code":
+        program = extract_program(completion)
+        ok = program is not None
+        return VerifyResult(ok, float(ok), program, "well formed" if ok else "no fenced python block")
+    raise ValueError(f"unknown template {template!r}; known: plain, r1, code")

@@ -94,7 +94,7 @@ class SFTConfig:
     enabled: bool = True
     #: worked-solution source: ``arithmetic`` or any source with a ``solution`` field.
     source: str = "arithmetic"
-    examples: int = 768
+    examples: int = 512
     #: ``arithmetic`` source only: share of worked solutions written tersely (answer, no steps).
     terse_fraction: float = 0.5
     epochs: int = 1

@@ -58,9 +58,11 @@ def _problems(ks):
 
 
 def test_dynamic_sampling_refills_with_mixed_groups(smol_dir):
-    # 3 of 6 problems have mixed groups (k = 1, 2, 3); 0 and 4 correct are dropped
-    scored, keep, rounds, engine = _run(smol_dir, _problems([0, 4, 1, 0, 2, 3]), ["algorithm=dapo"])
-    assert len(keep) == 2 and rounds == engine.calls and rounds >= 2
+    # the seeded order visits problems 4, 2 | 1, 0 | 5, 3: each of the first two rounds has one
+    # mixed group (k = 2, then k = 1) and one all-wrong or all-right group, which is dropped
+    extra = ["algorithm=dapo", "algorithm.dynamic_sampling_max_rounds=5"]
+    scored, keep, rounds, engine = _run(smol_dir, _problems([0, 1, 4, 0, 2, 0]), extra)
+    assert rounds == engine.calls == 2 and keep == [0, 2]
     kept = scored.take(keep)
     assert all(0 < int(c) < G for c in kept.correct.sum(1))
     assert to_train_batch(kept).rewards.shape == (2 * G,)

@@ -60,7 +60,7 @@ def _problems(ks):
 def test_dynamic_sampling_refills_with_mixed_groups(smol_dir):
     # the seeded order visits problems 4, 2 | 1, 0 | 5, 3: each of the first two rounds has one
     # mixed group (k = 2, then k = 1) and one all-wrong or all-right group, which is dropped
-    extra = ["algorithm=dapo", "algorithm.dynamic_sampling_max_rounds=5"]
+    extra = ["algorithm=dapo", "algorithm.overlong_buffer=4", "algorithm.dynamic_sampling_max_rounds=5"]
     scored, keep, rounds, engine = _run(smol_dir, _problems([0, 1, 4, 0, 2, 0]), extra)
     assert rounds == engine.calls == 2 and keep == [0, 2]
     kept = scored.take(keep)
@@ -69,7 +69,7 @@ def test_dynamic_sampling_refills_with_mixed_groups(smol_dir):
 
 
 def test_dynamic_sampling_stops_at_the_round_cap(smol_dir):
-    scored, keep, rounds, _ = _run(smol_dir, _problems([0, 4]), ["algorithm=dapo", "algorithm.dynamic_sampling_max_rounds=3"])
+    scored, keep, rounds, _ = _run(smol_dir, _problems([0, 4]), ["algorithm=dapo", "algorithm.overlong_buffer=4", "algorithm.dynamic_sampling_max_rounds=3"])
     assert keep == [] and rounds == 3 and scored.rewards.shape == (6, G)
 
 
@@ -87,5 +87,6 @@ def test_length_terms_are_added_to_the_reward(smol_dir):
     assert metrics == {"reward/overlong_penalty": 0.0}
     # step 2: k1.5 lambda = 0.5 - (len - 1) / 3 = [0.5, 1/6, -1/6, -0.5]; the 2 long ones are wrong
     shaped, metrics = add_length_terms(scored, cfg.algorithm, cfg.rollout.max_tokens, step=2)
-    torch.testing.assert_close(shaped.rewards - scored.rewards, 0.1 * torch.tensor([[0.5, 1 / 6, -1 / 6, -0.5]]))
+    expected = 0.1 * torch.tensor([[0.5, 1 / 6, -1 / 6, -0.5]]).expand(2, G)  # the one problem, twice
+    torch.testing.assert_close(shaped.rewards - scored.rewards, expected)
     assert "reward/length_reward" in metrics

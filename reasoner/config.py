@@ -27,14 +27,37 @@ class Template(str, Enum):
 
 
 class LossAgg(str, Enum):
-    token_mean = "token_mean"
-    seq_mean_token_mean = "seq_mean_token_mean"
+    token_mean = "token_mean"  # Σ ℓ / tokens in the batch (DAPO Eq. 12)
+    seq_mean_token_mean = "seq_mean_token_mean"  # mean over sequences of each one's token mean (GRPO)
+    seq_mean_token_sum_norm = "seq_mean_token_sum_norm"  # Σ ℓ / (sequences * rollout.max_tokens) (Dr. GRPO)
 
 
 class KLEstimator(str, Enum):
     k1 = "k1"
     k2 = "k2"
     k3 = "k3"
+
+
+class KLPlacement(str, Enum):
+    loss = "loss"  # L += β · agg(kl)  (GRPO style)
+    reward = "reward"  # r_t -= β · kl_t before returns/advantages (PPO / REINFORCE++ style)
+
+
+class Estimator(str, Enum):
+    grpo = "grpo"  # (R - group mean) / (group std + adv_eps); scale_by_std=false: Dr. GRPO
+    rloo = "rloo"  # leave-one-out group baseline
+    reinforce_pp = "reinforce_pp"  # token returns whitened over the batch
+    reinforce_pp_baseline = "reinforce_pp_baseline"  # group mean subtracted, then as reinforce_pp
+    gae = "gae"  # learned critic (value head on a copy of the policy backbone) + GAE
+
+
+class PolicyLoss(str, Enum):
+    ppo_clip = "ppo_clip"  # token-level ratio, clipped surrogate (PPO / GRPO / DAPO)
+    gspo = "gspo"  # sequence-level length-normalized ratio (GSPO)
+
+
+#: estimators that build per-token returns, so the KL can be a per-token reward.
+TOKEN_LEVEL_ESTIMATORS = (Estimator.reinforce_pp, Estimator.reinforce_pp_baseline, Estimator.gae)
 
 
 class BadRow(str, Enum):
@@ -87,19 +110,56 @@ class SFTConfig:
 
 @dataclass
 class AlgorithmConfig:
+    """The RL algorithm, as named knobs. The recipes in ``conf/algorithm/`` set them as their
+    papers do; the defaults here are GRPO's (``algorithm=grpo``)."""
+
+    #: the recipe's label (logged); the behaviour comes from the fields below.
     name: str = "grpo"
     #: G, completions sampled per prompt.
     group_size: int = 8
-    #: clipped-surrogate range [1 - clip_low, 1 + clip_high] (PPO eps = 0.2).
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    loss_agg: LossAgg = LossAgg.token_mean
-    #: GRPO divides the group-centred reward by the group std (Bessel-corrected) + adv_eps.
+    estimator: Estimator = Estimator.grpo
+    #: `grpo` estimator: divide the group-centred reward by the group std (Bessel-corrected) + adv_eps.
     scale_by_std: bool = True
     adv_eps: float = 1e-6
-    #: KL-to-reference coefficient in the loss; 0 loads no reference model.
+    policy_loss: PolicyLoss = PolicyLoss.ppo_clip
+    #: clipped-surrogate range [1 - clip_low, 1 + clip_high] (PPO eps = 0.2; DAPO clip-higher 0.28).
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    #: dual-clip constant c > 1 for A < 0 (veRL uses 3.0); 0 = off.
+    dual_clip: float = 0.0
+    loss_agg: LossAgg = LossAgg.token_mean
+    #: passes over each rollout batch, and optimizer steps per pass (the batch is shuffled and
+    #: split into this many mini-batches). Old log-probs are computed once, before the first pass.
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    #: KL-to-reference coefficient β; 0 loads no reference model.
     kl_beta: float = 0.0
     kl_estimator: KLEstimator = KLEstimator.k3
+    kl_placement: KLPlacement = KLPlacement.loss
+    #: adaptive β (Ziegler et al. 2019): target mean per-token KL (nats); 0 = fixed β.
+    kl_target: float = 0.0
+    kl_horizon: int = 10000
+    #: entropy bonus: L -= entropy_coef · agg(entropy).
+    entropy_coef: float = 0.0
+    #: truncated importance sampling for sampler-vs-learner mismatch: each token's loss is
+    #: weighted by min(π_old / π_sampler, tis_cap); 0 = off (veRL's TIS uses 2.0).
+    tis_cap: float = 0.0
+    #: `gae` estimator: discount γ and GAE λ (Open-Reasoner-Zero: 1, 1), value clip range, critic lr.
+    gamma: float = 1.0
+    gae_lambda: float = 1.0
+    value_clip: float = 0.2
+    critic_lr: float = 5e-5
+    #: DAPO soft overlong punishment: L_cache tokens before rollout.max_tokens (= L_max); 0 = off.
+    overlong_buffer: int = 0
+    #: drop truncated completions (finish_reason="length") from the loss (DAPO overlong filtering).
+    mask_truncated: bool = False
+    #: Kimi k1.5 length reward weight (0 = off), switched on after this many RL steps.
+    length_reward_weight: float = 0.0
+    length_reward_warmup: int = 0
+    #: DAPO dynamic sampling: keep only groups with 0 < correct < G, resample prompts until the
+    #: batch has trainer.prompts_per_step groups or this many generation rounds have run.
+    dynamic_sampling: bool = False
+    dynamic_sampling_max_rounds: int = 3
 
 
 @dataclass
@@ -144,7 +204,7 @@ class RewardConfig:
 
 @dataclass
 class TrainerConfig:
-    #: GRPO optimizer steps (one rollout batch each).
+    #: RL steps (one rollout batch each; one or more optimizer steps per batch).
     steps: int = 30
     #: B, prompts per step (the batch holds B * G sequences).
     prompts_per_step: int = 8
@@ -161,7 +221,7 @@ class TrainerConfig:
     #: held-out evaluation sampling: temperature 0 is greedy.
     eval_temperature: float = 0.0
     eval_max_tokens: int = 128
-    #: also evaluate the held-out set every N GRPO steps (logged as eval/heldout_accuracy); 0 = off.
+    #: also evaluate the held-out set every N RL steps (logged as eval/heldout_accuracy); 0 = off.
     eval_every: int = 0
     save_checkpoint: bool = True
 
@@ -177,12 +237,28 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        a = self.algorithm
         checks = [
             ("algorithm.group_size", self.algorithm.group_size, self.algorithm.group_size >= 2, ">= 2 (GRPO needs a group)"),
             ("algorithm.clip_low", self.algorithm.clip_low, 0 < self.algorithm.clip_low < 1, "in (0, 1)"),
             ("algorithm.clip_high", self.algorithm.clip_high, self.algorithm.clip_high > 0, "> 0"),
             ("algorithm.kl_beta", self.algorithm.kl_beta, self.algorithm.kl_beta >= 0, ">= 0"),
-            ("algorithm.name", self.algorithm.name, self.algorithm.name == "grpo", "'grpo' (more algorithms: see the issue tracker)"),
+            ("algorithm.dual_clip", a.dual_clip, a.dual_clip == 0 or a.dual_clip > 1, "0 (off) or > 1"),
+            ("algorithm.ppo_epochs", a.ppo_epochs, a.ppo_epochs >= 1, ">= 1"),
+            ("algorithm.mini_batches", a.mini_batches, 1 <= a.mini_batches <= self.trainer.prompts_per_step * a.group_size, "in [1, trainer.prompts_per_step * algorithm.group_size]"),
+            ("algorithm.kl_placement", a.kl_placement.value, a.kl_placement is KLPlacement.loss or a.estimator in TOKEN_LEVEL_ESTIMATORS, "'loss' for the group estimators (the KL is a per-token reward only for reinforce_pp, reinforce_pp_baseline, gae)"),
+            ("algorithm.kl_target", a.kl_target, a.kl_target == 0 or (a.kl_target > 0 and a.kl_beta > 0), "0 (fixed β) or > 0 with algorithm.kl_beta > 0"),
+            ("algorithm.kl_horizon", a.kl_horizon, a.kl_horizon >= 1, ">= 1"),
+            ("algorithm.entropy_coef", a.entropy_coef, a.entropy_coef >= 0, ">= 0"),
+            ("algorithm.tis_cap", a.tis_cap, a.tis_cap == 0 or a.tis_cap >= 1, "0 (off) or >= 1"),
+            ("algorithm.gamma", a.gamma, 0 <= a.gamma <= 1, "in [0, 1]"),
+            ("algorithm.gae_lambda", a.gae_lambda, 0 <= a.gae_lambda <= 1, "in [0, 1]"),
+            ("algorithm.value_clip", a.value_clip, a.value_clip > 0, "> 0"),
+            ("algorithm.critic_lr", a.critic_lr, a.critic_lr > 0, "> 0"),
+            ("algorithm.overlong_buffer", a.overlong_buffer, 0 <= a.overlong_buffer < self.rollout.max_tokens, "in [0, rollout.max_tokens)"),
+            ("algorithm.length_reward_weight", a.length_reward_weight, a.length_reward_weight >= 0, ">= 0"),
+            ("algorithm.length_reward_warmup", a.length_reward_warmup, a.length_reward_warmup >= 0, ">= 0"),
+            ("algorithm.dynamic_sampling_max_rounds", a.dynamic_sampling_max_rounds, a.dynamic_sampling_max_rounds >= 1, ">= 1"),
             ("trainer.steps", self.trainer.steps, self.trainer.steps >= 0, ">= 0"),
             ("trainer.prompts_per_step", self.trainer.prompts_per_step, self.trainer.prompts_per_step >= 1, ">= 1"),
             ("trainer.micro_batch_size", self.trainer.micro_batch_size, self.trainer.micro_batch_size >= 1, ">= 1"),

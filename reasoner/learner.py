@@ -1,9 +1,18 @@
-"""One GRPO optimizer update from a `TrainBatch`, in micro-batches with gradient accumulation.
+"""The policy update from a `TrainBatch`: advantages, then PPO epochs over mini-batches, each
+mini-batch one optimizer step accumulated over micro-batches.
 
-Simplification, stated: one optimizer step per rollout batch (no PPO epochs), so the policy that
-sampled the batch is the policy being updated and the old log-probs are the current ones,
-detached (ratio = 1 at the start; the clip matters once PPO epochs are added). This is the
-on-policy setting of TRL's GRPOTrainer with ``num_iterations=1``.
+Order of work for one rollout batch (every whole-batch quantity is computed once, up front):
+1. `prepare`: one no-gradient pass in micro-batches for what the update must hold fixed: old
+   log-probs (only when the policy moves before the batch is used up: several epochs or
+   mini-batches, or a KL reward), reference log-probs (β > 0), critic values (``gae``); then
+   the advantages (and critic targets) of the whole batch.
+2. ``ppo_epochs`` passes; each shuffles the batch into ``mini_batches`` mini-batches and takes
+   one optimizer step per mini-batch, micro-batched with loss normalizers counted over the
+   mini-batch, so the gradient does not depend on ``trainer.micro_batch_size``.
+
+With one epoch and one mini-batch (GRPO's default, TRL's ``num_iterations=1``) the policy that
+sampled the batch is the one being updated, so the old log-probs are the current ones, detached,
+and no extra forward pass is needed.
 """
 
 from __future__ import annotations
@@ -12,26 +21,54 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from reasoner.algorithms import aggregate
-from reasoner.algorithms.kl import kl_estimate
-from reasoner.algorithms.policy_loss import clipped_surrogate
-from reasoner.config import AlgorithmConfig, LossAgg, TrainerConfig
-from reasoner.logprobs import completion_logprobs, pad_batch
+from reasoner.algorithms.advantages import grpo_advantages, masked_whiten, reinforce_pp_advantages, rloo_advantages, token_rewards
+from reasoner.algorithms.kl import adaptive_kl_coef, kl_estimate
+from reasoner.algorithms.policy_loss import clipped_surrogate, gspo_surrogate, truncated_is_weights
+from reasoner.algorithms.value import clipped_value_loss, gae
+from reasoner.config import AlgorithmConfig, Estimator, KLPlacement, LossAgg, PolicyLoss, TrainerConfig
+from reasoner.logprobs import PaddedBatch, completion_logprobs, pad_batch
 from reasoner.types import TrainBatch
+
+Rows = list[torch.Tensor]  # one 1-D tensor per sequence, over its completion tokens
 
 
 @dataclass
 class UpdateStats:
-    """Per-update figures: loss, KL (mean per token, nats), entropy (nats/token), clip fraction,
-    gradient norm (before clipping), and mean |sampler - learner| log-prob per token (nats)."""
+    """Per-update figures. Token-weighted means over the first epoch: KL (nats/token, current or
+    old policy vs reference), entropy (nats/token), clip fraction, mean |sampler - learner|
+    log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
+    optimizer steps: loss, value loss, gradient norm (before clipping). kl_coef is β after the
+    update (it moves only with an adaptive target)."""
 
     loss: float
     kl: float
+    kl_coef: float
     entropy: float
     clip_frac: float
     grad_norm: float
     logprob_mismatch: float
+    tis_clip_frac: float
+    value_loss: float
+    optimizer_steps: int
+
+    @classmethod
+    def skipped(cls) -> UpdateStats:
+        """No update ran (every figure NaN, no optimizer step)."""
+        return cls(**{f: float("nan") for f in cls.__dataclass_fields__ if f != "optimizer_steps"}, optimizer_steps=0)
+
+
+@dataclass
+class Prepared:
+    """What `prepare` fixes before the epochs, per sequence (`Rows`); None when not needed."""
+
+    advantages: Rows
+    old_logp: Rows | None
+    ref_logp: Rows | None
+    old_values: Rows | None
+    returns: Rows | None
 
 
 def autocast(enabled: bool) -> contextlib.AbstractContextManager:
@@ -40,18 +77,33 @@ def autocast(enabled: bool) -> contextlib.AbstractContextManager:
     return torch.autocast(device, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
+def _place(rows: Rows, idx: list[int], mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence rows -> the (n, L-1) layout of a padded micro-batch (zero off `mask`)."""
+    out = torch.zeros(mask.shape, dtype=torch.float32)
+    out[mask] = torch.cat([rows[i] for i in idx])
+    return out
+
+
+def _rows(x: torch.Tensor, mask: torch.Tensor) -> Rows:
+    """(n, L-1) micro-batch layout -> per-sequence rows."""
+    return list(x.detach()[mask].split(mask.sum(-1).tolist()))
+
+
 class Learner:
-    """Owns the policy's optimizer; `update` does one optimizer step.
+    """Owns the policy's (and critic's) optimizer; `update` trains on one rollout batch.
 
     Args:
         model: the policy (a transformers causal LM, fp32 weights).
-        algo: clip range, loss aggregation, KL settings.
-        trainer: lr, weight decay, grad clip, micro-batch size, autocast.
+        algo: estimator, loss, clip range, aggregation, KL, epochs / mini-batches.
+        trainer: lr, weight decay, grad clip, micro-batch size, autocast, seed.
         pad_id: padding token id.
         temperature: the rollout temperature (log-probs are taken at it).
+        max_tokens: the generation budget L_max (``seq_mean_token_sum_norm``'s constant).
         ref_model: frozen reference policy; required iff ``algo.kl_beta > 0``.
+        critic: a `ValueModel`; required iff ``algo.estimator == gae``.
     Raises:
-        ValueError: kl_beta > 0 without a reference model.
+        ValueError: kl_beta > 0 without a reference model; gae without a critic or a critic
+            without gae.
     """
 
     def __init__(
@@ -61,64 +113,217 @@ class Learner:
         trainer: TrainerConfig,
         pad_id: int,
         temperature: float = 1.0,
+        max_tokens: int = 128,
         ref_model: torch.nn.Module | None = None,
+        critic: torch.nn.Module | None = None,
     ) -> None:
         if algo.kl_beta > 0 and ref_model is None:
             raise ValueError("algorithm.kl_beta > 0 needs a reference model")
+        if (algo.estimator is Estimator.gae) != (critic is not None):
+            raise ValueError("algorithm.estimator=gae needs a critic, and only gae uses one")
         self.model, self.algo, self.trainer = model, algo, trainer
-        self.pad_id, self.temperature, self.ref_model = pad_id, temperature, ref_model
-        self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, foreach=False
-        )  # foreach=False: no full-model temporaries at step time (peak memory)
+        self.pad_id, self.temperature, self.max_tokens = pad_id, temperature, max_tokens
+        self.ref_model, self.critic = ref_model, critic
+        self.kl_coef = algo.kl_beta
+        # foreach=False: no full-model temporaries at step time (peak memory)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, foreach=False)
+        self.critic_optimizer = (
+            torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr, weight_decay=trainer.weight_decay, foreach=False)
+            if critic is not None
+            else None
+        )
+        self._shuffle = torch.Generator().manual_seed(trainer.seed)
+
+    # ------------------------------------------------------------------ public
 
     def update(self, batch: TrainBatch) -> UpdateStats:
-        """One optimizer step on the whole batch (micro-batched); returns its stats."""
+        """Train on one rollout batch (``ppo_epochs`` x ``mini_batches`` optimizer steps)."""
+        a = self.algo
         self.model.train()
-        total_tokens, total_seqs = batch.completion_tokens, len(batch)
-        sums = {"loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "mismatch": 0.0, "mismatch_n": 0}
-        mb = self.trainer.micro_batch_size
-        for start in range(0, total_seqs, mb):
-            idx = list(range(start, min(start + mb, total_seqs)))
-            padded = pad_batch([batch.sequences[i] for i in idx], [batch.prompt_lens[i] for i in idx], self.pad_id)
-            mask = padded.target_mask.float()
+        prep = self.prepare(batch)
+        rows = [i for i in range(len(batch)) if not (a.mask_truncated and batch.truncated[i])]
+        totals = {"loss": 0.0, "value_loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "tokens": 0, "mismatch": 0.0, "mismatch_n": 0, "tis_capped": 0.0}
+        steps = 0
+        for epoch in range(a.ppo_epochs):
+            order = torch.tensor(rows)
+            if a.mini_batches > 1:
+                order = order[torch.randperm(len(rows), generator=self._shuffle)]
+            for part in torch.tensor_split(order, a.mini_batches):
+                if not len(part):
+                    continue
+                sums = self.accumulate(batch, prep, part.tolist())
+                totals["grad_norm"] += self._optimizer_step()
+                totals["loss"] += sums.pop("loss")
+                totals["value_loss"] += sums.pop("value_loss")
+                steps += 1
+                if epoch == 0:
+                    for key, value in sums.items():
+                        totals[key] += value
+        tokens = max(totals["tokens"], 1)
+        kl = totals["kl"] / tokens
+        if a.kl_target:
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl_target, a.kl_horizon, len(batch))
+        return UpdateStats(
+            loss=totals["loss"] / max(steps, 1),
+            kl=kl,
+            kl_coef=self.kl_coef,
+            entropy=totals["entropy"] / tokens,
+            clip_frac=totals["clip"] / tokens,
+            grad_norm=totals["grad_norm"] / max(steps, 1),
+            logprob_mismatch=totals["mismatch"] / max(totals["mismatch_n"], 1),
+            tis_clip_frac=totals["tis_capped"] / tokens,
+            value_loss=totals["value_loss"] / max(steps, 1),
+            optimizer_steps=steps,
+        )
+
+    def prepare(self, batch: TrainBatch) -> Prepared:
+        """Old / reference log-probs and critic values (no gradient), then the advantages."""
+        a = self.algo
+        kl_reward = a.kl_beta > 0 and a.kl_placement is KLPlacement.reward
+        need_old = a.ppo_epochs > 1 or a.mini_batches > 1 or kl_reward
+        old: Rows = []
+        ref: Rows = []
+        values: Rows = []
+        with torch.no_grad():
+            for idx in self._micro_batches(list(range(len(batch)))):
+                padded = self._pad(batch, idx)
+                mask = padded.target_mask
+                with autocast(self.trainer.bf16_autocast):
+                    if need_old:
+                        old += _rows(completion_logprobs(self.model, padded, self.temperature)[0], mask)
+                    if self.ref_model is not None:
+                        ref += _rows(completion_logprobs(self.ref_model, padded, self.temperature)[0], mask)
+                    if self.critic is not None:
+                        values += _rows(self.critic(padded), mask)
+        lengths = torch.tensor(batch.completion_lengths)
+        mask = torch.arange(int(lengths.max())) < lengths[:, None]  # (N, T)
+        kl = None
+        if kl_reward:
+            kl = pad_sequence([kl_estimate(o, r, a.kl_estimator.value) for o, r in zip(old, ref)], batch_first=True)
+        rewards = batch.rewards.float().reshape(-1, batch.group_size)
+        returns = None
+        if a.estimator is Estimator.grpo:
+            adv = grpo_advantages(rewards, a.scale_by_std, a.adv_eps).reshape(-1, 1) * mask
+        elif a.estimator is Estimator.rloo:
+            adv = rloo_advantages(rewards).reshape(-1, 1) * mask
+        elif a.estimator is Estimator.gae:
+            token_r = token_rewards(rewards.reshape(-1), mask, kl, self.kl_coef)
+            adv, ret = gae(token_r, pad_sequence(values, batch_first=True), mask, a.gamma, a.gae_lambda)
+            adv, returns = masked_whiten(adv, mask), _split(ret, lengths)
+        else:
+            adv = reinforce_pp_advantages(rewards, mask, kl, self.kl_coef, baseline=a.estimator is Estimator.reinforce_pp_baseline)
+        return Prepared(
+            advantages=_split(adv, lengths),
+            old_logp=old or None,
+            ref_logp=ref or None,
+            old_values=values or None,
+            returns=returns,
+        )
+
+    def accumulate(self, batch: TrainBatch, prep: Prepared, rows: list[int]) -> dict[str, float]:
+        """Forward + backward of one mini-batch (`rows`), micro-batched; no optimizer step.
+
+        Loss normalizers count the mini-batch, so the accumulated gradient is the mini-batch's
+        gradient for any micro-batch size. Returns sums for the stats.
+        """
+        a = self.algo
+        total_tokens = sum(batch.completion_lengths[i] for i in rows)
+        sums = {"loss": 0.0, "value_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "tokens": total_tokens, "mismatch": 0.0, "mismatch_n": 0, "tis_capped": 0.0}
+        for idx in self._micro_batches(rows):
+            padded = self._pad(batch, idx)
+            mask = padded.target_mask
+            maskf = mask.float()
             with autocast(self.trainer.bf16_autocast):
-                logp, entropy = completion_logprobs(self.model, padded, self.temperature, with_entropy=True)
-            adv = batch.advantages[idx].float()[:, None]
-            per_token, clipped = clipped_surrogate(logp, logp.detach(), adv, self.algo.clip_low, self.algo.clip_high)
-            if self.algo.kl_beta > 0:
-                with torch.no_grad(), autocast(self.trainer.bf16_autocast):
-                    ref_logp, _ = completion_logprobs(self.ref_model, padded, self.temperature)
-                kl = kl_estimate(logp, ref_logp, self.algo.kl_estimator.value)
-                per_token = per_token + self.algo.kl_beta * kl
-                sums["kl"] += float((kl.detach() * mask).sum())
-            if self.algo.loss_agg == LossAgg.token_mean:
-                loss = aggregate.token_mean(per_token, mask, total_tokens)
+                logp, entropy = completion_logprobs(self.model, padded, self.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0)
+            old = logp.detach() if prep.old_logp is None else _place(prep.old_logp, idx, mask)
+            adv = _place(prep.advantages, idx, mask)
+            if a.policy_loss is PolicyLoss.gspo:
+                per_token, clipped = gspo_surrogate(logp, old, adv, maskf, a.clip_low, a.clip_high)
             else:
-                loss = aggregate.seq_mean_token_mean(per_token, mask, total_seqs)
+                per_token, clipped = clipped_surrogate(logp, old, adv, a.clip_low, a.clip_high, a.dual_clip)
+            sampler, has_sampler = self._sampler_logp(batch, idx, mask, old)
+            if a.tis_cap:
+                weights, capped = truncated_is_weights(old, sampler, a.tis_cap)
+                per_token = per_token * weights
+                sums["tis_capped"] += float((capped.float() * maskf).sum())
+            if self.ref_model is not None:
+                ref = _place(prep.ref_logp, idx, mask)
+                if a.kl_placement is KLPlacement.loss:
+                    kl = kl_estimate(logp, ref, a.kl_estimator.value)
+                    per_token = per_token + self.kl_coef * kl
+                else:
+                    kl = kl_estimate(old, ref, a.kl_estimator.value)
+                sums["kl"] += float((kl.detach() * maskf).sum())
+            if a.entropy_coef:
+                per_token = per_token - a.entropy_coef * entropy
+            loss = self._aggregate(per_token, maskf, total_tokens, len(rows))
             loss.backward()
+            if self.critic is not None:
+                with autocast(self.trainer.bf16_autocast):
+                    values = self.critic(padded)
+                value_loss = clipped_value_loss(values, _place(prep.old_values, idx, mask), _place(prep.returns, idx, mask), a.value_clip)
+                value_loss = aggregate.token_mean(value_loss, maskf, total_tokens)
+                value_loss.backward()
+                sums["value_loss"] += float(value_loss.detach())
             sums["loss"] += float(loss.detach())
-            sums["entropy"] += float((entropy * mask).sum())
-            sums["clip"] += float((clipped.float() * mask).sum())
-            for row, i in enumerate(idx):
-                sampler = batch.sampler_logprobs[i]
-                if sampler:
-                    learner = logp.detach()[row][padded.target_mask[row]]
-                    n = min(len(sampler), learner.numel())
-                    sums["mismatch"] += float((learner[:n] - torch.tensor(sampler[:n])).abs().sum())
-                    sums["mismatch_n"] += n
+            sums["entropy"] += float((entropy.detach() * maskf).sum())
+            sums["clip"] += float((clipped.float() * maskf).sum())
+            sums["mismatch"] += float(((old - sampler).abs() * has_sampler).sum())
+            sums["mismatch_n"] += int(has_sampler.sum())
+        return sums
+
+    # ------------------------------------------------------------------ helpers
+
+    def _micro_batches(self, rows: list[int]) -> list[list[int]]:
+        mb = self.trainer.micro_batch_size
+        return [rows[s : s + mb] for s in range(0, len(rows), mb)]
+
+    def _pad(self, batch: TrainBatch, idx: list[int]) -> PaddedBatch:
+        return pad_batch([batch.sequences[i] for i in idx], [batch.prompt_lens[i] for i in idx], self.pad_id)
+
+    def _aggregate(self, per_token: torch.Tensor, mask: torch.Tensor, total_tokens: int, total_seqs: int) -> torch.Tensor:
+        agg = self.algo.loss_agg
+        if agg is LossAgg.token_mean:
+            return aggregate.token_mean(per_token, mask, total_tokens)
+        if agg is LossAgg.seq_mean_token_mean:
+            return aggregate.seq_mean_token_mean(per_token, mask, total_seqs)
+        return aggregate.seq_mean_token_sum_norm(per_token, mask, total_seqs, self.max_tokens)
+
+    @staticmethod
+    def _sampler_logp(batch: TrainBatch, idx: list[int], mask: torch.Tensor, old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampler's log-probs in micro-batch layout, and where they exist; where a sequence
+        has none (or a length that does not match), the learner's old log-probs stand in."""
+        rows, has = [], []
+        for i in idx:
+            lp, n = batch.sampler_logprobs[i], batch.completion_lengths[i]
+            ok = len(lp) == n
+            rows.append(torch.tensor(lp, dtype=torch.float32) if ok else torch.full((n,), float("nan")))
+            has.append(torch.full((n,), float(ok)))
+        sampler = _place(rows, list(range(len(idx))), mask)
+        has_sampler = _place(has, list(range(len(idx))), mask)
+        return torch.where(has_sampler > 0, sampler, old), has_sampler
+
+    def _optimizer_step(self) -> float:
+        """Clip, step (policy and critic) and zero the gradients; return the policy grad norm.
+
+        Raises:
+            FloatingPointError: a non-finite gradient norm (the step is skipped).
+        """
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.trainer.grad_clip)
         finite = bool(torch.isfinite(grad_norm))
-        if finite:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        pairs = [(self.model, self.optimizer)]
+        if self.critic is not None:
+            finite = finite and bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.trainer.grad_clip)))
+            pairs.append((self.critic, self.critic_optimizer))
+        for _, opt in pairs:
+            if finite:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
         if not finite:
             raise FloatingPointError(f"non-finite gradient norm {float(grad_norm)}; update skipped")
-        tokens = max(total_tokens, 1)
-        return UpdateStats(
-            loss=sums["loss"],
-            kl=sums["kl"] / tokens,
-            entropy=sums["entropy"] / tokens,
-            clip_frac=sums["clip"] / tokens,
-            grad_norm=float(grad_norm),
-            logprob_mismatch=sums["mismatch"] / max(sums["mismatch_n"], 1),
-        )
+        return float(grad_norm)
+
+
+def _split(x: torch.Tensor, lengths: torch.Tensor) -> Rows:
+    """(N, T) completion layout -> per-sequence rows of their lengths."""
+    return [x[i, : int(n)].float() for i, n in enumerate(lengths)]

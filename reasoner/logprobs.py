@@ -39,6 +39,7 @@ def completion_logprobs(
     batch: PaddedBatch,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
 
@@ -47,7 +48,8 @@ def completion_logprobs(
         batch: the padded micro-batch.
         temperature: the sampling temperature, so the log-probs are those of the sampler's
             distribution.
-        with_entropy: also return the per-token entropy (nats, no gradient).
+        with_entropy: also return the per-token entropy (nats).
+        entropy_grad: keep the entropy's gradient (for an entropy bonus); else it has none.
     Returns:
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
@@ -63,7 +65,7 @@ def completion_logprobs(
     logp[mask] = lp
     entropy = None
     if with_entropy:
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             probs = torch.softmax(logits, dim=-1)
             ent = logz - (probs * logits).sum(-1)
             entropy = torch.zeros(mask.shape, dtype=torch.float32)

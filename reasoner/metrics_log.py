@@ -27,12 +27,14 @@ class MetricsLogger:
 
 
 def compact_line(step: int, m: dict[str, float]) -> str:
-    """One short human line per step."""
+    """One short human line per step (generation rounds shown when dynamic sampling took more than one)."""
+    rounds = m.get("groups/sampling_rounds", 1)
     return (
         f"step {step:3d} | reward {m['reward/mean']:.3f} acc {m['reward/accuracy']:.3f} "
         f"| len {m['response/len_mean']:.0f}/{m['response/len_max']:.0f} trunc {m['response/truncated_frac']:.2f} "
         f"zero-var {m['groups/zero_var_frac']:.2f} | kl {m['policy/kl']:.4f} ent {m['policy/entropy']:.3f} "
         f"clip {m['policy/clip_frac']:.3f} gnorm {m['policy/grad_norm']:.2f} "
-        f"| gen {m['time/generate']:.1f}s ver {m['time/verify']:.1f}s learn {m['time/learner']:.1f}s "
-        f"sync {m['time/weight_sync']:.1f}s | {m['perf/tokens_per_s']:.0f} tok/s"
+        f"| gen {m['time/generate']:.1f}s ver {m['time/verify']:.1f}s learn {m.get('time/learner', 0.0):.1f}s "
+        f"sync {m.get('time/weight_sync', 0.0):.1f}s | {m['perf/tokens_per_s']:.0f} tok/s"
+        + (f" | {rounds:.0f} rounds" if rounds > 1 else "")
     )

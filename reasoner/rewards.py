@@ -1,6 +1,9 @@
-"""Score a rollout batch: the verifier's score (batch API) plus an optional format term.
+"""Score a rollout batch: the verifier's score (batch API) plus an optional format term, then
+the optional length terms of the algorithm.
 
 reward_i = correct_weight * score_i + format_weight * 1[well formed_i]
+           + R_overlong(|y_i|)                                (DAPO, algorithm.overlong_buffer)
+           + length_reward_weight * len_reward_i              (Kimi k1.5, after the warm-up)
 
 score_i is the verifier's `VerifyResult.score`: 1/0 for math, the fraction of tests passed for
 code (``scoring=fraction``).
@@ -8,9 +11,12 @@ code (``scoring=fraction``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from reasoner.config import RewardConfig, Template
+from reasoner.algorithms.length import kimi_length_reward, soft_overlong_punishment
+from reasoner.config import AlgorithmConfig, RewardConfig, Template
 from reasoner.types import RolloutBatch, ScoredBatch
 from verifiers.base import Verifier
 from verifiers.format import verify_format
@@ -31,3 +37,20 @@ def score(rollouts: RolloutBatch, verifier: Verifier, cfg: RewardConfig, templat
         )
         rewards = rewards + cfg.format_weight * fmt
     return ScoredBatch(rollouts, verdicts, rewards, correct)
+
+
+def add_length_terms(scored: ScoredBatch, algo: AlgorithmConfig, max_tokens: int, step: int) -> tuple[ScoredBatch, dict[str, float]]:
+    """Add DAPO's soft overlong punishment (L_max = `max_tokens`) and, from RL step
+    ``length_reward_warmup + 1`` on, the weighted Kimi k1.5 length reward; each is off at 0.
+    Lengths are completion tokens. Returns the re-scored batch and the mean of each term added."""
+    lengths = torch.tensor([[len(c.token_ids) for c in group] for group in scored.rollouts.completions])
+    rewards, metrics = scored.rewards, {}
+    if algo.overlong_buffer:
+        penalty = soft_overlong_punishment(lengths, max_tokens, algo.overlong_buffer)
+        rewards = rewards + penalty
+        metrics["reward/overlong_penalty"] = float(penalty.mean())
+    if algo.length_reward_weight and step > algo.length_reward_warmup:
+        bonus = kimi_length_reward(lengths, scored.correct)
+        rewards = rewards + algo.length_reward_weight * bonus
+        metrics["reward/length_reward"] = float(bonus.mean())
+    return replace(scored, rewards=rewards), metrics

@@ -1,4 +1,5 @@
-"""One GRPO step, top to bottom: sample prompts, generate, verify, advantages, update, sync."""
+"""One RL step, top to bottom: sample prompts, generate, verify, shape rewards, (dynamic sampling),
+update (advantages and losses: `Learner`), sync."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from reasoner.algorithms.advantages import grpo_advantages
 from reasoner.config import RunConfig
 from reasoner.data import prompt_ids
-from reasoner.learner import Learner
-from reasoner.rewards import score
+from reasoner.learner import Learner, UpdateStats
+from reasoner.rewards import add_length_terms, score
 from reasoner.rollout.base import RolloutEngine, check_sync, sync_weights
 from reasoner.types import Problem, PromptBatch, RolloutBatch, ScoredBatch, TrainBatch
 from verifiers.base import Verifier
@@ -67,15 +67,49 @@ class Timer:
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
-def to_train_batch(scored: ScoredBatch, advantages: torch.Tensor) -> TrainBatch:
-    """Flatten (B, G) groups into N = B*G sequences with their advantages."""
-    seqs, plens, sampler = [], [], []
+def to_train_batch(scored: ScoredBatch) -> TrainBatch:
+    """Flatten (B, G) groups into N = B*G sequences (group-major) with their rewards."""
+    seqs, plens, sampler, truncated = [], [], [], []
     for prompt, group in zip(scored.rollouts.prompts.prompt_ids, scored.rollouts.completions):
         for c in group:
             seqs.append(prompt + c.token_ids)
             plens.append(len(prompt))
             sampler.append(c.logprobs)
-    return TrainBatch(seqs, plens, advantages.reshape(-1), sampler)
+            truncated.append(c.truncated)
+    return TrainBatch(seqs, plens, scored.rewards.reshape(-1), scored.rewards.shape[1], sampler, truncated)
+
+
+def sample_groups(
+    sampler: PromptSampler, engine: RolloutEngine, verifier: MathVerifier, tokenizer: Any, cfg: RunConfig, timer: Timer
+) -> tuple[ScoredBatch, list[int], int]:
+    """Generate and verify groups for B = trainer.prompts_per_step prompts.
+
+    Without dynamic sampling: one round, every group is trained on. With it (DAPO §3.3): only
+    groups whose correctness is mixed (0 < correct < G) are kept; another B prompts are sampled
+    while fewer than B groups are kept, for at most ``algorithm.dynamic_sampling_max_rounds``
+    rounds (then the batch is trained on as it is, maybe smaller, maybe empty).
+
+    Returns:
+        (everything generated, indices of the groups to train on (at most B), rounds run).
+    """
+    a, r, b = cfg.algorithm, cfg.rollout, cfg.trainer.prompts_per_step
+    rounds: list[ScoredBatch] = []
+    keep: list[int] = []
+    while True:
+        problems = sampler.next_batch(b)
+        prompts = PromptBatch(problems, [prompt_ids(tokenizer, p.problem, cfg.data.template) for p in problems])
+        with timer("generate"):
+            completions = engine.generate(prompts.prompt_ids, a.group_size, r.temperature, r.top_p, r.max_tokens)
+        with timer("verify"):
+            scored = score(RolloutBatch(prompts, completions), verifier, cfg.reward, cfg.data.template)
+        offset = b * len(rounds)
+        rounds.append(scored)
+        if not a.dynamic_sampling:
+            return scored, list(range(b)), 1
+        n_correct = scored.correct.sum(dim=1)
+        keep += [offset + i for i in range(b) if 0 < n_correct[i] < a.group_size]
+        if len(keep) >= b or len(rounds) == a.dynamic_sampling_max_rounds:
+            return ScoredBatch.cat(rounds), keep[:b], len(rounds)
 
 
 def rl_step(
@@ -86,41 +120,49 @@ def rl_step(
     tokenizer: Any,
     cfg: RunConfig,
     probe: SyncProbe | None,
+    step: int = 1,
 ) -> dict[str, float]:
-    """Run one step; return its metrics (keys prefixed by phase: reward/, response/, policy/, time/)."""
+    """Run RL step `step` (1-based); return its metrics (keys prefixed by phase: reward/,
+    response/, groups/, policy/, sync/, time/). Reward and response figures cover every
+    completion generated in the step; the policy figures, the groups trained on. When dynamic
+    sampling keeps no group, the update and weight sync are skipped and policy figures are NaN."""
     timer, start = Timer(), time.perf_counter()
-    problems = sampler.next_batch(cfg.trainer.prompts_per_step)
-    prompts = PromptBatch(problems, [prompt_ids(tokenizer, p.problem, cfg.data.template) for p in problems])
-    with timer("generate"):
-        r = cfg.rollout
-        completions = engine.generate(prompts.prompt_ids, cfg.algorithm.group_size, r.temperature, r.top_p, r.max_tokens)
-    with timer("verify"):
-        scored = score(RolloutBatch(prompts, completions), verifier, cfg.reward, cfg.data.template)
-    with timer("learner"):
-        adv = grpo_advantages(scored.rewards, cfg.algorithm.scale_by_std, cfg.algorithm.adv_eps)
-        stats = learner.update(to_train_batch(scored, adv))
+    generated, keep, rounds = sample_groups(sampler, engine, verifier, tokenizer, cfg, timer)
+    generated, length_metrics = add_length_terms(generated, cfg.algorithm, cfg.rollout.max_tokens, step)
+    stats = UpdateStats.skipped()
     sync_diff = float("nan")
-    with timer("weight_sync"):
-        sync_weights(engine, learner.model)
-        if probe is not None:
-            sync_diff = check_sync(engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol)
+    if keep:
+        with timer("learner"):
+            stats = learner.update(to_train_batch(generated.take(keep)))
+        with timer("weight_sync"):
+            sync_weights(engine, learner.model)
+            if probe is not None:
+                sync_diff = check_sync(engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol)
+    completions = generated.rollouts.completions
     lengths = torch.tensor([len(c.token_ids) for g in completions for c in g], dtype=torch.float32)
     elapsed = time.perf_counter() - start
-    timeouts = sum(v.reason == "timeout" for row in scored.verdicts for v in row)
+    timeouts = sum(v.reason == "timeout" for row in generated.verdicts for v in row)
     return {
-        "reward/mean": float(scored.rewards.mean()),
-        "reward/accuracy": float(scored.correct.float().mean()),
+        "reward/mean": float(generated.rewards.mean()),
+        "reward/accuracy": float(generated.correct.float().mean()),
         "reward/verify_timeouts": float(timeouts),
+        **length_metrics,
         "response/len_mean": float(lengths.mean()),
         "response/len_max": float(lengths.max()),
         "response/truncated_frac": sum(c.truncated for g in completions for c in g) / lengths.numel(),
-        "groups/zero_var_frac": float((scored.rewards.std(dim=1) == 0).float().mean()),
+        "groups/zero_var_frac": float((generated.rewards.std(dim=1) == 0).float().mean()),
+        "groups/trained": float(len(keep)),
+        "groups/sampling_rounds": float(rounds),
         "policy/loss": stats.loss,
         "policy/kl": stats.kl,
+        "policy/kl_coef": stats.kl_coef,
         "policy/entropy": stats.entropy,
         "policy/clip_frac": stats.clip_frac,
         "policy/grad_norm": stats.grad_norm,
         "policy/sampler_logprob_mismatch": stats.logprob_mismatch,
+        "policy/tis_clip_frac": stats.tis_clip_frac,
+        "policy/value_loss": stats.value_loss,
+        "policy/optimizer_steps": float(stats.optimizer_steps),
         "sync/logprob_diff": sync_diff,
         **{f"time/{k}": v for k, v in timer.seconds.items()},
         "time/step": elapsed,

@@ -1,13 +1,15 @@
-"""``reasoner-train``: cold-start SFT, then GRPO with vLLM rollouts and verified rewards.
+"""``reasoner-train``: cold-start SFT, then RL (GRPO by default; ``algorithm=`` picks another) with
+vLLM rollouts and verified rewards.
 
     reasoner-train                       # the embedded default (SmolLM2-135M, arithmetic)
     reasoner-train rollout.backend=hf trainer.steps=5
+    reasoner-train algorithm=dapo        # or dr_grpo, gspo, rloo, reinforce_pp, ppo
     reasoner-train model.path=/path/to/hf_model data.train=vendored:gsm8k_train data.heldout=vendored:gsm8k_test
 
 Run directory (Hydra's output dir): ``.hydra/`` (resolved config), ``metrics.jsonl``,
 ``tensorboard/``, ``checkpoint/`` (safetensors + tokenizer, loadable by vLLM and transformers),
 ``summary.json``. Held-out accuracy is measured three times: base model, after the cold start,
-after GRPO.
+after RL.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eval.metrics import diff_interval, paired_diff_interval
-from reasoner.config import RunConfig, register_configs
+from reasoner.config import Estimator, RunConfig, register_configs
+from reasoner.critic import ValueModel
 from reasoner.data import load_problems, prompt_ids, target_text
 from reasoner.evaluate import EvalResult, evaluate
 from reasoner.learner import Learner
@@ -117,12 +120,13 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
     ref = None
     if cfg.algorithm.kl_beta > 0:
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
-    learner = Learner(policy, cfg.algorithm, tr, tokenizer.pad_token_id, cfg.rollout.temperature, ref)
+    critic = ValueModel(policy) if cfg.algorithm.estimator is Estimator.gae else None
+    learner = Learner(policy, cfg.algorithm, tr, tokenizer.pad_token_id, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
     sampler = PromptSampler(train, tr.seed)
     logger = MetricsLogger(run_dir)
-    bar = tqdm(range(1, tr.steps + 1), desc="GRPO", unit="step", dynamic_ncols=True)
+    bar = tqdm(range(1, tr.steps + 1), desc=cfg.algorithm.name, unit="step", dynamic_ncols=True)
     for step in bar:
-        metrics = rl_step(sampler, engine, verifier, learner, tokenizer, cfg, probe)
+        metrics = rl_step(sampler, engine, verifier, learner, tokenizer, cfg, probe, step)
         if tr.eval_every and step % tr.eval_every == 0 and step < tr.steps:
             heldout_eval(f"step_{step}")
             mid = evals.pop(f"step_{step}")
@@ -153,6 +157,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         summary["rl_gain_ci95_unpaired"] = list(diff_interval(before.accuracy, after.accuracy))
     summary["sft"] = None if sft_stats is None else vars(sft_stats)
     summary["steps"] = tr.steps
+    summary["algorithm"] = cfg.algorithm.name
     summary["wall_seconds"] = time.perf_counter() - t0
     summary.update(_peak_rss_gb())
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -169,7 +174,7 @@ def print_summary(summary: dict) -> None:
         plo, phi = summary["rl_gain_ci95_paired"]
         ulo, uhi = summary["rl_gain_ci95_unpaired"]
         print(
-            f"  GRPO gain over cold start: {100 * summary['rl_gain']:+.1f} points, 95% interval "
+            f"  RL gain ({summary['algorithm']}) over cold start: {100 * summary['rl_gain']:+.1f} points, 95% interval "
             f"[{100 * plo:+.1f}, {100 * phi:+.1f}] paired (same problems), [{100 * ulo:+.1f}, {100 * uhi:+.1f}] unpaired"
         )
     print(f"  wall {summary['wall_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_gb']:.2f} GB")

@@ -83,26 +83,51 @@ class ScoredBatch:
     rewards: torch.Tensor
     correct: torch.Tensor
 
+    def take(self, groups: list[int]) -> ScoredBatch:
+        """The sub-batch of the given prompt indices (their whole groups)."""
+        r = self.rollouts
+        prompts = PromptBatch([r.prompts.problems[i] for i in groups], [r.prompts.prompt_ids[i] for i in groups])
+        rollouts = RolloutBatch(prompts, [r.completions[i] for i in groups])
+        return ScoredBatch(rollouts, [self.verdicts[i] for i in groups], self.rewards[groups], self.correct[groups])
+
+    @staticmethod
+    def cat(batches: list[ScoredBatch]) -> ScoredBatch:
+        """Concatenate batches along the prompt axis (same G)."""
+        prompts = PromptBatch([p for b in batches for p in b.rollouts.prompts.problems], [p for b in batches for p in b.rollouts.prompts.prompt_ids])
+        rollouts = RolloutBatch(prompts, [g for b in batches for g in b.rollouts.completions])
+        return ScoredBatch(
+            rollouts,
+            [v for b in batches for v in b.verdicts],
+            torch.cat([b.rewards for b in batches]),
+            torch.cat([b.correct for b in batches]),
+        )
+
 
 @dataclass
 class TrainBatch:
-    """N = B*G sequences ready for the learner (unpadded; the learner pads per micro-batch).
+    """N = B*G sequences ready for the learner (unpadded; the learner pads per micro-batch),
+    group-major: sequence b*G + g is completion g of prompt b.
 
     Attributes:
         sequences: N lists of L_i token ids (prompt then completion).
         prompt_lens: N prompt lengths P_i, in tokens.
-        advantages: (N,) float32, one per sequence, broadcast over its completion tokens.
-        sampler_logprobs: N lists of T_i sampler log-probs (for the mismatch metric), maybe empty.
+        rewards: (N,) float32 shaped outcome rewards (advantages are computed by the learner).
+        group_size: G.
+        sampler_logprobs: N lists of T_i sampler log-probs (mismatch metric and truncated IS),
+            maybe empty.
+        truncated: N flags, True where the completion hit the token budget.
     """
 
     sequences: list[list[int]]
     prompt_lens: list[int]
-    advantages: torch.Tensor
+    rewards: torch.Tensor
+    group_size: int
     sampler_logprobs: list[list[float]]
+    truncated: list[bool]
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     @property
-    def completion_tokens(self) -> int:
-        return sum(len(s) - p for s, p in zip(self.sequences, self.prompt_lens))
+    def completion_lengths(self) -> list[int]:
+        return [len(s) - p for s, p in zip(self.sequences, self.prompt_lens)]

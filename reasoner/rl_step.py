@@ -52,6 +52,8 @@ class SyncProbe:
 
     token_ids: list[int]
     prompt_len: int
+    #: the probe's drift (nats/token) before training, sampler and learner on one checkpoint
+    baseline: float = 0.0
 
 
 class Timer:
@@ -137,7 +139,7 @@ def rl_step(
         with timer("weight_sync"):
             sync_weights(engine, learner.model)
             if probe is not None:
-                sync_diff = check_sync(engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol)
+                sync_diff = check_sync(engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline)
     completions = generated.rollouts.completions
     lengths = torch.tensor([len(c.token_ids) for g in completions for c in g], dtype=torch.float32)
     elapsed = time.perf_counter() - start

@@ -22,6 +22,7 @@ import logging
 import random
 import resource
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -40,7 +41,7 @@ from reasoner.metrics_log import MetricsLogger, compact_line
 from reasoner.models import resolve_model_path
 from reasoner.rl_step import PromptSampler, SyncProbe, rl_step
 from reasoner.rollout import make_engine
-from reasoner.rollout.base import check_sync, sync_weights
+from reasoner.rollout.base import check_sync, sync_drift, sync_weights
 from reasoner.sft import run_sft
 from verifiers.registry import build_verifier
 
@@ -105,7 +106,11 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
 
     heldout_eval("base")
     policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    probe = _probe(tokenizer, cfg, heldout[0]) if cfg.rollout.sync_check else None
+    probe = None
+    if cfg.rollout.sync_check:
+        probe = _probe(tokenizer, cfg, heldout[0])
+        probe = replace(probe, baseline=sync_drift(engine, policy, probe.token_ids, probe.prompt_len))
+        log.info("sync check: probe drift before training %.4f nats/token (allowed increase %g)", probe.baseline, cfg.rollout.sync_check_tol)
     sft_stats = None
     if cfg.sft.enabled:
         sft_problems = load_problems(cfg.sft.source, n=cfg.sft.examples, seed=tr.seed + 3, levels=levels, exclude=seen + [p.problem for p in train], on_bad_row=d.on_bad_row.value, terse_fraction=cfg.sft.terse_fraction)
@@ -114,7 +119,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         _release_free_heap()
         sync_weights(engine, policy)
         if probe is not None:
-            check_sync(engine, policy, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol)
+            check_sync(engine, policy, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline)
         heldout_eval("after_sft")
 
     ref = None
@@ -156,6 +161,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         summary["rl_gain_ci95_paired"] = list(paired_diff_interval(before.per_problem, after.per_problem))
         summary["rl_gain_ci95_unpaired"] = list(diff_interval(before.accuracy, after.accuracy))
     summary["sft"] = None if sft_stats is None else vars(sft_stats)
+    summary["sync_probe_baseline"] = None if probe is None else probe.baseline
     summary["steps"] = tr.steps
     summary["algorithm"] = cfg.algorithm.name
     summary["wall_seconds"] = time.perf_counter() - t0

@@ -83,6 +83,22 @@ def test_sync_check_catches_a_missed_sync(tiny_model_dir):
     assert check_sync(engine, model, seq, plen, tol) < 1e-4
 
 
+def test_sync_check_tolerance_counts_from_the_baseline(tiny_model_dir):
+    from reasoner.rollout.base import WeightSyncError, check_sync, sync_drift
+    from reasoner.rollout.hf_engine import HFEngine
+
+    engine = HFEngine(str(tiny_model_dir), seed=0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    seq, plen = list(range(100, 140)), 20
+    with torch.no_grad():  # a small, fixed gap between sampler and learner: the probe's floor
+        model.lm_head.weight.add_(0.02 * torch.randn_like(model.lm_head.weight))
+    floor = sync_drift(engine, model, seq, plen)
+    assert floor > 1e-3
+    with pytest.raises(WeightSyncError, match="before training"):
+        check_sync(engine, model, seq, plen, tol=floor / 2)
+    assert check_sync(engine, model, seq, plen, tol=floor / 2, baseline=floor) == pytest.approx(floor)
+
+
 def test_two_grpo_steps_on_mbpp_with_the_code_reward(tiny_model_dir, tmp_path):
     # reward=code: every completion's program goes through the bubblewrap sandbox
     cfg = _cfg(tiny_model_dir, ["rollout=hf", "data=mbpp", "reward=code", "sft.enabled=false"])

@@ -74,8 +74,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     #: RL prompts: ``arithmetic`` (procedural, see reasoner/arithmetic.py), ``vendored:NAME``
-    #: (gsm8k_train, gsm8k_test, math500, aime24, humaneval, mbpp), a .jsonl / .parquet path,
-    #: or an HF dataset id.
+    #: (gsm8k_train, gsm8k_test, math500, aime24, aime25, amc23, humaneval, mbpp), a .jsonl /
+    #: .parquet path, or an HF dataset id.
     train: str = "arithmetic"
     #: held-out evaluation set, same forms as `train`; never trained on.
     heldout: str = "arithmetic"

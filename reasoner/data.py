@@ -3,7 +3,7 @@
 A source is one of:
 - ``arithmetic``: procedural problems (`reasoner.arithmetic`), generated on the fly;
 - ``vendored:NAME``: a JSONL file shipped in ``reasoner/vendored_data`` (gsm8k_train, gsm8k_test,
-  math500, aime24, humaneval, mbpp; see its SOURCES.md for origins and licenses);
+  math500, aime24, aime25, amc23, humaneval, mbpp; see its SOURCES.md for origins and licenses);
 - a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file;
 - a Hugging Face dataset id (loaded with `datasets.load_dataset`).
 
@@ -36,7 +36,7 @@ from verifiers.code.suite import parse_suite, reference
 log = logging.getLogger(__name__)
 
 VENDORED_DIR = Path(__file__).parent / "vendored_data"
-VENDORED = ("gsm8k_train", "gsm8k_test", "math500", "aime24", "humaneval", "mbpp")
+VENDORED = ("gsm8k_train", "gsm8k_test", "math500", "aime24", "aime25", "amc23", "humaneval", "mbpp")
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = (

@@ -10,7 +10,7 @@ from reasoner.config import Template
 from reasoner.data import BadRowError, load_problems, messages, target_text
 
 
-@pytest.mark.parametrize("name,rows", [("gsm8k_test", 1319), ("math500", 500), ("aime24", 30)])
+@pytest.mark.parametrize("name,rows", [("gsm8k_test", 1319), ("math500", 500), ("aime24", 30), ("aime25", 30), ("amc23", 40)])
 def test_vendored_sets_load(name, rows):
     problems = load_problems(f"vendored:{name}", n=None)
     assert len(problems) == rows

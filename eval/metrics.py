@@ -1,17 +1,21 @@
-"""Accuracy metrics with confidence intervals."""
+"""Accuracy metrics with confidence intervals, and the sampling metrics of the evaluation
+protocol: pass@k (unbiased estimator), maj@k (majority vote), avg@k (mean accuracy)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Sequence
 
 
 @dataclass(frozen=True)
 class Proportion:
-    """k successes of n, with the Wilson score 95% interval [low, high]."""
+    """k successes of n, with the Wilson score 95% interval [low, high].
 
-    k: int
+    `k` may be fractional when it is a sum of per-problem scores in [0, 1] (see `mean_score`).
+    """
+
+    k: float
     n: int
     low: float
     high: float
@@ -24,7 +28,7 @@ class Proportion:
         return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
 
 
-def wilson(k: int, n: int, z: float = 1.959964) -> Proportion:
+def wilson(k: float, n: int, z: float = 1.959964) -> Proportion:
     """Wilson score interval for a binomial proportion (Wilson 1927; z = 1.96 for 95%).
 
     center = (p + z²/2n) / (1 + z²/n),  half = z √(p(1-p)/n + z²/4n²) / (1 + z²/n)
@@ -71,3 +75,65 @@ def paired_diff_interval(a: Sequence[float], b: Sequence[float], z: float = 1.95
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
     half = z * sd / math.sqrt(n)
     return (mean - half, mean + half)
+
+
+def mean_score(scores: Sequence[float], z: float = 1.959964) -> Proportion:
+    """Mean of N per-problem scores in [0, 1] with a conservative 95% interval.
+
+    The interval is Wilson's (`wilson`) at p = mean with n = N problems. A variable in [0, 1]
+    with mean mu has variance at most mu (1 - mu) (Bhatia & Davis 2000, "A better bound on the
+    variance", Amer. Math. Monthly 107(4)), with equality for 0/1 scores, so the binomial
+    variance that Wilson's interval assumes bounds the true one: exact when each score is 0/1
+    (one sample per problem), wider than needed when scores are means over samples (avg@k).
+
+    Raises:
+        ValueError: a score outside [0, 1].
+    """
+    if any(not 0.0 <= s <= 1.0 for s in scores):
+        raise ValueError(f"scores must lie in [0, 1], got {[s for s in scores if not 0.0 <= s <= 1.0][:5]}")
+    return wilson(math.fsum(scores), len(scores), z)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased estimate of pass@k for one problem from n samples of which c are correct.
+
+    pass@k = 1 - C(n - c, k) / C(n, k)   (Chen et al. 2021, "Evaluating Large Language Models
+    Trained on Code", Eq. 1), the probability that a k-subset of the n samples holds a correct
+    one; computed as 1 - prod_{i = n-c+1}^{n} (1 - k / i), the paper's numerically stable form.
+    pass@1 = c / n. The benchmark's pass@k is the mean over problems.
+
+    Raises:
+        ValueError: unless 0 <= c <= n and 1 <= k <= n.
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_correct(keys: Sequence[Hashable | None], correct: Sequence[bool]) -> bool:
+    """Whether the majority answer among samples is correct (maj@k for k = len(keys)).
+
+    Majority voting (self-consistency: Wang et al. 2023, arXiv:2203.11171; maj@k as reported by
+    Lewkowycz et al. 2022, Minerva, arXiv:2206.14858): samples vote with their answer's key
+    (a canonical form of the extracted answer), ``None`` (no answer) does not vote; the most
+    frequent key wins, a tie going to the key that appeared first; the vote is correct when a
+    sample carrying the winning key is (the first such). No votes at all count as wrong.
+
+    Raises:
+        ValueError: `keys` and `correct` differ in length.
+    """
+    if len(keys) != len(correct):
+        raise ValueError(f"{len(keys)} answer keys for {len(correct)} verdicts")
+    counts: dict[Hashable, int] = {}
+    first: dict[Hashable, bool] = {}
+    for key, ok in zip(keys, correct):
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        first.setdefault(key, ok)
+    if not counts:
+        return False
+    winner = max(counts, key=counts.__getitem__)  # max keeps the first of equal counts (insertion order)
+    return first[winner]

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+
+#: the Hydra config directory (``conf/``: reasoner-train's config.yaml, reasoner-eval's eval.yaml).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 class Backend(str, Enum):
@@ -224,6 +228,13 @@ class TrainerConfig:
     eval_max_tokens: int = 128
     #: also evaluate the held-out set every N RL steps (logged as eval/heldout_accuracy); 0 = off.
     eval_every: int = 0
+    #: benchmarks (names in eval/benchmarks.py) also evaluated every `eval_every` steps, the
+    #: last step included: `eval_benchmark_samples` samples on each of the first
+    #: `eval_benchmark_problems` problems, at the benchmark's temperature and top-p, up to
+    #: `eval_max_tokens` tokens; logged as eval/<name>/avg@n, pass@n, maj@n, len_mean, truncated.
+    eval_benchmarks: list[str] = field(default_factory=list)
+    eval_benchmark_samples: int = 4
+    eval_benchmark_problems: int = 16
     save_checkpoint: bool = True
 
 
@@ -264,6 +275,9 @@ class RunConfig:
             ("trainer.prompts_per_step", self.trainer.prompts_per_step, self.trainer.prompts_per_step >= 1, ">= 1"),
             ("trainer.micro_batch_size", self.trainer.micro_batch_size, self.trainer.micro_batch_size >= 1, ">= 1"),
             ("trainer.eval_every", self.trainer.eval_every, self.trainer.eval_every >= 0, ">= 0"),
+            ("trainer.eval_benchmarks", self.trainer.eval_benchmarks, not self.trainer.eval_benchmarks or self.trainer.eval_every > 0, "empty unless trainer.eval_every > 0"),
+            ("trainer.eval_benchmark_samples", self.trainer.eval_benchmark_samples, self.trainer.eval_benchmark_samples >= 1, ">= 1"),
+            ("trainer.eval_benchmark_problems", self.trainer.eval_benchmark_problems, self.trainer.eval_benchmark_problems >= 1, ">= 1"),
             ("trainer.lr", self.trainer.lr, self.trainer.lr > 0, "> 0"),
             ("rollout.temperature", self.rollout.temperature, self.rollout.temperature > 0, "> 0 for RL sampling"),
             ("rollout.top_p", self.rollout.top_p, 0 < self.rollout.top_p <= 1, "in (0, 1]"),

@@ -32,7 +32,8 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eval.metrics import diff_interval, paired_diff_interval
-from reasoner.config import Estimator, RunConfig, register_configs
+from eval.runner import PeriodicEval
+from reasoner.config import CONF_DIR, Estimator, RunConfig, register_configs
 from reasoner.critic import ValueModel
 from reasoner.data import load_problems, prompt_ids, target_text
 from reasoner.evaluate import EvalResult, evaluate
@@ -95,6 +96,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
     train = load_problems(d.train, split=d.train_split, n=max(n_train or 1, 1) if n_train is not None else None, seed=tr.seed + 2, levels=levels, exclude=seen, on_bad_row=d.on_bad_row.value)
     log.info("data: %d RL prompts (%s), %d held-out (%s)", len(train), d.train, len(heldout), d.heldout)
 
+    benchmarks = PeriodicEval(tr.eval_benchmarks, tr.eval_benchmark_problems, tr.eval_benchmark_samples, tr.eval_max_tokens, tokenizer, cfg.rollout.max_model_len)
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
     verifier = build_verifier(cfg.reward.verifier)
     evals: dict[str, EvalResult] = {}
@@ -137,6 +139,10 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
             mid = evals.pop(f"step_{step}")
             metrics["eval/heldout_accuracy"] = mid.accuracy.value
             metrics["eval/heldout_well_formed"] = mid.well_formed
+        if tr.eval_benchmarks and step % tr.eval_every == 0:
+            start = time.perf_counter()
+            metrics.update(benchmarks(engine))
+            metrics["time/benchmark_eval"] = time.perf_counter() - start
         logger.log(step, metrics)
         tqdm.write(compact_line(step, metrics))
         _release_free_heap()
@@ -151,6 +157,7 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         tokenizer.save_pretrained(str(ckpt))
         policy.to(torch.float32)
     verifier.close()
+    benchmarks.close()
 
     summary: dict = {f"heldout_{k}": v.accuracy.value for k, v in evals.items()}
     summary["heldout_n"] = len(heldout)
@@ -192,9 +199,6 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 
 
 register_configs()
-
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")

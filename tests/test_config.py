@@ -55,3 +55,9 @@ def test_bad_enum_value_lists_choices():
 def test_out_of_range_value_names_field_and_rule():
     with pytest.raises(ValueError, match=r"algorithm.group_size=1 .*>= 2"):
         to_run_config(_compose(["algorithm.group_size=1"]))
+
+
+def test_benchmark_eval_needs_a_cadence():
+    assert to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]"])).trainer.eval_benchmarks == ["gsm8k"]  # trainer=cpu: every 10 steps
+    with pytest.raises(ValueError, match=r"trainer.eval_benchmarks=\['gsm8k'\] is not allowed: must be empty unless trainer.eval_every > 0"):
+        to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]", "trainer.eval_every=0"]))

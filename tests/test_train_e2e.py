@@ -60,9 +60,16 @@ def test_two_grpo_steps_with_vllm_check_weight_sync(tiny_model_dir, tmp_path):
 
 
 def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
-    run(_cfg(tiny_model_dir, ["rollout=hf"]), tmp_path)
-    for m in _check_outputs(tmp_path, 2):
+    # with benchmarks evaluated after every step (a math and a code one, 2 samples of 2 problems)
+    bench = ["trainer.eval_every=1", "trainer.eval_benchmarks=[gsm8k,humaneval]", "trainer.eval_benchmark_samples=2", "trainer.eval_benchmark_problems=2"]
+    run(_cfg(tiny_model_dir, ["rollout=hf", *bench]), tmp_path)
+    lines = _check_outputs(tmp_path, 2)
+    for m in lines:
         assert m["sync/logprob_diff"] < 1e-4  # same fp32 weights on both sides
+        for key in ("gsm8k/avg@2", "gsm8k/pass@2", "gsm8k/maj@2", "gsm8k/truncated", "humaneval/avg@2", "humaneval/pass@2"):
+            assert 0.0 <= m[f"eval/{key}"] <= 1.0
+        assert "eval/humaneval/maj@2" not in m and 1 <= m["eval/gsm8k/len_mean"] <= 8 and m["time/benchmark_eval"] > 0
+    assert "eval/heldout_accuracy" in lines[0] and "eval/heldout_accuracy" not in lines[1]  # the last step has the final eval
 
 
 def test_sync_check_catches_a_missed_sync(tiny_model_dir):

@@ -69,7 +69,10 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
     for bench in benches:
         problems = bench.problems(cfg.limit)
         wanted = cfg.sampling(bench.sampling)
-        sampling = fit_max_tokens(wanted, longest_prompt(tokenizer, bench, problems), context)
+        try:
+            sampling = fit_max_tokens(wanted, longest_prompt(tokenizer, bench, problems), context)
+        except ValueError as err:
+            raise ValueError(f"{bench.name}: {err} (max_model_len)") from err
         if sampling != wanted:
             log.warning("%s: max_tokens %d does not fit the %d-token context after the longest prompt: using %d", bench.name, wanted.max_tokens, context, sampling.max_tokens)
         plans.append(Plan(bench, problems, sampling))

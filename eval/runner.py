@@ -144,7 +144,11 @@ class PeriodicEval:
         for bench in [get_benchmark(name) for name in names]:
             subset = bench.problems(problems)
             sampling = Sampling(samples, bench.sampling.temperature, bench.sampling.top_p, max_tokens)
-            self.plans.append((bench, subset, fit_max_tokens(sampling, longest_prompt(tokenizer, bench, subset), context)))
+            try:
+                sampling = fit_max_tokens(sampling, longest_prompt(tokenizer, bench, subset), context)
+            except ValueError as err:
+                raise ValueError(f"trainer.eval_benchmarks: {bench.name}: {err} (rollout.max_model_len)") from err
+            self.plans.append((bench, subset, sampling))
         self.verifiers = Verifiers()
 
     def __call__(self, engine: RolloutEngine) -> dict[str, float]:

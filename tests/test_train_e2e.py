@@ -62,6 +62,9 @@ def test_two_grpo_steps_with_vllm_check_weight_sync(tiny_model_dir, tmp_path):
 def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
     # with benchmarks evaluated after every step (a math and a code one, 2 samples of 2 problems)
     bench = ["trainer.eval_every=1", "trainer.eval_benchmarks=[gsm8k,humaneval]", "trainer.eval_benchmark_samples=2", "trainer.eval_benchmark_problems=2"]
+    with pytest.raises(ValueError, match="humaneval: a prompt of 285 tokens leaves no room in the 256-token context"):
+        run(_cfg(tiny_model_dir, ["rollout=hf", *bench]), tmp_path)
+    bench.append("rollout.max_model_len=512")
     run(_cfg(tiny_model_dir, ["rollout=hf", *bench]), tmp_path)
     lines = _check_outputs(tmp_path, 2)
     for m in lines:

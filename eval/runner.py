@@ -14,7 +14,7 @@ from eval.samples import Key, Sample
 from eval.summary import summarize
 from reasoner.data import prompt_ids
 from reasoner.rollout.base import RolloutEngine
-from reasoner.types import Problem
+from reasoner.types import Completion, Problem
 from verifiers.base import Verifier, VerifyResult
 from verifiers.registry import build_verifier
 
@@ -49,15 +49,16 @@ def longest_prompt(tokenizer: Any, bench: Benchmark, problems: Sequence[Problem]
     return max(len(prompt_ids(tokenizer, p.problem, bench.template)) for p in problems)
 
 
-def fit_max_tokens(sampling: Sampling, longest_prompt: int, context: int) -> Sampling:
-    """`sampling` with `max_tokens` cut to what fits after the longest prompt in `context` tokens.
+def fit_max_tokens(sampling: Sampling, prompt_tokens: int, context: int) -> Sampling:
+    """`sampling` with `max_tokens` cut to what fits after a prompt of `prompt_tokens` tokens (the
+    longest) in a context of `context` tokens.
 
     Raises:
-        ValueError: the longest prompt alone leaves no room (context <= longest_prompt).
+        ValueError: the prompt alone leaves no room (context <= prompt_tokens).
     """
-    room = context - longest_prompt
+    room = context - prompt_tokens
     if room < 1:
-        raise ValueError(f"a prompt of {longest_prompt} tokens leaves no room in the {context}-token context")
+        raise ValueError(f"a prompt of {prompt_tokens} tokens leaves no room in the {context}-token context")
     return sampling if sampling.max_tokens <= room else Sampling(sampling.n, sampling.temperature, sampling.top_p, room)
 
 
@@ -86,7 +87,7 @@ def sample_benchmark(
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         prompts = {p.id: prompt_ids(tokenizer, p.problem, bench.template) for p, _ in part}
-        drafts: list[tuple[Problem, int, Any]] = []
+        drafts: list[tuple[Problem, int, Completion]] = []
         for count in sorted(Counter(len(m) for _, m in part)):  # one engine call per missing-sample count
             group = [(p, m) for p, m in part if len(m) == count]
             outs = engine.generate([prompts[p.id] for p, _ in group], count, sampling.temperature, sampling.top_p, sampling.max_tokens)

@@ -135,7 +135,9 @@ def summarize(bench: Benchmark, sampling: Sampling, problems: Sequence[Problem],
             raise ValueError(f"{bench.name}: problem {p.id!r} has {len(got)} of its {n} samples (run the evaluation to completion first)")
         rows.append([got[i] for i in range(n)])
     correct = [sum(s.correct for s in row) for row in rows]
+    # majority[i][k - 1]: maj@k of problem i (its first k samples vote)
     majority = [[majority_correct([vote_key(s) for s in row[:k]], [s.correct for s in row[:k]]) for k in range(1, n + 1)] for row in rows] if bench.vote else None
+    maj_at_n = [m[-1] for m in majority] if majority is not None else [None] * len(rows)
     lengths = [s.tokens for row in rows for s in row]
     breakdown: dict[str, dict[str, Proportion]] = {}
     for key in bench.breakdown:
@@ -154,5 +156,5 @@ def summarize(bench: Benchmark, sampling: Sampling, problems: Sequence[Problem],
         median_len=float(statistics.median(lengths)),
         truncated=sum(s.truncated for row in rows for s in row) / len(lengths),
         breakdown=breakdown,
-        per_problem={p.id: ProblemScore(c, None if majority is None else m[-1]) for p, c, m in zip(problems, correct, majority or [[None]] * len(rows))},
+        per_problem={p.id: ProblemScore(c, m) for p, c, m in zip(problems, correct, maj_at_n)},
     )

@@ -7,7 +7,7 @@ algorithm, reward curves in one PNG, final held-out accuracy in a Markdown table
 Everything after ``--`` is passed to every run as Hydra overrides (so each run differs only in
 ``algorithm=``). Runs go to ``OUT/<algorithm>/``; a run whose ``summary.json`` exists is not
 run again, so an interrupted comparison resumes. Writes ``OUT/reward_curves.png`` (needs
-matplotlib: ``pip install matplotlib``, or the ``compare`` extra) and ``OUT/results.md``, and
+matplotlib, a dependency) and ``OUT/results.md``, and
 prints the table.
 """
 

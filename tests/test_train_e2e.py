@@ -145,9 +145,9 @@ def test_two_steps_of_every_algorithm(tiny_model_dir, tmp_path, algorithm):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_five_steps_of_every_algorithm_on_the_embedded_default(tmp_path, algorithm):
     """Acceptance: each recipe, 5 steps of the embedded default (SmolLM2-135M, cold start, vLLM);
-    a smaller held-out set and no mid-run evaluation keep it to minutes."""
+    a smaller cold start and held-out set and no mid-run evaluation keep it to minutes."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = to_run_config(compose(config_name="config", overrides=[f"algorithm={algorithm}", "trainer.steps=5", "trainer.eval_every=0", "data.heldout_n=50"]))
+        cfg = to_run_config(compose(config_name="config", overrides=[f"algorithm={algorithm}", "trainer.steps=5", "trainer.eval_every=0", "data.heldout_n=50", "sft.examples=128"]))
     summary = run(cfg, tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3, 4, 5]

@@ -48,10 +48,10 @@ def resolve_model_path(path: str) -> str:
     local = Path(path).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise FileNotFoundError(f"model.path={path!r}: directory has no config.json (not an HF model dir)")
+            raise FileNotFoundError(f"model.path={path!r}: not an HF model directory (looked for {local.resolve() / 'config.json'})")
         return str(local.resolve())
     if path.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"model.path={path!r}: no such directory ({local.resolve()})")
+        raise FileNotFoundError(f"model.path={path!r}: no such directory (looked for {local.resolve()})")
     return path  # a hub id
 
 

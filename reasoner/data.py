@@ -174,8 +174,10 @@ def _rows(source: str, split: str) -> list[tuple[int, Any]]:
             return _json_rows(path)
     import datasets
 
+    if path.suffix == ".parquet":
+        return list(enumerate(datasets.load_dataset("parquet", data_files=str(path), split="train"), start=1))
     try:
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train") if path.suffix == ".parquet" else datasets.load_dataset(source, split=split)
+        ds = datasets.load_dataset(source, split=split)
     except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
         raise FileNotFoundError(
             f"dataset {source!r}: no such file (looked for {path.resolve()}) and not loadable as a Hugging Face dataset "

@@ -68,10 +68,10 @@ class NaNScore(VowelShare):
 
 @pytest.fixture(scope="module")
 def train_file(tmp_path_factory):
-    """12 short arithmetic problems as a JSON Lines file (a file source: its size does not depend
+    """3 short arithmetic problems as a JSON Lines file (a file source: its size does not depend
     on trainer.steps, so a run may be resumed with more steps)."""
     path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in arithmetic.generate(12, [1], seed=5)]
+    rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in arithmetic.generate(3, [1], seed=5)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -99,8 +99,8 @@ def _same(a, b):
 
 
 # every piece of resumable state at once: PPO's critic and mini-batch shuffling, a KL reference
-# with an adaptive coefficient, dynamic sampling, LR warm-up, and an epoch boundary in the data
-# (12 problems, up to 4 drawn per step)
+# with an adaptive coefficient, dynamic sampling, LR warm-up, an epoch boundary in the data
+# (3 problems, 2 to 4 drawn per step), keep-last-1 plus the best checkpoint
 EVERYTHING = [
     "algorithm=ppo",
     "algorithm.kl_beta=0.05",
@@ -111,47 +111,49 @@ EVERYTHING = [
     "trainer.lr=1e-3",
     "trainer.lr_warmup_steps=3",
     "trainer.checkpoint_every=1",
+    "trainer.keep_last=1",
     "trainer.best_metric=reward/mean",
 ]
 
 
 def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file, tmp_path, caplog):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
-    run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=4"], VowelShare), straight)
-    run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), halves)
+    run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), straight)
+    run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=1"], VowelShare), halves)
 
     # a change the checkpoint cannot honour is refused, naming each field
     with pytest.raises(CheckpointError, match=r"algorithm.clip_high: 0.2 -> 0.3.*trainer.lr: 0.001 -> 0.002"):
-        run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=4", "algorithm.clip_high=0.3", "trainer.lr=2e-3"], VowelShare), halves)
+        run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2", "algorithm.clip_high=0.3", "trainer.lr=2e-3"], VowelShare), halves)
     with pytest.raises(CheckpointError, match="trainer.resume=never, but .* holds checkpoints"):
         run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.resume=never"], VowelShare), halves)
 
     with caplog.at_level(logging.INFO, logger="reasoner"):
-        summary = run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=4"], VowelShare), halves)
-    assert "resume: trainer.steps changed from 2 to 4" in caplog.text  # a safe change, logged
-    assert summary["resumed_from_step"] == 2
+        summary = run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), halves)
+    assert "resume: trainer.steps changed from 1 to 2" in caplog.text  # a safe change, logged
+    assert summary["resumed_from_step"] == 1
 
     a, b = _metrics(straight), _metrics(halves)
-    assert [m["step"] for m in b] == [1, 2, 3, 4]  # continued, nothing repeated
-    assert sum(m["policy/optimizer_steps"] for m in a[2:]) > 0  # the resumed steps did train
-    assert len({m["policy/kl_coef"] for m in a if m["groups/trained"]}) > 1  # β adapted
+    assert [m["step"] for m in b] == [1, 2]  # continued, nothing repeated
+    assert all(m["policy/optimizer_steps"] == 2 for m in a)  # both steps trained (2 mini-batches)
+    assert len({m["policy/kl_coef"] for m in a}) == 2  # β adapted after each step
+    assert sum(len(m["data/problem_ids"]) for m in a) > 3  # the data stream went into its second epoch
     for x, y in zip(a, b):
         assert _same(_comparable(x), _comparable(y)), f"step {x['step']} differs"
     for name in ("policy", "critic", "reference"):
-        pa = load_file(straight / "checkpoints/step_000004" / f"{name}.safetensors")
-        pb = load_file(halves / "checkpoints/step_000004" / f"{name}.safetensors")
+        pa = load_file(straight / "checkpoints/step_000002" / f"{name}.safetensors")
+        pb = load_file(halves / "checkpoints/step_000002" / f"{name}.safetensors")
         assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa), name
-    sa = torch.load(straight / "checkpoints/step_000004/trainer.pt", weights_only=True)
-    sb = torch.load(halves / "checkpoints/step_000004/trainer.pt", weights_only=True)
+    sa = torch.load(straight / "checkpoints/step_000002/trainer.pt", weights_only=True)
+    sb = torch.load(halves / "checkpoints/step_000002/trainer.pt", weights_only=True)
     for key in ("optimizer", "critic_optimizer"):
         for p, state in sa[key]["state"].items():
             assert all(torch.equal(state[k], sb[key]["state"][p][k]) for k in state)
     assert sa["scheduler"] == sb["scheduler"] and sa["kl_coef"] == sb["kl_coef"]
-    # keep-last-2 plus the best by reward/mean: the others were pruned
+    # keep-last-1 plus the best by reward/mean: the other was pruned
     rewards = {m["step"]: m["reward/mean"] for m in b}
     best = max(rewards, key=rewards.get)
     store = CheckpointStore(halves / "checkpoints", best_metric="reward/mean")
-    assert [c.step for c in store.checkpoints()] == sorted({best, 3, 4}) and store.best().step == best
+    assert [c.step for c in store.checkpoints()] == sorted({best, 2}) and store.best().step == best
     manifest = json.loads((halves / f"checkpoints/step_{best:06d}/manifest.json").read_text())
     assert manifest["best_value"] == rewards[best] and manifest["files"]["policy.safetensors"] > 0
 
@@ -233,7 +235,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     assert f"resume with: reasoner-train model.path={tiny_model_dir}" in err and f"hydra.run.dir={run_dir}" in err
     ckpt = Checkpoint.open(run_dir / "checkpoints" / f"step_{done:06d}")
     sampler = ckpt.state["sampler"]
-    assert 12 * sampler["epoch"] + sampler["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500
+    assert 3 * sampler["epoch"] + sampler["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500
 
 
 SIGNAL_DRIVER = """

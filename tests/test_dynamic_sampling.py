@@ -104,5 +104,5 @@ class CrashesOnWrongAnswers(ExactVerifier):
 def test_a_verifier_crash_scores_that_sample_zero(smol_dir):
     tok = AutoTokenizer.from_pretrained(smol_dir)
     scored, keep, _ = sample_groups(PromptSampler(_problems([3]), seed=0), ScriptedEngine(tok), CrashesOnWrongAnswers(), tok, _cfg(["reward.format_weight=0"]), Timer())
-    assert scored.rewards.tolist() == [[1.0, 1.0, 1.0, 0.0]] and keep == [0]
+    assert scored.rewards.tolist() == [[1.0, 1.0, 1.0, 0.0]] * 2 and keep == [0, 1]  # the one problem, twice
     assert [v.reason for v in scored.verdicts[0]] == ["scripted"] * 3 + ["error: ZeroDivisionError: verifier bug"]

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 from reasoner import arithmetic
-from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore
+from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
 from reasoner.config import register_configs
 from reasoner.learner import NonFiniteUpdateError
 from reasoner.rollout import RolloutEngineError
@@ -156,6 +156,17 @@ def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file,
     assert [c.step for c in store.checkpoints()] == sorted({best, 2}) and store.best().step == best
     manifest = json.loads((halves / f"checkpoints/step_{best:06d}/manifest.json").read_text())
     assert manifest["best_value"] == rewards[best] and manifest["files"]["policy.safetensors"] > 0
+
+
+def test_missing_resume_path_says_what_was_looked_for(tmp_path):
+    with pytest.raises(CheckpointError, match=rf"trainer.resume='{tmp_path}/old': no checkpoint there \(looked for {tmp_path}/old/manifest.json, {tmp_path}/old/checkpoints/step_\*/manifest.json"):
+        find_resume_checkpoint(str(tmp_path / "old"), tmp_path / "run")
+    damaged = tmp_path / "run/checkpoints/step_000003"
+    damaged.mkdir(parents=True)
+    (damaged / "manifest.json").write_text(json.dumps({"step": 3, "files": {"policy.safetensors": 10}}))
+    with pytest.raises(CheckpointError, match=r"step_000003 is damaged: policy.safetensors should be 10 bytes, is missing"):
+        find_resume_checkpoint(str(damaged), tmp_path / "run")
+    assert find_resume_checkpoint("auto", tmp_path / "run") is None  # a damaged checkpoint is not resumed from
 
 
 DRIVER = """

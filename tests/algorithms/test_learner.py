@@ -3,6 +3,7 @@ mini-batch runs as 1, 2 or 4 micro-batches; epochs / mini-batches; the default G
 the plain on-policy policy gradient."""
 
 import copy
+import io
 from dataclasses import replace
 
 import pytest
@@ -157,7 +158,8 @@ def test_nonfinite_update_is_skipped_without_touching_any_state(tiny_model_dir, 
 
 
 def test_learner_state_round_trips(tiny_model_dir, batch):
-    """A second learner given the first's state_dict (and weights) takes the same next update."""
+    """A second learner given the first's state_dict (through torch.save / torch.load, as a
+    checkpoint holds it) and weights takes the same next update."""
     algo = AlgorithmConfig(mini_batches=2, kl_beta=0.05, kl_target=0.001)
     trainer = TrainerConfig(micro_batch_size=4, lr_warmup_steps=3, bf16_autocast=False)
 
@@ -169,7 +171,10 @@ def test_learner_state_round_trips(tiny_model_dir, batch):
     first.update(batch)
     second = fresh()
     second.model.load_state_dict(first.model.state_dict())
-    second.load_state_dict(first.state_dict())
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    second.load_state_dict(torch.load(saved, weights_only=True))
     a, b = first.update(batch), second.update(batch)
     assert a == b and a.kl_coef != 0.05
     assert all(torch.equal(x, y) for x, y in zip(first.model.parameters(), second.model.parameters()))

@@ -69,6 +69,11 @@ class BadRow(str, Enum):
     skip = "skip"
 
 
+class BestMode(str, Enum):
+    max = "max"
+    min = "min"
+
+
 @dataclass
 class ModelConfig:
     #: ``embedded:smollm2-135m``, a local HF-format directory, or a Hugging Face hub id.
@@ -235,7 +240,26 @@ class TrainerConfig:
     eval_benchmarks: list[str] = field(default_factory=list)
     eval_benchmark_samples: int = 4
     eval_benchmark_problems: int = 16
+    #: write the final policy as an HF model (bf16 safetensors + tokenizer) to ``run_dir/checkpoint``.
     save_checkpoint: bool = True
+    #: linear learning-rate warm-up over the first N RL optimizer steps (then constant); 0 = off.
+    lr_warmup_steps: int = 0
+    #: ``auto``: continue from the latest checkpoint in ``run_dir/checkpoints`` if there is one
+    #: (else start); ``never``: start from step 0 (refused if the run dir holds checkpoints);
+    #: a path: continue from that checkpoint directory, or from the latest one of that run dir.
+    resume: str = "auto"
+    #: write a resumable checkpoint to ``run_dir/checkpoints/step_NNNNNN`` every N RL steps
+    #: (and always after the last step and on SIGTERM / SIGINT); 0 = only then.
+    checkpoint_every: int = 10
+    #: resumable checkpoints kept: the last K, plus the best by `best_metric` when set.
+    keep_last: int = 2
+    #: a metric of the step (e.g. ``eval/heldout_accuracy``, ``reward/accuracy``) whose best
+    #: checkpoint is kept beyond the last K; empty = none. Steps without it are not candidates.
+    best_metric: str = ""
+    best_mode: BestMode = BestMode.max
+    #: stop the run after this many consecutive RL steps whose update had a non-finite loss or
+    #: gradient (each such optimizer step is skipped and logged as policy/skipped_updates).
+    max_nonfinite_steps: int = 3
 
 
 @dataclass
@@ -249,7 +273,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
-        a = self.algorithm
+        a, t = self.algorithm, self.trainer
         checks = [
             ("algorithm.group_size", self.algorithm.group_size, self.algorithm.group_size >= 2, ">= 2 (GRPO needs a group)"),
             ("algorithm.clip_low", self.algorithm.clip_low, 0 < self.algorithm.clip_low < 1, "in (0, 1)"),
@@ -279,6 +303,16 @@ class RunConfig:
             ("trainer.eval_benchmark_samples", self.trainer.eval_benchmark_samples, self.trainer.eval_benchmark_samples >= 1, ">= 1"),
             ("trainer.eval_benchmark_problems", self.trainer.eval_benchmark_problems, self.trainer.eval_benchmark_problems >= 1, ">= 1"),
             ("trainer.lr", self.trainer.lr, self.trainer.lr > 0, "> 0"),
+            ("trainer.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+            ("trainer.grad_clip", t.grad_clip, t.grad_clip > 0, "> 0"),
+            ("trainer.threads", t.threads, t.threads >= 0, ">= 0 (0 = all cores)"),
+            ("trainer.eval_temperature", t.eval_temperature, t.eval_temperature >= 0, ">= 0 (0 = greedy)"),
+            ("trainer.eval_max_tokens", t.eval_max_tokens, t.eval_max_tokens >= 1, ">= 1"),
+            ("trainer.lr_warmup_steps", t.lr_warmup_steps, t.lr_warmup_steps >= 0, ">= 0"),
+            ("trainer.resume", t.resume, bool(t.resume.strip()), "'auto', 'never' or a checkpoint / run directory"),
+            ("trainer.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 0, ">= 0 (0 = only after the last step and on a signal)"),
+            ("trainer.keep_last", t.keep_last, t.keep_last >= 1, ">= 1"),
+            ("trainer.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 1, ">= 1"),
             ("rollout.temperature", self.rollout.temperature, self.rollout.temperature > 0, "> 0 for RL sampling"),
             ("rollout.top_p", self.rollout.top_p, 0 < self.rollout.top_p <= 1, "in (0, 1]"),
             ("rollout.max_tokens", self.rollout.max_tokens, 0 < self.rollout.max_tokens < self.rollout.max_model_len, "in (0, rollout.max_model_len)"),
@@ -287,6 +321,18 @@ class RunConfig:
             ("data.heldout_n", self.data.heldout_n, self.data.heldout_n >= 1, ">= 1"),
             ("sft.terse_fraction", self.sft.terse_fraction, 0 <= self.sft.terse_fraction <= 1, "in [0, 1]"),
             ("sft.examples", self.sft.examples, self.sft.examples >= 1, ">= 1"),
+            ("sft.epochs", self.sft.epochs, self.sft.epochs >= 1, ">= 1"),
+            ("sft.lr", self.sft.lr, self.sft.lr > 0, "> 0"),
+            ("sft.batch_size", self.sft.batch_size, self.sft.batch_size >= 1, ">= 1"),
+            ("sft.micro_batch_size", self.sft.micro_batch_size, self.sft.micro_batch_size >= 1, ">= 1"),
+            ("sft.max_tokens", self.sft.max_tokens, self.sft.max_tokens >= 1, ">= 1"),
+            ("rollout.kv_cache_gb", self.rollout.kv_cache_gb, self.rollout.kv_cache_gb >= 1, ">= 1"),
+            ("rollout.gpu_memory_utilization", self.rollout.gpu_memory_utilization, 0 < self.rollout.gpu_memory_utilization <= 1, "in (0, 1]"),
+            ("rollout.sync_check_tol", self.rollout.sync_check_tol, self.rollout.sync_check_tol >= 0, ">= 0"),
+            ("algorithm.adv_eps", a.adv_eps, a.adv_eps >= 0, ">= 0"),
+            ("data.train", self.data.train, bool(self.data.train.strip()), "a source: arithmetic, vendored:NAME, a file path or an HF dataset id"),
+            ("data.heldout", self.data.heldout, bool(self.data.heldout.strip()), "a source: arithmetic, vendored:NAME, a file path or an HF dataset id"),
+            ("model.path", self.model.path, bool(self.model.path.strip()), "embedded:smollm2-135m, a local HF model directory or a hub id"),
         ]
         for name, value, ok, allowed in checks:
             if not ok:
@@ -299,6 +345,51 @@ class RunConfig:
         for fb in self.reward.answer_fallbacks:
             if fb not in ("phrase", "last_number"):
                 raise ValueError(f"config field reward.answer_fallbacks has {fb!r}: allowed are 'phrase', 'last_number'")
+
+
+#: fields a resumed run may change: the budget, checkpoint / evaluation cadence, memory and
+#: parallelism settings, the sampler backend and the weight-sync check. None of them is part of
+#: the training state, so the run continues as it would have. Any other change is refused on
+#: resume (`resume_changes`).
+RESUME_SAFE_FIELDS = frozenset({
+    "trainer.steps", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_last", "trainer.best_metric",
+    "trainer.best_mode", "trainer.eval_every", "trainer.eval_benchmarks", "trainer.eval_benchmark_samples",
+    "trainer.eval_benchmark_problems", "trainer.threads", "trainer.micro_batch_size", "trainer.save_checkpoint",
+    "trainer.max_nonfinite_steps", "rollout.backend", "rollout.kv_cache_gb", "rollout.gpu_memory_utilization",
+    "rollout.max_model_len", "rollout.sync_check", "rollout.sync_check_tol", "reward.workers", "reward.timeout_s",
+    "reward.verifier.workers", "reward.verifier.timeout_s",
+})
+
+
+def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as ``{"trainer.steps": 30, ...}`` (dotted field -> value; enums by name)."""
+    from omegaconf import OmegaConf
+
+    tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(tree, "")
+    return flat
+
+
+def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+    """Fields whose value differs between a checkpoint's config and the current one, both as
+    `flat_config` gives them, split into (allowed on resume, refused): field -> (saved, current).
+    A field present on one side only counts as changed (its value on the other side is
+    ``"<absent>"``)."""
+    allowed, refused = {}, {}
+    for name in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        if old != new:
+            (allowed if name in RESUME_SAFE_FIELDS else refused)[name] = (old, new)
+    return allowed, refused
 
 
 def register_configs() -> None:

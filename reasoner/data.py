@@ -8,8 +8,13 @@ A source is one of:
 - a Hugging Face dataset id (loaded with `datasets.load_dataset`).
 
 Rows need ``problem`` and ``answer`` (``id`` and ``solution`` are optional). Every row is
-validated on load; a bad row raises `BadRowError` naming the source and row number, or, with
-``on_bad_row="skip"``, is dropped and reported.
+validated on load: a line that is not valid JSON or not a JSON object, a missing, empty or
+wrong-typed field, or text that is not valid UTF-8 (undecodable bytes in the file, or a lone
+surrogate escape) makes it bad. A bad row raises `BadRowError` naming the source, the row
+(for JSON Lines files, its line number) and the field; with ``on_bad_row="skip"`` bad rows are
+dropped and one warning names the file, every bad row number and the first reasons.
+JSON Lines and JSON files are read line by line here (so one bad line does not hide the rest);
+Parquet files and hub datasets go through `datasets`.
 
 Code rows (HumanEval / MBPP schema: ``prompt``, ``entry_point``, ``tests``, optional
 ``canonical_solution``) become problems whose ``answer`` is the code verifier's reference,
@@ -23,6 +28,7 @@ sentence plus the first test, which shows the function's name and signature.
 from __future__ import annotations
 
 import ast
+import json
 import logging
 import random
 from pathlib import Path
@@ -53,8 +59,26 @@ class BadRowError(ValueError):
     """A dataset row failed validation; the message names the source, row and field."""
 
 
-def _validate(row: dict[str, Any], source: str, index: int) -> Problem:
-    where = f"{source}: row {index + 1}"
+def _check_text(row: dict[str, Any], where: str) -> None:
+    """Every string field must be encodable as UTF-8 (undecodable file bytes are read as lone
+    surrogates, see `_json_rows`, and a JSON ``\\ud800`` escape decodes to one)."""
+    for name, value in row.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise BadRowError(f"{where}: field {name!r} has text that is not valid UTF-8 (character {err.start})") from None
+
+
+def _validate(row: Any, source: str, index: int, number: int) -> Problem:
+    """The `Problem` of one row; `index` is its 0-based position (the default id), `number` the
+    row number messages give (the line number in a JSON Lines file)."""
+    where = f"{source}: row {number}"
+    if not isinstance(row, dict):
+        raise BadRowError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    _check_text(row, where)
+    if row.get("id") is not None and (isinstance(row["id"], bool) or not isinstance(row["id"], (str, int))):
+        raise BadRowError(f"{where}: field 'id' must be a string or integer, got {type(row['id']).__name__}")
     if "tests" in row and "entry_point" in row:
         return _code_problem(row, where, index)
     for name in ("problem", "answer"):
@@ -103,23 +127,63 @@ def _is_code(text: str) -> bool:
     return True
 
 
-def _rows(source: str, split: str) -> list[dict[str, Any]]:
-    import datasets
+def _json_rows(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed value or `BadRowError`) per non-blank line of a JSON Lines file; a
+    ``.json`` file holding one JSON array gives (element number, element) instead.
 
+    Bytes that are not valid UTF-8 are decoded as lone surrogates (``surrogateescape``), so the
+    row holding them is reported by `_check_text` instead of failing the whole file.
+
+    Raises:
+        ValueError: a ``.json`` array file that is not valid JSON (position in the message).
+    """
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            return list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from err
+    rows: list[tuple[int, Any]] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as err:
+            rows.append((number, BadRowError(f"{path}: row {number}: not valid JSON (column {err.colno}: {err.msg})")))
+    return rows
+
+
+def _rows(source: str, split: str) -> list[tuple[int, Any]]:
+    """(row number, row or `BadRowError`) for every row of `source` (not ``arithmetic``).
+
+    Raises:
+        FileNotFoundError: an unknown vendored name, a missing file, or a name that is neither a
+            file nor a loadable hub dataset (the message says what was looked for).
+    """
     if source.startswith("vendored:"):
         name = source.split(":", 1)[1]
         if name not in VENDORED:
             raise FileNotFoundError(f"unknown vendored dataset {name!r}; known: {', '.join(VENDORED)}")
         source = str(VENDORED_DIR / f"{name}.jsonl")
-    suffix = Path(source).suffix
-    if suffix in (".jsonl", ".json", ".parquet"):
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"dataset file not found: {source}")
-        builder = "parquet" if suffix == ".parquet" else "json"
-        ds = datasets.load_dataset(builder, data_files=source, split="train")
-    else:
+    path = Path(source).expanduser()
+    if path.suffix in (".jsonl", ".json", ".parquet"):
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset file not found: {source} (looked for {path.resolve()})")
+        if path.suffix != ".parquet":
+            return _json_rows(path)
+    import datasets
+
+    if path.suffix == ".parquet":
+        return list(enumerate(datasets.load_dataset("parquet", data_files=str(path), split="train"), start=1))
+    try:
         ds = datasets.load_dataset(source, split=split)
-    return list(ds)
+    except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"dataset {source!r}: no such file (looked for {path.resolve()}) and not loadable as a Hugging Face dataset "
+            f"(split {split!r}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    return list(enumerate(ds, start=1))
 
 
 def load_problems(
@@ -147,22 +211,31 @@ def load_problems(
         terse_fraction: ``arithmetic`` only: share of worked solutions in the terse style.
 
     Raises:
-        BadRowError, FileNotFoundError, ValueError.
+        BadRowError: a bad row, with ``on_bad_row="error"`` (names source, row and field).
+        FileNotFoundError: the source cannot be found (says what was looked for).
+        ValueError: no usable row, or ``arithmetic`` without `n`.
     """
     if source == "arithmetic":
         if n is None:
             raise ValueError("the 'arithmetic' source needs a problem count n")
         return arithmetic.generate(n, levels, seed, exclude, terse_fraction)
     problems, bad = [], []
-    for i, row in enumerate(_rows(source, split)):
+    rows = _rows(source, split)
+    for i, (number, row) in enumerate(rows):
         try:
-            problems.append(_validate(row, source, i))
+            if isinstance(row, BadRowError):
+                raise row
+            problems.append(_validate(row, source, i, number))
         except BadRowError as err:
             if on_bad_row != "skip":
                 raise
-            bad.append(str(err))
+            bad.append((number, str(err)))
     if bad:
-        log.warning("skipped %d bad rows of %s: %s", len(bad), source, "; ".join(bad[:10]))
+        numbers = ", ".join(str(n) for n, _ in bad[:50]) + (", ..." if len(bad) > 50 else "")
+        reasons = "; ".join(msg.split(": ", 1)[1] for _, msg in bad[:5])
+        log.warning("%s: skipped %d bad row(s) of %d: rows %s (%s%s)", source, len(bad), len(rows), numbers, reasons, "; ..." if len(bad) > 5 else "")
+    if not problems:
+        raise ValueError(f"{source}: no usable rows ({len(rows)} rows, {len(bad)} bad and skipped)")
     excluded = set(exclude)
     problems = [p for p in problems if p.problem not in excluded]
     random.Random(seed).shuffle(problems)

@@ -28,6 +28,11 @@ class EvalResult:
     well_formed: float
     seconds: float
 
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalResult:
+        """Rebuild a result from ``dataclasses.asdict(result)`` (a checkpoint stores them so)."""
+        return cls(**{**d, "accuracy": Proportion(**d["accuracy"])})
+
     def as_dict(self) -> dict[str, float]:
         a = self.accuracy
         return {

@@ -18,6 +18,7 @@ and no extra forward pass is needed.
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +41,9 @@ class UpdateStats:
     """Per-update figures. Token-weighted means over the first epoch: KL (nats/token, current or
     old policy vs reference), entropy (nats/token), clip fraction, mean |sampler - learner|
     log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
-    optimizer steps: loss, value loss, gradient norm (before clipping). kl_coef is β after the
-    update (it moves only with an adaptive target)."""
+    optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
+    the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
+    skipped for a non-finite loss or gradient norm (not in optimizer_steps)."""
 
     loss: float
     kl: float
@@ -53,11 +55,17 @@ class UpdateStats:
     tis_clip_frac: float
     value_loss: float
     optimizer_steps: int
+    skipped_steps: int = 0
 
     @classmethod
     def skipped(cls) -> UpdateStats:
         """No update ran (every figure NaN, no optimizer step)."""
-        return cls(**{f: float("nan") for f in cls.__dataclass_fields__ if f != "optimizer_steps"}, optimizer_steps=0)
+        counts = ("optimizer_steps", "skipped_steps")
+        return cls(**{f: float("nan") for f in cls.__dataclass_fields__ if f not in counts}, optimizer_steps=0)
+
+
+class NonFiniteUpdateError(FloatingPointError):
+    """Too many consecutive RL steps had a non-finite loss or gradient (``trainer.max_nonfinite_steps``)."""
 
 
 @dataclass
@@ -89,8 +97,19 @@ def _rows(x: torch.Tensor, mask: torch.Tensor) -> Rows:
     return list(x.detach()[mask].split(mask.sum(-1).tolist()))
 
 
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier of optimizer step `step` (0-based): linear warm-up over
+    `warmup_steps` steps ((step + 1) / warmup_steps), then 1; always 1 when `warmup_steps` is 0."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
 class Learner:
     """Owns the policy's (and critic's) optimizer; `update` trains on one rollout batch.
+
+    An optimizer step whose loss or gradient norm is not finite is skipped (no parameter,
+    optimizer, scheduler or β change) and counted in `UpdateStats.skipped_steps`.
+    `state_dict` / `load_state_dict` carry everything besides the weights that a resumed run
+    needs: optimizer and LR-scheduler states, β, the mini-batch shuffling generator.
 
     Args:
         model: the policy (a transformers causal LM, fp32 weights).
@@ -127,6 +146,7 @@ class Learner:
         self.kl_coef = algo.kl_beta
         # foreach=False: no full-model temporaries at step time (peak memory)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, foreach=False)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_factor(s, trainer.lr_warmup_steps))
         self.critic_optimizer = (
             torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr, weight_decay=trainer.weight_decay, foreach=False)
             if critic is not None
@@ -136,6 +156,31 @@ class Learner:
 
     # ------------------------------------------------------------------ public
 
+    def state_dict(self) -> dict:
+        """Optimizer(s), LR scheduler, β and shuffling-generator state (for `torch.save`)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "critic_optimizer": None if self.critic_optimizer is None else self.critic_optimizer.state_dict(),
+            "kl_coef": self.kl_coef,
+            "shuffle": self._shuffle.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned (the weights are restored separately).
+
+        Raises:
+            ValueError: the state has a critic optimizer and this learner no critic, or the reverse.
+        """
+        if (state["critic_optimizer"] is None) != (self.critic_optimizer is None):
+            raise ValueError("checkpoint and run disagree on having a critic (algorithm.estimator=gae)")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.critic_optimizer is not None:
+            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.kl_coef = float(state["kl_coef"])
+        self._shuffle.set_state(state["shuffle"])
+
     def update(self, batch: TrainBatch) -> UpdateStats:
         """Train on one rollout batch (``ppo_epochs`` x ``mini_batches`` optimizer steps)."""
         a = self.algo
@@ -143,7 +188,7 @@ class Learner:
         prep = self.prepare(batch)
         rows = [i for i in range(len(batch)) if not (a.mask_truncated and batch.truncated[i])]
         totals = {"loss": 0.0, "value_loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "tokens": 0, "mismatch": 0.0, "mismatch_n": 0, "tis_capped": 0.0}
-        steps = 0
+        steps = skipped = 0
         for epoch in range(a.ppo_epochs):
             order = torch.tensor(rows)
             if a.mini_batches > 1:
@@ -152,28 +197,35 @@ class Learner:
                 if not len(part):
                     continue
                 sums = self.accumulate(batch, prep, part.tolist())
-                totals["grad_norm"] += self._optimizer_step()
-                totals["loss"] += sums.pop("loss")
-                totals["value_loss"] += sums.pop("value_loss")
-                steps += 1
+                loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
+                grad_norm = self._optimizer_step(math.isfinite(loss + value_loss))
+                if grad_norm is None:
+                    skipped += 1
+                else:
+                    totals["grad_norm"] += grad_norm
+                    totals["loss"] += loss
+                    totals["value_loss"] += value_loss
+                    steps += 1
                 if epoch == 0:
                     for key, value in sums.items():
                         totals[key] += value
         tokens = max(totals["tokens"], 1)
         kl = totals["kl"] / tokens
-        if a.kl_target:
+        if a.kl_target and not skipped:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl_target, a.kl_horizon, len(batch))
+        per_step = {k: totals[k] / steps if steps else float("nan") for k in ("loss", "grad_norm", "value_loss")}
         return UpdateStats(
-            loss=totals["loss"] / max(steps, 1),
+            loss=per_step["loss"],
             kl=kl,
             kl_coef=self.kl_coef,
             entropy=totals["entropy"] / tokens,
             clip_frac=totals["clip"] / tokens,
-            grad_norm=totals["grad_norm"] / max(steps, 1),
+            grad_norm=per_step["grad_norm"],
             logprob_mismatch=totals["mismatch"] / max(totals["mismatch_n"], 1),
             tis_clip_frac=totals["tis_capped"] / tokens,
-            value_loss=totals["value_loss"] / max(steps, 1),
+            value_loss=per_step["value_loss"],
             optimizer_steps=steps,
+            skipped_steps=skipped,
         )
 
     def prepare(self, batch: TrainBatch) -> Prepared:
@@ -303,24 +355,23 @@ class Learner:
         has_sampler = _place(has, list(range(len(idx))), mask)
         return torch.where(has_sampler > 0, sampler, old), has_sampler
 
-    def _optimizer_step(self) -> float:
-        """Clip, step (policy and critic) and zero the gradients; return the policy grad norm.
-
-        Raises:
-            FloatingPointError: a non-finite gradient norm (the step is skipped).
-        """
+    def _optimizer_step(self, loss_finite: bool) -> float | None:
+        """Clip, step (policy and critic, then the LR schedule) and zero the gradients; return
+        the policy's gradient norm, or None when the step was skipped because the loss
+        (`loss_finite` False) or a gradient norm is not finite."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.trainer.grad_clip)
-        finite = bool(torch.isfinite(grad_norm))
-        pairs = [(self.model, self.optimizer)]
+        finite = loss_finite and bool(torch.isfinite(grad_norm))
+        optimizers = [self.optimizer]
         if self.critic is not None:
             finite = finite and bool(torch.isfinite(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.trainer.grad_clip)))
-            pairs.append((self.critic, self.critic_optimizer))
-        for _, opt in pairs:
+            optimizers.append(self.critic_optimizer)
+        for opt in optimizers:
             if finite:
                 opt.step()
             opt.zero_grad(set_to_none=True)
         if not finite:
-            raise FloatingPointError(f"non-finite gradient norm {float(grad_norm)}; update skipped")
+            return None
+        self.scheduler.step()
         return float(grad_norm)
 
 

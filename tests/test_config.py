@@ -1,5 +1,6 @@
 """Config: every YAML composes; typos, wrong types and bad values fail naming the field."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from reasoner.config import Backend, RunConfig, register_configs
+from reasoner.models import resolve_model_path
 from reasoner.train import CONF_DIR, to_run_config
 
 register_configs()
@@ -61,3 +63,36 @@ def test_benchmark_eval_needs_a_cadence():
     assert to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]"])).trainer.eval_benchmarks == ["gsm8k"]  # trainer=cpu: every 10 steps
     with pytest.raises(ValueError, match=r"trainer.eval_benchmarks=\['gsm8k'\] is not allowed: must be empty unless trainer.eval_every > 0"):
         to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]", "trainer.eval_every=0"]))
+
+
+@pytest.mark.parametrize(
+    "override,field,allowed",
+    [
+        ("trainer.keep_last=0", "trainer.keep_last=0", ">= 1"),
+        ("trainer.checkpoint_every=-1", "trainer.checkpoint_every=-1", ">= 0"),
+        ("trainer.max_nonfinite_steps=0", "trainer.max_nonfinite_steps=0", ">= 1"),
+        ("trainer.lr_warmup_steps=-2", "trainer.lr_warmup_steps=-2", ">= 0"),
+        ("trainer.resume=''", "trainer.resume=''", "'auto', 'never' or a checkpoint"),
+        ("trainer.grad_clip=0", "trainer.grad_clip=0.0", "> 0"),
+        ("sft.lr=0", "sft.lr=0.0", "> 0"),
+        ("rollout.gpu_memory_utilization=1.5", "rollout.gpu_memory_utilization=1.5", r"in \(0, 1\]"),
+        ("rollout.top_p=0", "rollout.top_p=0.0", r"in \(0, 1\]"),
+        ("data.train=' '", "data.train=' '", "a source: arithmetic"),
+    ],
+)
+def test_config_errors_name_field_value_and_what_is_allowed(override, field, allowed):
+    with pytest.raises(ValueError, match=rf"config field {re.escape(field)} is not allowed: must be {allowed}"):
+        to_run_config(_compose([override]))
+
+
+def test_bad_best_mode_lists_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["trainer.best_mode=highest"])
+    assert "trainer.best_mode" in str(err.value.__cause__) and "max" in str(err.value.__cause__)
+
+
+def test_missing_model_paths_say_what_was_looked_for(tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"model.path='{tmp_path}/gone': no such directory \(looked for {tmp_path}/gone\)"):
+        resolve_model_path(str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match=rf"not an HF model directory \(looked for {tmp_path}/config.json\)"):
+        resolve_model_path(str(tmp_path))

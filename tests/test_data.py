@@ -34,9 +34,61 @@ def test_wrong_typed_answer_is_named(tmp_path):
         load_problems(str(path))
 
 
+GOOD = b'{"id": "a", "problem": "1+1?", "answer": "2"}\n'
+BAD_ROWS = {
+    "missing field": (b'{"id": "b", "problem": "2+2?"}', "missing field 'answer'"),
+    "null field": (b'{"id": "b", "problem": null, "answer": "4"}', "missing field 'problem'"),
+    "empty field": (b'{"id": "b", "problem": "2+2?", "answer": "  "}', "field 'answer' is empty"),
+    "wrong-typed problem": (b'{"id": "b", "problem": 4, "answer": "4"}', "field 'problem' must be a string, got int"),
+    "wrong-typed solution": (b'{"id": "b", "problem": "2+2?", "answer": "4", "solution": [1]}', "field 'solution' must be a string, got list"),
+    "wrong-typed id": (b'{"id": {"x": 1}, "problem": "2+2?", "answer": "4"}', "field 'id' must be a string or integer, got dict"),
+    "undecodable bytes": (b'{"id": "b", "problem": "2+2? \xff\xfe", "answer": "4"}', "field 'problem' has text that is not valid UTF-8"),
+    "lone surrogate escape": (b'{"id": "b", "problem": "2+2? \\ud800", "answer": "4"}', "field 'problem' has text that is not valid UTF-8"),
+    "not JSON": (b'{"id": "b", "problem": "2+2?", ', "not valid JSON"),
+    "not an object": (b'["2+2?", "4"]', "a row must be a JSON object, got list"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ROWS)
+def test_every_bad_row_class_is_named_by_file_and_row(tmp_path, caplog, case):
+    line, reason = BAD_ROWS[case]
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(GOOD + line + b"\n\n" + GOOD.replace(b'"a"', b'"c"'))  # a blank line, then row 4
+    with pytest.raises(BadRowError) as err:
+        load_problems(str(path))
+    assert re.search(rf"rows.jsonl: row 2: ({reason})", str(err.value)), str(err.value)
+    with caplog.at_level("WARNING", logger="reasoner.data"):
+        kept = load_problems(str(path), on_bad_row="skip")
+    assert sorted(p.id for p in kept) == ["a", "c"]
+    assert re.search(rf"rows.jsonl: skipped 1 bad row\(s\) of 3: rows 2 \(row 2: ({reason})", caplog.text), caplog.text
+
+
+def test_skip_report_lists_every_bad_row_and_all_bad_is_an_error(tmp_path, caplog):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b"".join([GOOD, b"oops\n", GOOD, b'{"problem": ""}\n', b"[]\n"]))
+    with caplog.at_level("WARNING", logger="reasoner.data"):
+        assert len(load_problems(str(path), on_bad_row="skip")) == 2
+    assert "mixed.jsonl: skipped 3 bad row(s) of 5: rows 2, 4, 5" in caplog.text
+    path.write_bytes(b"oops\n[]\n")
+    with pytest.raises(ValueError, match=r"mixed.jsonl: no usable rows \(2 rows, 2 bad and skipped\)"):
+        load_problems(str(path), on_bad_row="skip")
+
+
+def test_json_array_file_rows_are_numbered(tmp_path):
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps([{"problem": "1+1?", "answer": "2"}, {"problem": "2+2?", "answer": True}]))
+    with pytest.raises(BadRowError, match="rows.json: row 2: field 'answer' must be a string or number, got bool"):
+        load_problems(str(path))
+    path.write_text('[{"problem": "1+1?", "answer": "2"},\n {"problem": ')
+    with pytest.raises(ValueError, match=r"rows.json: not valid JSON \(line 2"):
+        load_problems(str(path))
+
+
 def test_missing_file_says_what_was_looked_for(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(FileNotFoundError, match=rf"nope.jsonl \(looked for {tmp_path}/nope.jsonl\)"):
         load_problems(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(FileNotFoundError, match=r"unknown vendored dataset 'gsm9k'; known: gsm8k_train"):
+        load_problems("vendored:gsm9k")
 
 
 @pytest.mark.parametrize("level", arithmetic.LEVELS)

@@ -90,3 +90,19 @@ def test_length_terms_are_added_to_the_reward(smol_dir):
     expected = 0.1 * torch.tensor([[0.5, 1 / 6, -1 / 6, -0.5]]).expand(2, G)  # the one problem, twice
     torch.testing.assert_close(shaped.rewards - scored.rewards, expected)
     assert "reward/length_reward" in metrics
+
+
+class CrashesOnWrongAnswers(ExactVerifier):
+    """A verifier with a bug: it raises on any batch holding a wrong answer."""
+
+    def verify_batch(self, pairs):
+        if any(text == "\\boxed{0}" for text, _ in pairs):
+            raise ZeroDivisionError("verifier bug")
+        return super().verify_batch(pairs)
+
+
+def test_a_verifier_crash_scores_that_sample_zero(smol_dir):
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    scored, keep, _ = sample_groups(PromptSampler(_problems([3]), seed=0), ScriptedEngine(tok), CrashesOnWrongAnswers(), tok, _cfg(["reward.format_weight=0"]), Timer())
+    assert scored.rewards.tolist() == [[1.0, 1.0, 1.0, 0.0]] * 2 and keep == [0, 1]  # the one problem, twice
+    assert [v.reason for v in scored.verdicts[0]] == ["scripted"] * 3 + ["error: ZeroDivisionError: verifier bug"]

@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from reasoner.config import Backend, RolloutConfig
-from reasoner.rollout.base import RolloutEngine
+from reasoner.rollout.base import GuardedEngine, RolloutEngine, RolloutEngineError
 
 
 def make_engine(backend: Backend, model_path: str, cfg: RolloutConfig, seed: int) -> RolloutEngine:
-    """Build the configured backend (vLLM imports only when chosen)."""
+    """Build the configured backend (vLLM imports only when chosen), wrapped in a
+    `GuardedEngine` so that its failures raise `RolloutEngineError`."""
     if backend == Backend.vllm:
         from reasoner.rollout.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model_path, cfg, seed)
+        return GuardedEngine(VLLMEngine(model_path, cfg, seed), backend.value)
     from reasoner.rollout.hf_engine import HFEngine
 
-    return HFEngine(model_path, seed)
+    return GuardedEngine(HFEngine(model_path, seed), backend.value)
 
 
-__all__: list[Any] = ["RolloutEngine", "make_engine"]
+__all__: list[Any] = ["RolloutEngine", "RolloutEngineError", "make_engine"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from typing import Iterable, Iterator, Protocol
 
 import torch
@@ -37,6 +38,46 @@ class RolloutEngine(Protocol):
 
 class WeightSyncError(RuntimeError):
     """The sampler's log-probs disagree with the learner's after a weight sync."""
+
+
+class RolloutEngineError(RuntimeError):
+    """The rollout engine itself failed (raised while generating, loading weights or scoring)."""
+
+
+class GuardedEngine:
+    """A `RolloutEngine` whose failures surface as `RolloutEngineError` naming the backend and
+    the call, with the engine's own exception chained, so the trainer can tell an engine
+    failure from its own errors.
+
+    Args:
+        engine: the engine to wrap.
+        backend: its name, for messages (``vllm``, ``hf``).
+    """
+
+    def __init__(self, engine: RolloutEngine, backend: str) -> None:
+        self.engine, self.backend = engine, backend
+        self.dtype = engine.dtype
+
+    @contextmanager
+    def _guard(self, call: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as err:
+            raise RolloutEngineError(f"rollout engine ({self.backend}) failed in {call}: {type(err).__name__}: {err}") from err
+
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+    ) -> list[list[Completion]]:
+        with self._guard("generate"):
+            return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens)
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        with self._guard("load_weights"):
+            self.engine.load_weights(named_tensors)
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
+        with self._guard("sequence_logprobs"):
+            return self.engine.sequence_logprobs(token_ids, prompt_len)
 
 
 def sync_weights(engine: RolloutEngine, model: torch.nn.Module) -> float:

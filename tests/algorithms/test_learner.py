@@ -3,6 +3,7 @@ mini-batch runs as 1, 2 or 4 micro-batches; epochs / mini-batches; the default G
 the plain on-policy policy gradient."""
 
 import copy
+import io
 from dataclasses import replace
 
 import pytest
@@ -137,3 +138,43 @@ def test_learner_rejects_missing_models(tiny_model_dir):
         Learner(model, AlgorithmConfig(kl_beta=0.1), TrainerConfig(), PAD)
     with pytest.raises(ValueError, match="gae needs a critic"):
         Learner(model, AlgorithmConfig(estimator=Estimator.gae), TrainerConfig(), PAD)
+
+
+def test_nonfinite_update_is_skipped_without_touching_any_state(tiny_model_dir, batch):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    critic = ValueModel(model)
+    algo = AlgorithmConfig(estimator=Estimator.gae, mini_batches=2)
+    learner = Learner(model, algo, TrainerConfig(micro_batch_size=4, lr_warmup_steps=4), PAD, max_tokens=16, critic=critic)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = replace(batch, rewards=batch.rewards.clone().index_fill_(0, torch.tensor([5]), float("nan")))
+    stats = learner.update(bad)  # the NaN reward makes every token's advantage (whitened over the batch) NaN
+    assert (stats.skipped_steps, stats.optimizer_steps) == (2, 0) and stats.loss != stats.loss
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert learner.optimizer.state_dict()["state"] == {} and learner.critic_optimizer.state_dict()["state"] == {}
+    assert learner.scheduler.last_epoch == 0 and all(p.grad is None for p in model.parameters())
+    stats = learner.update(batch)  # a finite batch trains again, at the warm-up's next rates
+    assert (stats.skipped_steps, stats.optimizer_steps) == (0, 2) and stats.grad_norm > 0
+    assert learner.scheduler.last_epoch == 2 and learner.optimizer.param_groups[0]["lr"] == pytest.approx(TrainerConfig().lr * 3 / 4)
+
+
+def test_learner_state_round_trips(tiny_model_dir, batch):
+    """A second learner given the first's state_dict (through torch.save / torch.load, as a
+    checkpoint holds it) and weights takes the same next update."""
+    algo = AlgorithmConfig(mini_batches=2, kl_beta=0.05, kl_target=0.001)
+    trainer = TrainerConfig(micro_batch_size=4, lr_warmup_steps=3, bf16_autocast=False)
+
+    def fresh():
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        return Learner(model, algo, replace(trainer, seed=7), PAD, max_tokens=16, ref_model=copy.deepcopy(model).requires_grad_(False))
+
+    first = fresh()
+    first.update(batch)
+    second = fresh()
+    second.model.load_state_dict(first.model.state_dict())
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    saved.seek(0)
+    second.load_state_dict(torch.load(saved, weights_only=True))
+    a, b = first.update(batch), second.update(batch)
+    assert a == b and a.kl_coef != 0.05
+    assert all(torch.equal(x, y) for x, y in zip(first.model.parameters(), second.model.parameters()))

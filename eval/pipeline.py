@@ -87,7 +87,7 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
             rollout = RolloutConfig(backend=cfg.backend, max_model_len=context, kv_cache_gb=cfg.kv_cache_gb, gpu_memory_utilization=cfg.gpu_memory_utilization)
             engine = make_engine(cfg.backend, model_path, rollout, cfg.seed)
             for p in plans:
-                sample_benchmark(engine, tokenizer, p.benchmark, p.problems, p.sampling, verifiers, done, store.append, cfg.chunk, progress)
+                sample_benchmark(engine, tokenizer, p.benchmark, p.problems, p.sampling, verifiers.get(p.benchmark), done, store.append, cfg.chunk, progress)
     finally:
         verifiers.close()
     return write_outputs(run_dir, cfg.model.path, plans, store.load(), time.perf_counter() - start)
@@ -110,7 +110,7 @@ def rescore_run(run_dir: Path) -> list[BenchmarkSummary]:
     try:
         for name, sampling in settings["sampling"].items():
             bench = get_benchmark(name)
-            samples = rescore(bench, bench.problems(), samples, verifiers)
+            samples = rescore(bench, bench.problems(), samples, verifiers.get(bench))
             plans.append(Plan(bench, bench.problems(settings["limit"]), Sampling(**sampling)))
     finally:
         verifiers.close()

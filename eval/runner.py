@@ -15,7 +15,7 @@ from eval.summary import summarize
 from reasoner.data import prompt_ids
 from reasoner.rollout.base import RolloutEngine
 from reasoner.types import Completion, Problem
-from verifiers.base import Verifier, VerifyResult
+from verifiers.base import Verifier
 from verifiers.registry import build_verifier
 
 
@@ -25,17 +25,16 @@ class Verifiers:
     def __init__(self) -> None:
         self._built: dict[str, Verifier] = {}
 
-    def judge(self, bench: Benchmark, pairs: Sequence[tuple[str, Problem]]) -> list[VerifyResult]:
-        """Verdicts of `bench`'s verifier on ``(completion, problem)`` pairs, in order.
+    def get(self, bench: Benchmark) -> Verifier:
+        """`bench`'s verifier (built on the first request for its spec).
 
         Raises:
-            whatever `verifiers.registry.build_verifier` or the verifier raises (a bad spec,
-            no sandbox for code).
+            whatever `verifiers.registry.build_verifier` raises (a bad spec, no sandbox for code).
         """
         spec = json.dumps(bench.verifier, sort_keys=True)
         if spec not in self._built:
             self._built[spec] = build_verifier(bench.verifier)
-        return self._built[spec].verify_batch([(text, p.answer) for text, p in pairs])
+        return self._built[spec]
 
     def close(self) -> None:
         """Close every verifier built."""
@@ -68,14 +67,17 @@ def sample_benchmark(
     bench: Benchmark,
     problems: Sequence[Problem],
     sampling: Sampling,
-    verifiers: Verifiers,
+    verifier: Verifier,
     done: Collection[Key] = (),
     on_samples: Callable[[list[Sample]], None] | None = None,
     chunk: int = 32,
     progress: bool = True,
 ) -> list[Sample]:
     """Draw and score the samples of `problems` missing from `done`, `chunk` problems per
-    engine call; `on_samples` gets each scored chunk as soon as it exists (to write it out).
+    engine call, under `bench`'s name and prompt template, judged by `verifier` (for a
+    registered benchmark, ``Verifiers.get(bench)``; the training run's held-out evaluation
+    passes its reward verifier); `on_samples` gets each scored chunk as soon as it exists (to
+    write it out).
 
     A problem with m of its n samples in `done` gets n - m new ones, numbered with the missing
     indices. Returns the new samples, in order.
@@ -92,7 +94,7 @@ def sample_benchmark(
             group = [(p, m) for p, m in part if len(m) == count]
             outs = engine.generate([prompts[p.id] for p, _ in group], count, sampling.temperature, sampling.top_p, sampling.max_tokens)
             drafts += [(p, i, c) for (p, missing), comps in zip(group, outs) for i, c in zip(missing, comps)]
-        verdicts = verifiers.judge(bench, [(c.text, p) for p, _, c in drafts])
+        verdicts = verifier.verify_batch([(c.text, p.answer) for p, _, c in drafts])
         scored = [
             Sample(bench.name, p.id, i, tokenizer.decode(prompts[p.id]), c.text, len(c.token_ids), c.truncated, v.correct, v.score, v.extracted, v.reason)
             for (p, i, c), v in zip(drafts, verdicts)
@@ -107,15 +109,15 @@ def sample_benchmark(
     return new
 
 
-def rescore(bench: Benchmark, problems: Sequence[Problem], samples: Sequence[Sample], verifiers: Verifiers) -> list[Sample]:
-    """`samples` of `bench` (others unchanged) judged again by the benchmark's verifier.
+def rescore(bench: Benchmark, problems: Sequence[Problem], samples: Sequence[Sample], verifier: Verifier) -> list[Sample]:
+    """`samples` of `bench` (others unchanged) judged again by `verifier`.
 
     Raises:
         KeyError: a sample of `bench` names a problem not in `problems`.
     """
     by_id = {p.id: p for p in problems}
     mine = [i for i, s in enumerate(samples) if s.benchmark == bench.name]
-    verdicts = verifiers.judge(bench, [(samples[i].completion, by_id[samples[i].problem_id]) for i in mine])
+    verdicts = verifier.verify_batch([(samples[i].completion, by_id[samples[i].problem_id].answer) for i in mine])
     out = list(samples)
     for i, v in zip(mine, verdicts):
         out[i] = samples[i].with_verdict(v)
@@ -157,7 +159,7 @@ class PeriodicEval:
         ``maj@n`` (voting benchmarks), ``len_mean`` (tokens) and ``truncated`` (fraction)."""
         metrics: dict[str, float] = {}
         for bench, problems, sampling in self.plans:
-            samples = sample_benchmark(engine, self.tokenizer, bench, problems, sampling, self.verifiers, progress=False)
+            samples = sample_benchmark(engine, self.tokenizer, bench, problems, sampling, self.verifiers.get(bench), progress=False)
             s = summarize(bench, sampling, problems, samples)
             key = f"eval/{bench.name}"
             metrics[f"{key}/avg@{sampling.n}"] = s.avg.value

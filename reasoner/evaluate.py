@@ -1,4 +1,5 @@
-"""Held-out accuracy of the current rollout-engine weights (one sample per problem)."""
+"""Held-out accuracy of the current rollout-engine weights (one sample per problem), through the
+benchmark evaluator's sampling-and-scoring path."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from eval.benchmarks import Benchmark
 from eval.metrics import Proportion, wilson
-from reasoner.config import Template
-from reasoner.data import prompt_ids
+from eval.runner import sample_benchmark
 from reasoner.rollout.base import RolloutEngine
 from reasoner.types import Problem
 from verifiers.base import Verifier
@@ -41,26 +42,24 @@ class EvalResult:
         }
 
 
-def evaluate(
-    engine: RolloutEngine,
-    tokenizer: Any,
-    problems: Sequence[Problem],
-    template: Template,
-    verifier: Verifier,
-    temperature: float = 0.0,
-    max_tokens: int = 128,
-) -> EvalResult:
-    """Sample one completion per problem (greedy at temperature 0) and verify it."""
+def evaluate(engine: RolloutEngine, tokenizer: Any, bench: Benchmark, problems: Sequence[Problem], verifier: Verifier) -> EvalResult:
+    """One completion per problem of `problems` under `bench`'s template and sampling (greedy at
+    temperature 0), drawn and judged by `eval.runner.sample_benchmark` (the path ``reasoner-eval``
+    takes) with `verifier`, plus the share of completions the format verifier accepts.
+
+    Raises:
+        ValueError: ``bench.sampling.n`` is not 1 (per-problem scores are one verdict each).
+    """
+    if bench.sampling.n != 1:
+        raise ValueError(f"{bench.name}: the held-out evaluation draws one sample per problem, not n={bench.sampling.n}")
     start = time.perf_counter()
-    prompts = [prompt_ids(tokenizer, p.problem, template) for p in problems]
-    completions = [g[0] for g in engine.generate(prompts, 1, temperature, 1.0, max_tokens)]
-    verdicts = verifier.verify_batch([(c.text, p.answer) for c, p in zip(completions, problems)])
-    n = len(problems)
+    samples = sample_benchmark(engine, tokenizer, bench, problems, bench.sampling, verifier, chunk=max(len(problems), 1), progress=False)
+    n = len(samples)
     return EvalResult(
-        accuracy=wilson(sum(v.correct for v in verdicts), n),
-        per_problem=[float(v.correct) for v in verdicts],
-        mean_len=sum(len(c.token_ids) for c in completions) / n,
-        truncated=sum(c.truncated for c in completions) / n,
-        well_formed=sum(verify_format(c.text, template.value).correct for c in completions) / n,
+        accuracy=wilson(sum(s.correct for s in samples), n),
+        per_problem=[float(s.correct) for s in samples],
+        mean_len=sum(s.tokens for s in samples) / n,
+        truncated=sum(s.truncated for s in samples) / n,
+        well_formed=sum(verify_format(s.completion, bench.template.value).correct for s in samples) / n,
         seconds=time.perf_counter() - start,
     )

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -43,7 +44,9 @@ class UpdateStats:
     log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
     optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
     the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
-    skipped for a non-finite loss or gradient norm (not in optimizer_steps)."""
+    skipped for a non-finite loss or gradient norm (not in optimizer_steps). prepare_seconds:
+    wall seconds of `Learner.prepare` (old / reference log-probs, critic values, advantages),
+    part of the update's time."""
 
     loss: float
     kl: float
@@ -56,6 +59,7 @@ class UpdateStats:
     value_loss: float
     optimizer_steps: int
     skipped_steps: int = 0
+    prepare_seconds: float = field(default=0.0, compare=False)
 
     @classmethod
     def skipped(cls) -> UpdateStats:
@@ -92,9 +96,10 @@ def _place(rows: Rows, idx: list[int], mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _rows(x: torch.Tensor, mask: torch.Tensor) -> Rows:
-    """(n, L-1) micro-batch layout -> per-sequence rows."""
-    return list(x.detach()[mask].split(mask.sum(-1).tolist()))
+def _put(rows: Rows, idx: list[int], x: torch.Tensor, mask: torch.Tensor) -> None:
+    """Store the (n, L-1) micro-batch layout `x` of sequences `idx` as their per-sequence rows."""
+    for i, row in zip(idx, x.detach()[mask].split(mask.sum(-1).tolist())):
+        rows[i] = row
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -185,7 +190,9 @@ class Learner:
         """Train on one rollout batch (``ppo_epochs`` x ``mini_batches`` optimizer steps)."""
         a = self.algo
         self.model.train()
+        start = time.perf_counter()
         prep = self.prepare(batch)
+        prepare_seconds = time.perf_counter() - start
         rows = [i for i in range(len(batch)) if not (a.mask_truncated and batch.truncated[i])]
         totals = {"loss": 0.0, "value_loss": 0.0, "grad_norm": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "tokens": 0, "mismatch": 0.0, "mismatch_n": 0, "tis_capped": 0.0}
         steps = skipped = 0
@@ -226,6 +233,7 @@ class Learner:
             value_loss=per_step["value_loss"],
             optimizer_steps=steps,
             skipped_steps=skipped,
+            prepare_seconds=prepare_seconds,
         )
 
     def prepare(self, batch: TrainBatch) -> Prepared:
@@ -233,20 +241,21 @@ class Learner:
         a = self.algo
         kl_reward = a.kl_beta > 0 and a.kl_placement is KLPlacement.reward
         need_old = a.ppo_epochs > 1 or a.mini_batches > 1 or kl_reward
-        old: Rows = []
-        ref: Rows = []
-        values: Rows = []
+        n = len(batch)
+        old: Rows = [None] * n if need_old else []
+        ref: Rows = [None] * n if self.ref_model is not None else []
+        values: Rows = [None] * n if self.critic is not None else []
         with torch.no_grad():
-            for idx in self._micro_batches(list(range(len(batch)))):
+            for idx in self._micro_batches(batch, list(range(n))):
                 padded = self._pad(batch, idx)
                 mask = padded.target_mask
                 with autocast(self.trainer.bf16_autocast):
                     if need_old:
-                        old += _rows(completion_logprobs(self.model, padded, self.temperature)[0], mask)
+                        _put(old, idx, completion_logprobs(self.model, padded, self.temperature)[0], mask)
                     if self.ref_model is not None:
-                        ref += _rows(completion_logprobs(self.ref_model, padded, self.temperature)[0], mask)
+                        _put(ref, idx, completion_logprobs(self.ref_model, padded, self.temperature)[0], mask)
                     if self.critic is not None:
-                        values += _rows(self.critic(padded), mask)
+                        _put(values, idx, self.critic(padded), mask)
         lengths = torch.tensor(batch.completion_lengths)
         mask = torch.arange(int(lengths.max())) < lengths[:, None]  # (N, T)
         kl = None
@@ -281,7 +290,7 @@ class Learner:
         a = self.algo
         total_tokens = sum(batch.completion_lengths[i] for i in rows)
         sums = {"loss": 0.0, "value_loss": 0.0, "kl": 0.0, "entropy": 0.0, "clip": 0.0, "tokens": total_tokens, "mismatch": 0.0, "mismatch_n": 0, "tis_capped": 0.0}
-        for idx in self._micro_batches(rows):
+        for idx in self._micro_batches(batch, rows):
             padded = self._pad(batch, idx)
             mask = padded.target_mask
             maskf = mask.float()
@@ -326,9 +335,14 @@ class Learner:
 
     # ------------------------------------------------------------------ helpers
 
-    def _micro_batches(self, rows: list[int]) -> list[list[int]]:
+    def _micro_batches(self, batch: TrainBatch, rows: list[int]) -> list[list[int]]:
+        """`rows` in micro-batches of ``trainer.micro_batch_size``, grouped by sequence length
+        (longest first) so that each pads to little more than its own rows need; the
+        normalizers count the whole batch, so the grouping changes no result beyond float
+        summation order."""
         mb = self.trainer.micro_batch_size
-        return [rows[s : s + mb] for s in range(0, len(rows), mb)]
+        by_length = sorted(rows, key=lambda i: len(batch.sequences[i]), reverse=True)
+        return [by_length[s : s + mb] for s in range(0, len(by_length), mb)]
 
     def _pad(self, batch: TrainBatch, idx: list[int]) -> PaddedBatch:
         return pad_batch([batch.sequences[i] for i in idx], [batch.prompt_lens[i] for i in idx], self.pad_id)

@@ -57,6 +57,7 @@ def compact_line(step: int, m: dict[str, Any]) -> str:
         f"zero-var {m['groups/zero_var_frac']:.2f} | kl {m['policy/kl']:.4f} ent {m['policy/entropy']:.3f} "
         f"clip {m['policy/clip_frac']:.3f} gnorm {m['policy/grad_norm']:.2f} "
         f"| gen {m['time/generate']:.1f}s ver {m['time/verify']:.1f}s learn {m.get('time/learner', 0.0):.1f}s "
+        f"(logp {m.get('time/ref_old_logprobs', 0.0):.1f}s) "
         f"sync {m.get('time/weight_sync', 0.0):.1f}s | {m['perf/tokens_per_s']:.0f} tok/s"
         + (f" | {rounds:.0f} rounds" if rounds > 1 else "")
         + (f" | {m['policy/skipped_updates']:.0f} updates skipped (non-finite)" if m.get("policy/skipped_updates") else "")

@@ -200,6 +200,7 @@ def rl_step(
         "policy/skipped_updates": float(stats.skipped_steps),
         "sync/logprob_diff": sync_diff,
         **{f"time/{k}": v for k, v in timer.seconds.items()},
+        **({"time/ref_old_logprobs": stats.prepare_seconds} if keep else {}),
         "time/step": elapsed,
         "perf/tokens_per_s": float(lengths.sum()) / elapsed,
         "data/problem_ids": [p.id for p in generated.rollouts.prompts.problems],

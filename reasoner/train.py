@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
+from eval.benchmarks import Benchmark, Sampling
 from eval.metrics import diff_interval, paired_diff_interval
 from eval.runner import PeriodicEval
 from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
@@ -151,8 +152,10 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
     results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
     evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
 
+    heldout_bench = Benchmark("heldout", d.heldout, d.template, dict(cfg.reward.verifier), Sampling(1, tr.eval_temperature, 1.0, tr.eval_max_tokens), d.heldout_split)
+
     def heldout_eval(name: str) -> None:
-        evals[name] = evaluate(engine, tokenizer, heldout, d.template, verifier, tr.eval_temperature, tr.eval_max_tokens)
+        evals[name] = evaluate(engine, tokenizer, heldout_bench, heldout, verifier)
         e = evals[name]
         log.info("held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)", name, e.accuracy, e.mean_len, 100 * e.well_formed)
 

@@ -93,6 +93,27 @@ def test_sync_check_catches_a_missed_sync(tiny_model_dir):
     assert check_sync(engine, model, seq, plen, tol) < 1e-4
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_hf_sampler_logprobs_match_a_teacher_forced_pass(tiny_model_dir, temperature):
+    # the log-probs recorded step by step while generating (ChosenTokenLogprobs) are those of a
+    # forward pass over the finished sequences, at the sampling temperature
+    from reasoner.rollout.hf_engine import HFEngine
+
+    engine = HFEngine(str(tiny_model_dir), seed=0)
+    prompts = [list(range(100, 112)), list(range(200, 205))]  # left padding on the shorter prompt
+    n = 3 if temperature else 1  # transformers refuses several greedy sequences per prompt
+    out = engine.generate(prompts, n, temperature, 1.0, 16)
+    assert [len(g) for g in out] == [n, n]
+    t = temperature or 1.0
+    for prompt, group in zip(prompts, out):
+        for c in group:
+            assert len(c.logprobs) == len(c.token_ids) >= 1
+            with torch.no_grad():
+                logits = engine.model(torch.tensor([prompt + c.token_ids])).logits[0, len(prompt) - 1 : -1].float()
+            want = torch.log_softmax(logits / t, dim=-1).gather(-1, torch.tensor(c.token_ids)[:, None]).squeeze(-1)
+            assert torch.allclose(torch.tensor(c.logprobs), want, atol=1e-4), (c.logprobs, want.tolist())
+
+
 def test_sync_check_tolerance_counts_from_the_baseline(tiny_model_dir):
     from reasoner.rollout.base import WeightSyncError, check_sync, sync_drift
     from reasoner.rollout.hf_engine import HFEngine

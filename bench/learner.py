@@ -1,0 +1,172 @@
+"""Learner speed and the memory of log-prob computation.
+
+    python -m bench.learner [--sequences 64] [--prompt-tokens 48] [--completion-tokens 128] [--repeats 3]
+
+Method, every configuration in its own process (peak RSS is per process):
+- **update**: `reasoner.learner.Learner.update` (GRPO defaults: one optimizer step, token-mean
+  loss, no KL; bf16 autocast, fp32 weights and AdamW state) of the embedded default
+  (SmolLM2-135M-Instruct) on `--sequences` sequences (groups of 8) of `--prompt-tokens` prompt
+  + `--completion-tokens` completion tokens (random token ids, random 0/1 rewards), with
+  ``trainer.micro_batch_size`` = all sequences (no micro-batching) and 16 and 4 (gradient
+  accumulation; the loss normalizers are the whole batch's). One warm-up update, then
+  `--repeats` timed. tokens/s = completion tokens / update seconds (forward + backward +
+  optimizer step).
+- **log-prob memory**: the no-grad log-probs of the same batch under bf16 autocast (the
+  learner's old / reference pass), by (a) the naive route, ``model(ids).logits.float()``,
+  log softmax and gather over the whole batch, which builds the (N, L, V) fp32 logits; (b)
+  `reasoner.logprobs.completion_logprobs` on the whole batch (LM head on completion positions
+  only: (M, V)); (c) the same in micro-batches of 8 (as the learner runs it). Memory = peak
+  RSS (VmHWM, reset just before through ``/proc/self/clear_refs``) during the computation
+  minus the RSS just before (MB). The update's peak RSS is measured the same way, from after
+  the model and learner are built (it includes the weights, gradients and AdamW state).
+Written to ``bench/results/learner.json`` and the "Learner" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from bench.report import child_result, machine, machine_line, print_result, save, spread, table
+
+GROUP = 8
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process, MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 1e6
+
+
+def _reset_peak() -> None:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux ``clear_refs`` 5), so
+    that a later `_peak_mb` covers only what ran since (model loading peaks higher)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_mb() -> float:
+    """Peak RSS (VmHWM) of this process since the last `_reset_peak`, MB."""
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return kb * 1024 / 1e6
+
+
+def _batch(n: int, prompt: int, completion: int, vocab: int):
+    import torch
+
+    from reasoner.types import TrainBatch
+
+    g = torch.Generator().manual_seed(0)
+    seqs = torch.randint(0, vocab, (n, prompt + completion), generator=g).tolist()
+    rewards = torch.randint(0, 2, (n,), generator=g).float()
+    return TrainBatch(seqs, [prompt] * n, rewards, GROUP, [[] for _ in range(n)], [False] * n)
+
+
+def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: int) -> dict:
+    """Run in a child process: seconds per update with micro-batches of `micro` sequences."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from reasoner.config import AlgorithmConfig, TrainerConfig
+    from reasoner.learner import Learner
+    from reasoner.models import resolve_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32)
+    batch = _batch(n, prompt, completion, model.config.vocab_size)
+    learner = Learner(model, AlgorithmConfig(), TrainerConfig(micro_batch_size=micro), pad_id=0, max_tokens=completion)
+    _reset_peak()
+    seconds = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        learner.update(batch)
+        if i:
+            seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds, "tokens": n * completion, "peak_rss_mb": _peak_mb()}
+
+
+def measure_logprobs(n: int, prompt: int, completion: int, route: str) -> dict:
+    """Run in a child process: peak RSS growth (MB) and seconds of one no-grad log-prob pass."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from reasoner.learner import autocast
+    from reasoner.logprobs import completion_logprobs, pad_batch
+    from reasoner.models import resolve_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32).eval()
+    batch = _batch(n, prompt, completion, model.config.vocab_size)
+    with torch.no_grad(), autocast(True):  # warm-up on 2 sequences: kernels, allocator
+        completion_logprobs(model, pad_batch(batch.sequences[:2], batch.prompt_lens[:2], 0))
+    parts = [list(range(s, min(s + 8, n))) for s in range(0, n, 8)] if route == "micro-batched" else [list(range(n))]
+    before = _rss_mb()
+    _reset_peak()
+    start = time.perf_counter()
+    with torch.no_grad(), autocast(True):
+        for idx in parts:
+            padded = pad_batch([batch.sequences[i] for i in idx], [prompt] * len(idx), 0)
+            if route == "naive":
+                logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits.float()  # (N, L, V)
+                lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, padded.input_ids[:, 1:, None]).squeeze(-1) * padded.target_mask
+            else:
+                lp, _ = completion_logprobs(model, padded)
+            del lp
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_growth_mb": _peak_mb() - before}
+
+
+MICRO = {"no micro-batching": 0, "micro-batches of 16": 16, "micro-batches of 4": 4}
+ROUTES = {
+    "naive: full (N, L, V) fp32 logits": "naive",
+    "completion positions only, whole batch": "whole",
+    "completion positions only, micro-batches of 8": "micro-batched",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--prompt-tokens", type=int, default=48)
+    parser.add_argument("--completion-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child-update", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-logprobs", choices=sorted(set(ROUTES.values())), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shape = (args.sequences, args.prompt_tokens, args.completion_tokens)
+    if args.child_update is not None:
+        print_result(measure_update(*shape, args.child_update, args.repeats))
+        return
+    if args.child_logprobs:
+        print_result(measure_logprobs(*shape, args.child_logprobs))
+        return
+    common = ["--sequences", str(args.sequences), "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens), "--repeats", str(args.repeats)]
+    updates = {name: child_result("bench.learner", [*common, "--child-update", str(mb or args.sequences)]) for name, mb in MICRO.items()}
+    memory = {name: [child_result("bench.learner", [*common, "--child-logprobs", route]) for _ in range(args.repeats)] for name, route in ROUTES.items()}
+    info = machine()
+    rows = []
+    for name, r in updates.items():
+        rows.append((f"update, {name}: completion tokens/s", spread([r["tokens"] / s for s in r["seconds"]])))
+    for name, r in updates.items():
+        rows.append((f"update, {name}: peak RSS, MB", spread([r["peak_rss_mb"]])))
+    for name, runs in memory.items():
+        rows.append((f"no-grad log-probs, {name}: peak RSS growth, MB", spread([r["peak_growth_mb"] for r in runs])))
+        rows.append((f"no-grad log-probs, {name}: s", spread([r["seconds"] for r in runs])))
+    n, p, c = shape
+    naive_gb = n * (p + c) * 49152 * 4 / 1e9
+    result = {"shape": {"sequences": n, "prompt_tokens": p, "completion_tokens": c}, "update": updates, "logprob_memory": memory, "machine": info}
+    body = (
+        f"`python -m bench.learner --sequences {n} --prompt-tokens {p} --completion-tokens {c} --repeats {args.repeats}`\n\n"
+        f"Batch: {n} sequences (groups of {GROUP}) of {p} prompt + {c} completion tokens, embedded SmolLM2-135M-Instruct, "
+        f"GRPO update (bf16 autocast, fp32 weights and AdamW state); every configuration in its own process; "
+        f"{args.repeats} timed updates after one warm-up; log-prob memory over {args.repeats} processes. {machine_line(info)}\n\n"
+        + table(rows)
+        + f"\n\nFor scale: the full fp32 logits of this batch are {n} x {p + c} x 49,152 x 4 B = {naive_gb:.2f} GB; "
+        "the learner never builds them (LM head on completion positions only, one micro-batch at a time).\n"
+    )
+    save("learner", result, "Learner (`bench/learner.py`)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Our GRPO step against TRL's GRPOTrainer on the identical CPU workload, in one run.
+
+    python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--trl-vllm]
+
+Needs ``trl`` (``pip install -e '.[bench]'``). Method: `--rounds` rounds; each runs ours
+(`bench.step.run_ours`: ``reasoner-train``, vLLM backend) and TRL (`bench.trl_grpo`, a child
+process), alternating which goes first, on the same `bench.step.Workload`: the embedded
+SmolLM2-135M-Instruct (fp32 weights, bf16 autocast), the same level-2 arithmetic problems and
+prompt tokens, `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens per
+optimizer step, AdamW at 2e-5 constant, grad clip 1.0, k3 KL to the reference at beta 0.04,
+clip 0.2, token-mean loss, temperature 1, our math verifier as the reward. Seconds per
+optimizer step of a run = mean over steps 2..S (step 1 includes warm-up); the ratio is TRL /
+ours of the medians over rounds (and of the minima). TRL generates with transformers
+``generate`` unless `--trl-vllm` (its colocate vLLM mode). The reward curves (mean reward per
+step, each round and the mean over rounds) of both go to ``bench/results/peer_rewards.png``.
+Written to ``bench/results/peer.json`` and the "Peer" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from bench.report import RESULTS, ROOT, machine, machine_line, save, spread, table
+from bench.step import Workload, breakdown, run_ours
+
+
+def run_trl(work: Workload, out: Path, vllm: bool) -> tuple[list[dict], float]:
+    """One TRL run of `work`: (per-step records, peak RSS in MB).
+
+    Raises:
+        subprocess.CalledProcessError: the TRL run failed (its output is in ``out/trl.log``).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "bench.trl_grpo", "--out", str(out), "--steps", str(work.steps), "--prompts", str(work.prompts),
+           "--group", str(work.group), "--max-tokens", str(work.max_tokens), "--lr", str(work.lr), "--beta", str(work.beta),
+           "--seed", str(work.seed), *(["--vllm"] if vllm else [])]
+    with (out / "trl.log").open("w") as log:
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    records = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in records if "step" in r], records[-1]["peak_rss_mb"]
+
+
+def plot(curves: dict[str, list[list[float]]], path: Path) -> None:
+    """Reward per step: each round faint, the mean over rounds bold, one colour per framework."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (name, runs), colour in zip(curves.items(), ("tab:blue", "tab:orange")):
+        steps = range(1, len(runs[0]) + 1)
+        for run in runs:
+            ax.plot(steps, run, color=colour, alpha=0.25, linewidth=1)
+        ax.plot(steps, [statistics.fmean(v) for v in zip(*runs)], color=colour, linewidth=2.5, label=f"{name} (mean of {len(runs)} runs)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("mean reward (accuracy)")
+    ax.set_title("GRPO on the same workload: reward per step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--trl-vllm", action="store_true")
+    args = parser.parse_args()
+    work = Workload(args.steps, args.prompts, args.group, args.max_tokens)
+    ours, trl = [], []
+    with TemporaryDirectory() as tmp:
+        for i in range(args.rounds):
+            for side in (("ours", "trl") if i % 2 == 0 else ("trl", "ours")):
+                if side == "ours":
+                    rows, summary = run_ours(work, Path(tmp) / f"ours{i}")
+                    ours.append({"step_s": breakdown(rows)["whole step"], "rewards": [m["reward/mean"] for m in rows], "peak_rss_mb": summary["peak_rss_gb"] * 1e3, "phases": breakdown(rows)})
+                else:
+                    records, rss = run_trl(work, Path(tmp) / f"trl{i}", args.trl_vllm)
+                    steady = records[1:] or records
+                    trl.append({"step_s": statistics.fmean(r["seconds"] for r in steady), "rewards": [r["reward"] for r in records], "peak_rss_mb": rss, "records": records})
+    o, t = spread([r["step_s"] for r in ours]), spread([r["step_s"] for r in trl])
+    ratio, ratio_min = t["median"] / o["median"], t["min"] / o["min"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    png = RESULTS / "peer_rewards.png"
+    plot({"reasoner": [r["rewards"] for r in ours], f"TRL GRPOTrainer ({'vLLM colocate' if args.trl_vllm else 'transformers generate'})": [r["rewards"] for r in trl]}, png)
+    info = machine()
+    result = {"workload": vars(work), "trl_vllm": args.trl_vllm, "ours": ours, "trl": trl, "ratio_of_medians": ratio, "ratio_of_minima": ratio_min, "machine": info}
+    gen = "vLLM colocate mode" if args.trl_vllm else "transformers `generate` (TRL's default)"
+    rows = [
+        ("reasoner: seconds per optimizer step", o),
+        (f"TRL GRPOTrainer ({'vLLM' if args.trl_vllm else 'generate'}): seconds per optimizer step", t),
+        ("reasoner: peak RSS, MB", spread([r["peak_rss_mb"] for r in ours])),
+        ("TRL: peak RSS, MB", spread([r["peak_rss_mb"] for r in trl])),
+    ]
+    body = (
+        f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens}{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
+        f"Identical workload: embedded SmolLM2-135M-Instruct (fp32 weights, bf16 autocast), the same {args.steps * args.prompts} level-2 "
+        f"arithmetic problems and prompt tokens, {args.prompts} prompts x {args.group} completions of at most {args.max_tokens} tokens per "
+        f"optimizer step, AdamW 2e-5 constant, grad clip 1.0, k3 KL beta {work.beta}, clip 0.2, token-mean loss, T 1, our math verifier "
+        f"as the reward. Ours samples with vLLM; TRL with {gen}. {args.rounds} rounds in one run, alternating which framework goes "
+        f"first; per run the mean seconds per step over steps 2-{args.steps}. {machine_line(info)}\n\n"
+        + table(rows)
+        + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). Reward curves of both: "
+        f"`bench/results/{png.name}`.\n\n![reward per step, reasoner vs TRL](bench/results/{png.name})\n"
+    )
+    save("peer", result, "Peer: reasoner vs TRL GRPOTrainer (`bench/peer.py`)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -74,6 +74,12 @@ class BestMode(str, Enum):
     min = "min"
 
 
+class StageKind(str, Enum):
+    sft = "sft"  # supervised fine-tuning (`reasoner.sft_job`)
+    rl = "rl"  # an RL run (`reasoner.train.run`)
+    rejection_sampling = "rejection_sampling"  # sample, verify, keep the correct (`reasoner.rejection`)
+
+
 @dataclass
 class ModelConfig:
     #: ``embedded:smollm2-135m``, a local HF-format directory, or a Hugging Face hub id.
@@ -93,10 +99,18 @@ class DataConfig:
     heldout_split: str = "test"
     #: held-out problems evaluated (the first N after a seeded shuffle).
     heldout_n: int = 500
+    #: added to the RL prompts' shuffle / generation seed (trainer.seed + 2): a second RL stage
+    #: of a recipe draws other prompts while the held-out set (trainer.seed + 1) stays the same.
+    train_seed: int = 0
     #: difficulty levels of the procedural arithmetic generator used for `arithmetic` sources.
     arithmetic_levels: list[int] = field(default_factory=lambda: [2])
     template: Template = Template.plain
     on_bad_row: BadRow = BadRow.error
+    #: SFT and rejection-sampled data lose every problem that overlaps these benchmarks (names
+    #: in eval/benchmarks.py) or the held-out set: same normalized text, or a shared word
+    #: n-gram of `decontaminate_ngram` words (`reasoner.decontaminate`).
+    decontaminate: list[str] = field(default_factory=lambda: ["aime24", "aime25", "amc23", "math500", "gsm8k"])
+    decontaminate_ngram: int = 8
 
 
 @dataclass
@@ -115,6 +129,50 @@ class SFTConfig:
     micro_batch_size: int = 8
     #: longest training sequence, in tokens (longer examples are dropped and counted).
     max_tokens: int = 256
+    #: recompute activations in the backward pass (less memory, ~30% more compute).
+    gradient_checkpointing: bool = False
+    #: batches of similar-length examples (less padding; off by default, as in transformers).
+    group_by_length: bool = False
+
+
+@dataclass
+class RejectionConfig:
+    """Rejection sampling (DeepSeek-R1 §2.3.3): sample completions from the current model, keep
+    those the verifier accepts, write them as an SFT dataset (`reasoner.rejection`)."""
+
+    #: problems to sample from (any source with answers); held-out problems are excluded.
+    source: str = "arithmetic"
+    problems: int = 256
+    #: completions sampled per problem.
+    samples: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    #: correct completions kept per problem (at most).
+    keep_per_problem: int = 1
+    #: keep the shortest correct completions (else the first drawn).
+    shortest: bool = True
+    #: also require the format verifier's approval (a well-formed think block for ``r1``).
+    require_format: bool = True
+
+
+@dataclass
+class StageConfig:
+    """One stage of a recipe: a kind and the overrides (dotted ``field=value``) it applies on
+    top of the run's config."""
+
+    name: str = ""
+    kind: StageKind = StageKind.rl
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecipeConfig:
+    """A multi-stage pipeline (``recipe=r1``): stages run in order, each starting from the
+    previous one's model; empty = a plain run (`reasoner.recipe`)."""
+
+    name: str = ""
+    stages: list[StageConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -228,6 +286,8 @@ class TrainerConfig:
     seed: int = 0
     #: torch intra-op threads; 0 = all cores.
     threads: int = 0
+    #: evaluate the held-out set on the model as loaded (``base``) before anything else.
+    eval_base: bool = True
     #: held-out evaluation sampling: temperature 0 is greedy.
     eval_temperature: float = 0.0
     eval_max_tokens: int = 128
@@ -267,6 +327,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -333,7 +395,18 @@ class RunConfig:
             ("data.train", self.data.train, bool(self.data.train.strip()), "a source: arithmetic, vendored:NAME, a file path or an HF dataset id"),
             ("data.heldout", self.data.heldout, bool(self.data.heldout.strip()), "a source: arithmetic, vendored:NAME, a file path or an HF dataset id"),
             ("model.path", self.model.path, bool(self.model.path.strip()), "embedded:smollm2-135m, a local HF model directory or a hub id"),
+            ("data.decontaminate_ngram", self.data.decontaminate_ngram, self.data.decontaminate_ngram >= 1, ">= 1"),
+            ("rejection.problems", self.rejection.problems, self.rejection.problems >= 1, ">= 1"),
+            ("rejection.samples", self.rejection.samples, self.rejection.samples >= 1, ">= 1"),
+            ("rejection.temperature", self.rejection.temperature, self.rejection.temperature > 0, "> 0 (sampling several completions)"),
+            ("rejection.top_p", self.rejection.top_p, 0 < self.rejection.top_p <= 1, "in (0, 1]"),
+            ("rejection.max_tokens", self.rejection.max_tokens, 0 < self.rejection.max_tokens < self.rollout.max_model_len, "in (0, rollout.max_model_len)"),
+            ("rejection.keep_per_problem", self.rejection.keep_per_problem, 1 <= self.rejection.keep_per_problem <= self.rejection.samples, "in [1, rejection.samples]"),
         ]
+        names = [s.name for s in self.recipe.stages]
+        for i, stage in enumerate(self.recipe.stages):
+            checks.append((f"recipe.stages[{i}].name", stage.name, bool(stage.name.strip()) and stage.name.replace("_", "").isalnum() and names.count(stage.name) == 1, "a unique name of letters, digits and _"))
+            checks.append((f"recipe.stages[{i}].overrides", stage.overrides, all("=" in o and not o.startswith(("recipe.", "+", "~")) for o in stage.overrides), "dotted field=value items, none touching recipe.*"))
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"config field {name}={value!r} is not allowed: must be {allowed}")

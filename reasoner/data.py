@@ -2,7 +2,7 @@
 
 A source is one of:
 - ``arithmetic``: procedural problems (`reasoner.arithmetic`), generated on the fly;
-- ``vendored:NAME``: a JSONL file shipped in ``reasoner/vendored_data`` (gsm8k_train, gsm8k_test,
+- ``vendored:NAME``: a JSONL file shipped in ``reasoner/vendored_data`` (gsm8k_train, gsm8k_test, math_train,
   math500, aime24, aime25, amc23, humaneval, mbpp; see its SOURCES.md for origins and licenses);
 - a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file;
 - a Hugging Face dataset id (loaded with `datasets.load_dataset`).
@@ -31,6 +31,7 @@ import ast
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,7 +43,7 @@ from verifiers.code.suite import parse_suite, reference
 log = logging.getLogger(__name__)
 
 VENDORED_DIR = Path(__file__).parent / "vendored_data"
-VENDORED = ("gsm8k_train", "gsm8k_test", "math500", "aime24", "aime25", "amc23", "humaneval", "mbpp")
+VENDORED = ("gsm8k_train", "gsm8k_test", "math_train", "math500", "aime24", "aime25", "amc23", "humaneval", "mbpp")
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = (
@@ -96,7 +97,12 @@ def _validate(row: Any, source: str, index: int, number: int) -> Problem:
     solution = row.get("solution")
     if solution is not None and not isinstance(solution, str):
         raise BadRowError(f"{where}: field 'solution' must be a string, got {type(solution).__name__}")
-    meta = {k: row[k] for k in ("level", "subject", "source") if row.get(k) is not None}
+    target = row.get("target")
+    if target is not None and target != "verbatim":
+        raise BadRowError(f"{where}: field 'target' must be 'verbatim' (the solution is the whole SFT target) or absent, got {target!r}")
+    if target and not solution:
+        raise BadRowError(f"{where}: field 'target' is 'verbatim' but the row has no 'solution'")
+    meta = {k: row[k] for k in ("level", "subject", "source", "target") if row.get(k) is not None}
     return Problem(str(row.get("id", index)), problem, str(answer), solution, meta)
 
 
@@ -251,20 +257,48 @@ def messages(problem: str, template: Template) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}]
 
 
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+_GSM8K_FINAL = re.compile(r"\n?#### .*$", re.S)
+
+
+def clean_solution(text: str) -> str:
+    """A dataset's worked solution as reasoning text: GSM8K's calculator annotations
+    (``<<48/2=24>>``) and final ``#### 72`` line removed, ``\\boxed{x}`` unwrapped to ``x`` (the
+    target states the boxed answer once, at the end)."""
+    text = _GSM8K_FINAL.sub("", _CALCULATOR.sub("", text))
+    out, i = [], 0
+    while (j := text.find("\\boxed{", i)) >= 0:
+        depth, k = 1, j + len("\\boxed{")
+        while k < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[k], 0)
+            k += 1
+        if depth:  # unbalanced: leave the rest as it is
+            break
+        out += [text[i:j], text[j + len("\\boxed{") : k - 1]]
+        i = k
+    return ("".join(out) + text[i:]).strip()
+
+
 def target_text(problem: Problem, template: Template) -> str:
-    """The cold-start SFT target: the worked solution in the target format, ending in a box.
+    """The cold-start SFT target: the worked solution (`clean_solution`) in the target format,
+    ending in a box: for ``r1``, ``<think>`` reasoning ``</think>`` then the boxed answer (the
+    format DeepSeek-R1's cold-start data uses, arXiv:2501.12948 §2.3.1). A row marked
+    ``target: verbatim`` (a rejection-sampled completion) is its own target, unchanged.
 
     Raises:
         ValueError: the problem has no solution.
     """
     if not problem.solution:
         raise ValueError(f"problem {problem.id!r} has no worked solution for SFT")
+    if problem.meta.get("target") == "verbatim":
+        return problem.solution
     if template == Template.code:
         return f"```python\n{problem.solution.rstrip()}\n```"
     final = f"The final answer is \\boxed{{{problem.answer}}}."
+    reasoning = clean_solution(problem.solution)
     if template == Template.r1:
-        return f"<think>\n{problem.solution}\n</think>\n{final}"
-    return f"{problem.solution}\n{final}"
+        return f"<think>\n{reasoning}\n</think>\n{final}"
+    return f"{reasoning}\n{final}"
 
 
 def prompt_ids(tokenizer: Any, problem: str, template: Template) -> list[int]:

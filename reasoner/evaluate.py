@@ -14,13 +14,15 @@ from reasoner.rollout.base import RolloutEngine
 from reasoner.types import Problem
 from verifiers.base import Verifier
 from verifiers.format import verify_format
+from verifiers.language import language_consistency
 
 
 @dataclass
 class EvalResult:
     """Accuracy with its Wilson 95% interval, per-problem scores (1.0/0.0, in problem order, for
-    paired comparisons), mean completion length (tokens), truncated and well-formed fractions,
-    and wall seconds."""
+    paired comparisons), mean completion length (tokens), truncated and well-formed fractions
+    (format compliance: `verifiers.format`), wall seconds, and the mean language consistency
+    (share of Latin-script words, `verifiers.language`; the prompts are English)."""
 
     accuracy: Proportion
     per_problem: list[float]
@@ -28,6 +30,7 @@ class EvalResult:
     truncated: float
     well_formed: float
     seconds: float
+    language_consistency: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> EvalResult:
@@ -39,6 +42,7 @@ class EvalResult:
         return {
             "accuracy": a.value, "ci_low": a.low, "ci_high": a.high, "n": a.n, "mean_len": self.mean_len,
             "truncated": self.truncated, "well_formed": self.well_formed, "seconds": self.seconds,
+            "language_consistency": self.language_consistency,
         }
 
 
@@ -62,4 +66,5 @@ def evaluate(engine: RolloutEngine, tokenizer: Any, bench: Benchmark, problems: 
         truncated=sum(s.truncated for s in samples) / n,
         well_formed=sum(verify_format(s.completion, bench.template.value).correct for s in samples) / n,
         seconds=time.perf_counter() - start,
+        language_consistency=sum(language_consistency(s.completion) for s in samples) / n,
     )

@@ -1,13 +1,18 @@
-"""Minimal supervised fine-tuning for the cold start: chat template, loss on completion tokens only.
+"""Supervised fine-tuning (cold start, rejection-sampling SFT): chat template, loss on
+completion tokens only.
 
-Each example is the chat-templated prompt followed by the target (worked solution in the
-target format + the end-of-turn token). The loss is the token-mean negative log-likelihood of
-the target tokens of a batch (prompt tokens are masked out), accumulated over micro-batches.
-AdamW with linear warm-up (first 5% of steps) and linear decay to zero.
+Each example is the chat-templated prompt followed by the target (`reasoner.data.target_text`:
+the worked solution in the target format, or a rejection-sampled completion verbatim) and the
+end-of-turn token. The loss is the token-mean negative log-likelihood of the target tokens of a
+batch (prompt tokens are masked out), accumulated over micro-batches, so it does not depend on
+the micro-batch size. With ``sft.group_by_length``, batches are length-grouped
+(`length_grouped_batches`): padding stays small without packing sequences into one row. Optional gradient checkpointing. AdamW with
+linear warm-up (first 5% of steps) and linear decay to zero.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -16,11 +21,14 @@ from typing import Any, Sequence
 import torch
 
 from reasoner.algorithms.aggregate import token_mean
-from reasoner.config import SFTConfig, Template
-from reasoner.data import prompt_ids, target_text
+from reasoner.config import RunConfig, SFTConfig, Template
+from reasoner.data import load_problems, prompt_ids, target_text
+from reasoner.decontaminate import benchmark_filter, decontaminate
 from reasoner.learner import autocast
 from reasoner.logprobs import completion_logprobs, pad_batch
 from reasoner.types import Problem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +42,31 @@ class SFTStats:
     final_loss: float
     tokens: int
     seconds: float
+
+
+def load_sft_problems(cfg: RunConfig, heldout: Sequence[Problem], exclude: Sequence[str] = ()) -> tuple[list[Problem], dict]:
+    """The SFT examples of ``sft.source``: loaded (texts in `exclude` left out), deduplicated
+    (same problem and target), cleaned of problems that overlap ``data.decontaminate``
+    benchmarks or the `heldout` set (`reasoner.decontaminate`), then the first
+    ``sft.examples``. Returns (problems, the cleaning report: counts and dropped ids with reasons).
+
+    Raises:
+        FileNotFoundError, reasoner.data.BadRowError: see `reasoner.data.load_problems`.
+        ValueError: nothing is left after cleaning.
+    """
+    d, s = cfg.data, cfg.sft
+    problems = load_problems(
+        s.source, n=s.examples if s.source == "arithmetic" else None, seed=cfg.trainer.seed + 3, levels=list(d.arithmetic_levels),
+        exclude=exclude, on_bad_row=d.on_bad_row.value, terse_fraction=s.terse_fraction,
+    )
+    flt = benchmark_filter(d.decontaminate, d.decontaminate_ngram, [("heldout", p.problem) for p in heldout])
+    cleaned = decontaminate(problems, flt, key="problem+solution")
+    report = cleaned.report()
+    if cleaned.duplicates or cleaned.overlaps:
+        log.warning("sft.source=%s: dropped %d duplicate(s) and %d problem(s) overlapping evaluation sets (first: %s)", s.source, len(cleaned.duplicates), len(cleaned.overlaps), (cleaned.overlaps or cleaned.duplicates)[:3])
+    if not cleaned.kept:
+        raise ValueError(f"sft.source={s.source}: no example left after deduplication and decontamination ({report})")
+    return cleaned.kept[: s.examples], report
 
 
 def build_examples(
@@ -50,6 +83,25 @@ def build_examples(
         seqs.append(prompt + list(target))
         plens.append(len(prompt))
     return seqs, plens, dropped
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, megabatch: int = 16) -> list[list[int]]:
+    """One epoch of batches of example indices whose lengths are close.
+
+    The indices are shuffled, cut into mega-batches of ``megabatch * batch_size``, each sorted
+    by length (longest first) and cut into batches; the batch order is shuffled again. Every
+    index appears once; a batch pads to about its own longest example instead of the epoch's.
+    (The idea of transformers' ``group_by_length`` sampler.)
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = megabatch * batch_size
+    batches = []
+    for m in range(0, len(order), span):
+        chunk = sorted(order[m : m + span], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def run_sft(
@@ -70,16 +122,21 @@ def run_sft(
     seqs, plens, dropped = build_examples(problems, tokenizer, template, cfg.max_tokens)
     if not seqs:
         raise ValueError(f"no SFT example fits in sft.max_tokens={cfg.max_tokens}")
-    order = list(range(len(seqs)))
-    batches = []
     rng = random.Random(seed)
+    batches = []
     for _ in range(cfg.epochs):
-        rng.shuffle(order)
-        batches += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        if cfg.group_by_length:
+            batches += length_grouped_batches([len(q) for q in seqs], cfg.batch_size, rng)
+        else:
+            order = list(range(len(seqs)))
+            rng.shuffle(order)
+            batches += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
     warmup = max(1, len(batches) // 20)
     schedule = lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup)))  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.train()
     losses, tokens = [], 0
     for batch in batches:
@@ -99,5 +156,7 @@ def run_sft(
         optimizer.zero_grad(set_to_none=True)
         losses.append(total)
         tokens += n_tokens
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_disable()
     tail = losses[-10:]
     return SFTStats(len(batches), len(seqs), dropped, sum(tail) / len(tail), tokens, time.perf_counter() - start)

@@ -17,12 +17,8 @@ Held-out accuracy is measured three times: base model, after the cold start, aft
 from __future__ import annotations
 
 import copy
-import ctypes
-import gc
 import json
 import logging
-import random
-import resource
 import shlex
 import sys
 import time
@@ -30,28 +26,27 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM
 
-from eval.benchmarks import Benchmark, Sampling
 from eval.metrics import diff_interval, paired_diff_interval
 from eval.runner import PeriodicEval
 from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
 from reasoner.config import CONF_DIR, RESUME_SAFE_FIELDS, Estimator, RunConfig, flat_config, register_configs, resume_changes
 from reasoner.critic import ValueModel
 from reasoner.data import load_problems, prompt_ids, target_text
-from reasoner.evaluate import EvalResult, evaluate
+from reasoner.evaluate import EvalResult
 from reasoner.interrupt import StopRequest, TrainingInterrupted
+from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, seed_everything
 from reasoner.learner import Learner, NonFiniteUpdateError
 from reasoner.metrics_log import MetricsLogger, compact_line
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rl_step import PromptSampler, SyncProbe, rl_step
 from reasoner.rollout import RolloutEngineError, make_engine
 from reasoner.rollout.base import check_sync, sync_drift, sync_weights
-from reasoner.sft import run_sft
+from reasoner.sft import load_sft_problems, run_sft
 from verifiers.registry import build_verifier
 
 log = logging.getLogger("reasoner")
@@ -63,25 +58,6 @@ def _probe(tokenizer, cfg: RunConfig, problem) -> SyncProbe:
     text = target_text(problem, cfg.data.template) if problem.solution else f"The final answer is \\boxed{{{problem.answer}}}."
     completion = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     return SyncProbe(prompt + list(completion), len(prompt))
-
-
-def _peak_rss_gb() -> dict[str, float]:
-    kb_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kb_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"peak_rss_gb": kb_self / 2**20, "peak_rss_children_gb": kb_children / 2**20}
-
-
-def _release_free_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    The learner's per-step tensors vary in size, so glibc keeps growing heap arenas that it
-    never returns: measured on the embedded default, the process grew 0.7 GB over 40 steps.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def run(cfg: RunConfig, run_dir: Path) -> dict:
@@ -126,22 +102,18 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
     if ckpt is not None:
         _check_resume_config(ckpt, cfg)
     start = 0 if ckpt is None else ckpt.step
-    random.seed(tr.seed)
-    np.random.seed(tr.seed)
-    torch.manual_seed(tr.seed)
-    if tr.threads:
-        torch.set_num_threads(tr.threads)
+    seed_everything(tr.seed, tr.threads)
 
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(model_path)
     d = cfg.data
     levels = list(d.arithmetic_levels)
-    heldout = load_problems(d.heldout, split=d.heldout_split, n=d.heldout_n, seed=tr.seed + 1, levels=levels, on_bad_row=d.on_bad_row.value)
+    heldout = load_heldout(cfg)
     seen = [p.problem for p in heldout]
     # procedural data: one problem per prompt of the planned steps; a resumed run regenerates the
     # set it started with (trainer.steps may have changed since)
     n_train = (ckpt.state["sampler"]["size"] if ckpt else max(tr.steps * tr.prompts_per_step, 1)) if d.train == "arithmetic" else None
-    train = load_problems(d.train, split=d.train_split, n=n_train, seed=tr.seed + 2, levels=levels, exclude=seen, on_bad_row=d.on_bad_row.value)
+    train = load_problems(d.train, split=d.train_split, n=n_train, seed=tr.seed + 2 + d.train_seed, levels=levels, exclude=seen, on_bad_row=d.on_bad_row.value)
     log.info("data: %d RL prompts (%s), %d held-out (%s)", len(train), d.train, len(heldout), d.heldout)
 
     benchmarks = PeriodicEval(tr.eval_benchmarks, tr.eval_benchmark_problems, tr.eval_benchmark_samples, tr.eval_max_tokens, tokenizer, cfg.rollout.max_model_len)
@@ -150,16 +122,10 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed + start)
     verifier = build_verifier(cfg.reward.verifier)
     results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
-    evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
+    heldout_eval = HeldoutEval(cfg, engine, tokenizer, heldout, verifier, {k: EvalResult.from_dict(v) for k, v in results["evals"].items()})
+    evals = heldout_eval.evals
 
-    heldout_bench = Benchmark("heldout", d.heldout, d.template, dict(cfg.reward.verifier), Sampling(1, tr.eval_temperature, 1.0, tr.eval_max_tokens), d.heldout_split)
-
-    def heldout_eval(name: str) -> None:
-        evals[name] = evaluate(engine, tokenizer, heldout_bench, heldout, verifier)
-        e = evals[name]
-        log.info("held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)", name, e.accuracy, e.mean_len, 100 * e.well_formed)
-
-    if ckpt is None:
+    if ckpt is None and tr.eval_base:
         heldout_eval("base")
     policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     probe = _probe(tokenizer, cfg, heldout[0]) if cfg.rollout.sync_check else None
@@ -169,11 +135,11 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
         if stop.signum is not None:
             raise TrainingInterrupted(stop.signum, 0, None)
         if cfg.sft.enabled:
-            sft_problems = load_problems(cfg.sft.source, n=cfg.sft.examples, seed=tr.seed + 3, levels=levels, exclude=seen + [p.problem for p in train], on_bad_row=d.on_bad_row.value, terse_fraction=cfg.sft.terse_fraction)
+            sft_problems, cleaning = load_sft_problems(cfg, heldout, exclude=seen + [p.problem for p in train])
             sft_stats = run_sft(policy, tokenizer, sft_problems, d.template, cfg.sft, tr.bf16_autocast, tr.seed)
             log.info("cold start: %s", sft_stats)
-            results["sft"] = vars(sft_stats)
-            _release_free_heap()
+            results["sft"] = {**vars(sft_stats), "data": cleaning}
+            release_free_heap()
             sync_weights(engine, policy)
             if probe is not None:
                 check_sync(engine, policy, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline)
@@ -240,21 +206,18 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
                 f"their updates were skipped, so checkpoint {saved} holds the weights and optimizer state from before them "
                 "(and the data position after them). Look for a learning rate too high or non-finite rewards."
             )
-        _release_free_heap()
+        release_free_heap()
     if stop.signum is not None:
         if saved_step != done:
             saved = save(done)
         raise TrainingInterrupted(stop.signum, done, saved)
     logger.close()
     del learner  # the optimizer state (2x the fp32 weights) is not needed past the last step
-    _release_free_heap()
+    release_free_heap()
     heldout_eval("after_rl")
 
     if tr.save_checkpoint:
-        export = run_dir / "checkpoint"
-        policy.to(torch.bfloat16).save_pretrained(str(export), safe_serialization=True)
-        tokenizer.save_pretrained(str(export))
-        policy.to(torch.float32)
+        export_policy(policy, tokenizer, run_dir / "checkpoint")
     verifier.close()
     benchmarks.close()
 
@@ -273,7 +236,7 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
     summary["last_checkpoint"] = None if saved is None else str(saved)
     summary["algorithm"] = cfg.algorithm.name
     summary["wall_seconds"] = time.perf_counter() - t0
-    summary.update(_peak_rss_gb())
+    summary.update(peak_rss_gb())
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print_summary(summary)
     return summary
@@ -302,19 +265,35 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
 register_configs()
 
 
+def run_main(cfg: RunConfig, run_dir: Path, command: list[str]) -> None:
+    """`run`; when a signal stops it, print how to resume (`command`) and exit with status
+    128 + the signal number."""
+    try:
+        run(cfg, run_dir)
+    except TrainingInterrupted as stopped:
+        print(f"{stopped}\nresume with: {' '.join(shlex.quote(a) for a in command)}", file=sys.stderr, flush=True)
+        sys.exit(128 + stopped.signum)
+
+
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    kept = [o for o in hc.overrides.task if not o.startswith(("hydra.run.dir=", "trainer.resume="))]
+    run_cfg = to_run_config(cfg)
+    if not run_cfg.recipe.stages:
+        run_main(run_cfg, run_dir, ["reasoner-train", *kept, f"hydra.run.dir={run_dir}"])
+        return
+    from reasoner.recipe import RecipeError, run_recipe
+
     try:
-        run(to_run_config(cfg), run_dir)
-    except TrainingInterrupted as stopped:
-        kept = [o for o in hc.overrides.task if not o.startswith(("hydra.run.dir=", "trainer.resume="))]
+        run_recipe(run_cfg, run_dir)
+    except RecipeError as err:
         command = " ".join(shlex.quote(a) for a in ["reasoner-train", *kept, f"hydra.run.dir={run_dir}"])
-        print(f"{stopped}\nresume with: {command}", file=sys.stderr, flush=True)
-        sys.exit(128 + stopped.signum)
+        print(f"{err}\nresume with: {command}", file=sys.stderr, flush=True)
+        sys.exit(err.returncode or 1)
 
 
 def main() -> None:

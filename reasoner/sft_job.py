@@ -1,0 +1,101 @@
+"""``reasoner-sft``: supervised fine-tuning alone (cold start, or SFT on rejection-sampled data),
+with the held-out evaluation before and after and the same exported model as ``reasoner-train``.
+
+    reasoner-sft                                               # embedded default, arithmetic worked solutions
+    reasoner-sft data.template=r1 sft.source=vendored:gsm8k_train sft.examples=2000 data.heldout=vendored:gsm8k_test
+    reasoner-sft sft.source=outputs/run/stages/03_rejection/data.jsonl model.path=outputs/run/stages/02_rl/checkpoint
+
+Reads the same config as ``reasoner-train`` (``sft.*`` for the fine-tuning, ``data.*`` for the
+template, the held-out set and decontamination, ``rollout.*`` for the evaluation engine).
+Run directory: ``checkpoint/`` (bf16 safetensors + tokenizer) and ``summary.json`` (held-out
+accuracy, mean length, format compliance and language consistency before and after, SFT
+statistics, the data-cleaning report).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM
+
+from reasoner.config import CONF_DIR, RunConfig, register_configs
+from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, seed_everything
+from reasoner.models import load_tokenizer, resolve_model_path
+from reasoner.rollout import make_engine
+from reasoner.rollout.base import sync_weights
+from reasoner.sft import load_sft_problems, run_sft
+from verifiers.registry import build_verifier
+
+log = logging.getLogger("reasoner")
+
+
+def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
+    """Fine-tune ``model.path`` on ``sft.source`` and evaluate it; return the summary (also
+    written to ``run_dir/summary.json``).
+
+    Raises:
+        FileNotFoundError: the model or a data source is missing (says what was looked for).
+        reasoner.data.BadRowError: a bad data row (names file and row), with ``data.on_bad_row=error``.
+        ValueError: no SFT example is left after cleaning, or none fits ``sft.max_tokens``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tr = cfg.trainer
+    seed_everything(tr.seed, tr.threads)
+    model_path = resolve_model_path(cfg.model.path)
+    tokenizer = load_tokenizer(model_path)
+    heldout = load_heldout(cfg)
+    problems, cleaning = load_sft_problems(cfg, heldout, exclude=[p.problem for p in heldout])
+    log.info("sft data: %d examples from %s (%s)", len(problems), cfg.sft.source, cleaning)
+    engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
+    verifier = build_verifier(cfg.reward.verifier)
+    heldout_eval = HeldoutEval(cfg, engine, tokenizer, heldout, verifier)
+    if tr.eval_base:
+        heldout_eval("base")
+    policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    stats = run_sft(policy, tokenizer, problems, cfg.data.template, cfg.sft, tr.bf16_autocast, tr.seed)
+    log.info("sft: %s", stats)
+    release_free_heap()
+    sync_weights(engine, policy)
+    heldout_eval("after_sft")
+    export_policy(policy, tokenizer, run_dir / "checkpoint")
+    verifier.close()
+    summary = {
+        "heldout": {k: v.as_dict() for k, v in heldout_eval.evals.items()},
+        "heldout_n": len(heldout),
+        "sft": vars(stats),
+        "data": cleaning,
+        "model": str(model_path),
+        "checkpoint": str(run_dir / "checkpoint"),
+        "wall_seconds": time.perf_counter() - t0,
+        **peak_rss_gb(),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    for name, e in summary["heldout"].items():
+        print(f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens, {100 * e['well_formed']:.0f}% well formed")
+    return summary
+
+
+register_configs()
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    run_sft_job(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))  # type: ignore[arg-type]
+
+
+def main() -> None:
+    """Console entry point (vLLM spawns workers: this must run under ``__main__``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

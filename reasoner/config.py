@@ -154,6 +154,8 @@ class RejectionConfig:
     shortest: bool = True
     #: also require the format verifier's approval (a well-formed think block for ``r1``).
     require_format: bool = True
+    #: drop completions that hit ``max_tokens`` even when judged correct (they never ended).
+    drop_truncated: bool = True
 
 
 @dataclass
@@ -405,7 +407,7 @@ class RunConfig:
         ]
         names = [s.name for s in self.recipe.stages]
         for i, stage in enumerate(self.recipe.stages):
-            checks.append((f"recipe.stages[{i}].name", stage.name, bool(stage.name.strip()) and stage.name.replace("_", "").isalnum() and names.count(stage.name) == 1, "a unique name of letters, digits and _"))
+            checks.append((f"recipe.stages[{i}].name", stage.name, bool(stage.name.strip()) and stage.name.replace("_", "").isalnum() and stage.name not in names[:i], "a unique name of letters, digits and _"))
             checks.append((f"recipe.stages[{i}].overrides", stage.overrides, all("=" in o and not o.startswith(("recipe.", "+", "~")) for o in stage.overrides), "dotted field=value items, none touching recipe.*"))
         for name, value, ok, allowed in checks:
             if not ok:

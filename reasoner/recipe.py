@@ -66,7 +66,7 @@ def stage_config(base: RunConfig, stage: StageConfig, model: str, data: str | No
         ValueError: an override names an unknown field or breaks a check (named).
     """
     node = OmegaConf.structured(base)
-    node.recipe = {"name": "", "stages": []}
+    node.recipe.name, node.recipe.stages = "", []
     node.model.path = model
     node.trainer.eval_base = first
     if stage.kind is StageKind.sft and data is not None:

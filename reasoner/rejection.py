@@ -1,7 +1,8 @@
 """Rejection sampling (DeepSeek-R1, arXiv:2501.12948, §2.3.3): sample k completions per problem
 from a model, keep those the verifier accepts, and write them as an SFT dataset.
 
-A completion is kept when the verifier marks it correct, it was not truncated, and (with
+A completion is kept when the verifier marks it correct, it was not truncated (unless
+``rejection.drop_truncated`` is off), and (with
 ``rejection.require_format``) the format verifier accepts it (for ``r1``: one
 ``<think>...</think>`` block, then a boxed answer); at most ``rejection.keep_per_problem`` per
 problem, the shortest first with ``rejection.shortest`` (else in sampling order), identical
@@ -42,7 +43,7 @@ def select(samples: Sequence[Sample], r: RejectionConfig, template: Template) ->
     """The samples to keep (see the module docstring), grouped by problem in first-seen order."""
     by_problem: dict[str, list[Sample]] = {}
     for s in samples:
-        ok = s.correct and not s.truncated and (not r.require_format or verify_format(s.completion, template.value).correct)
+        ok = s.correct and not (r.drop_truncated and s.truncated) and (not r.require_format or verify_format(s.completion, template.value).correct)
         if ok:
             by_problem.setdefault(s.problem_id, []).append(s)
     kept = []

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup train test test-slow clean
+.PHONY: setup train test test-slow bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -21,6 +21,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m bench.rollout && $(PY) -m bench.sync && $(PY) -m bench.learner && $(PY) -m bench.step && $(PY) -m bench.peer
 
 clean:
 	rm -rf $(VENV) outputs

@@ -84,7 +84,7 @@ def test_five_stage_recipe_chains_models_and_resumes(tiny_model_dir, tmp_path, m
         "trainer.eval_max_tokens=8", "rejection.max_tokens=8", "sft.batch_size=4", "trainer.checkpoint_every=0",
     ]
     cfg = _cfg(extra)
-    cfg.reward.verifier = {"_target_": "recipe_helpers.VowelShare"}
+    cfg.reward.verifier = {"_target_": "scripted_verifiers.VowelShare"}
     results = run_recipe(cfg, tmp_path)
     assert [(r.name, r.kind) for r in results] == [("cold", "sft"), ("rl1", "rl"), ("rs", "rejection_sampling"), ("sft2", "sft"), ("rl2", "rl")]
     stages = sorted((tmp_path / "stages").iterdir())

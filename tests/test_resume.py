@@ -25,6 +25,7 @@ from reasoner.config import register_configs
 from reasoner.learner import NonFiniteUpdateError
 from reasoner.rollout import RolloutEngineError
 from reasoner.train import CONF_DIR, run, to_run_config
+from scripted_verifiers import VowelShare
 from verifiers.base import VerifyResult
 
 register_configs()
@@ -41,22 +42,6 @@ SMALL = [
     "trainer.save_checkpoint=false",
     "reward.format_weight=0.1",
 ]
-
-
-class VowelShare:
-    """A verifier a random model earns varied rewards from: the share of vowels among the
-    completion's letters (correct above 0.35), so groups differ and updates move the weights."""
-
-    def verify_batch(self, pairs):
-        out = []
-        for text, _ in pairs:
-            letters = [c for c in text.lower() if c.isalpha()]
-            share = sum(c in "aeiou" for c in letters) / len(letters) if letters else 0.0
-            out.append(VerifyResult(share > 0.35, share, None, "vowel share"))
-        return out
-
-    def close(self):
-        pass
 
 
 class NaNScore(VowelShare):
@@ -80,7 +65,7 @@ def _cfg(model_dir, train_file, extra=(), verifier=None):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = to_run_config(compose(config_name="config", overrides=[f"model.path={model_dir}", f"data.train={train_file}", *SMALL, *extra]))
     if verifier is not None:
-        cfg.reward.verifier = {"_target_": f"{__name__}.{verifier.__name__}"}
+        cfg.reward.verifier = {"_target_": f"{verifier.__module__}.{verifier.__name__}"}
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""Importable from the recipe stages' child processes (tests/ is put on their PYTHONPATH)."""
+"""Verifiers for tests on random tiny models; importable from child processes (the tests put
+tests/ on their PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from verifiers.base import VerifyResult
 
 class VowelShare:
     """A verifier a random model earns varied rewards from: the share of vowels among the
-    completion's letters (correct above 0.35)."""
+    completion's letters (correct above 0.35), so groups differ and updates move the weights."""
 
     def __init__(self, **_):
         pass

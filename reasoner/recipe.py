@@ -109,7 +109,9 @@ def _run_child(path: Path) -> None:
         RecipeError: the stage exited non-zero (its log is ``path/stage.log``).
     """
     with (path / "stage.log").open("a") as out:
-        child = subprocess.Popen([sys.executable, "-m", "reasoner.recipe", str(path)], stdout=out, stderr=subprocess.STDOUT)
+        # its own session: a terminal's Ctrl-C reaches the stage once, through `forward` (a second
+        # copy straight from the terminal would count as the "exit at once" second signal)
+        child = subprocess.Popen([sys.executable, "-m", "reasoner.recipe", str(path)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
         try:

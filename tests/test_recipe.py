@@ -121,3 +121,36 @@ def test_five_stage_recipe_chains_models_and_resumes(tiny_model_dir, tmp_path, m
     changed.reward.verifier = cfg.reward.verifier
     with pytest.raises(RecipeError, match=r"stage 01_rl1 finished with another config \(trainer.steps: 2 -> 3\)"):
         run_recipe(changed, tmp_path)
+
+
+def test_sigterm_stops_the_running_stage_and_the_same_command_resumes(tiny_model_dir, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    two = "recipe.stages=[{name: a, kind: rl, overrides: ['trainer.steps=400']}, {name: b, kind: sft, overrides: ['sft.examples=4']}]"
+    cmd = [
+        sys.executable, "-m", "reasoner.train", "recipe=r1_zero_cpu", two, f"hydra.run.dir={tmp_path}", f"model.path={tiny_model_dir}",
+        "rollout=hf", "data.heldout_n=2", "trainer.prompts_per_step=2", "algorithm.group_size=2", "rollout.max_tokens=4",
+        "trainer.eval_max_tokens=4", "trainer.checkpoint_every=0", "sft.batch_size=4", "reward.verifier={_target_: scripted_verifiers.VowelShare}",
+    ]
+    proc = subprocess.Popen(cmd, env=env, cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "stages/00_a/metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert "stage 00_a exited with status 143" in err and f"hydra.run.dir={tmp_path}" in err
+    assert not (tmp_path / "stages/00_a/done.json").exists() and list((tmp_path / "stages/00_a/checkpoints").glob("step_*"))
+    done = len((tmp_path / "stages/00_a/metrics.jsonl").read_text().splitlines())
+    # the same command with fewer steps (a safe change): stage a continues from its checkpoint
+    again = [c.replace("trainer.steps=400", f"trainer.steps={done + 1}") for c in cmd]
+    subprocess.run(again, env=env, cwd=TESTS.parent, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    summary = json.loads((tmp_path / "stages/00_a/summary.json").read_text())
+    assert summary["resumed_from_step"] == done and summary["steps"] == done + 1
+    assert (tmp_path / "stages/01_b/done.json").exists() and (tmp_path / "results.md").exists()

@@ -5,8 +5,8 @@
 Method, every configuration in its own process (peak RSS is per process):
 - **update**: `reasoner.learner.Learner.update` (GRPO defaults: one optimizer step, token-mean
   loss, no KL; bf16 autocast, fp32 weights and AdamW state) of the embedded default
-  (SmolLM2-135M-Instruct) on `--sequences` sequences (groups of 8) of `--prompt-tokens` prompt
-  + `--completion-tokens` completion tokens (random token ids, random 0/1 rewards), with
+  (SmolLM2-135M-Instruct) on `--sequences` sequences (groups of 8 sharing a prompt, as in GRPO) of `--prompt-tokens`
+  prompt + `--completion-tokens` completion tokens (random token ids, random 0/1 rewards), with
   ``trainer.micro_batch_size`` = all sequences (no micro-batching) and 16 and 4 (gradient
   accumulation; the loss normalizers are the whole batch's). One warm-up update, then
   `--repeats` timed. tokens/s = completion tokens / update seconds (forward + backward +
@@ -59,7 +59,9 @@ def _batch(n: int, prompt: int, completion: int, vocab: int):
     from reasoner.types import TrainBatch
 
     g = torch.Generator().manual_seed(0)
-    seqs = torch.randint(0, vocab, (n, prompt + completion), generator=g).tolist()
+    prompts = torch.randint(0, vocab, (n // GROUP + 1, prompt), generator=g)
+    completions = torch.randint(0, vocab, (n, completion), generator=g)
+    seqs = [prompts[i // GROUP].tolist() + completions[i].tolist() for i in range(n)]  # a group shares its prompt
     rewards = torch.randint(0, 2, (n,), generator=g).float()
     return TrainBatch(seqs, [prompt] * n, rewards, GROUP, [[] for _ in range(n)], [False] * n)
 

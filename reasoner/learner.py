@@ -336,13 +336,19 @@ class Learner:
     # ------------------------------------------------------------------ helpers
 
     def _micro_batches(self, batch: TrainBatch, rows: list[int]) -> list[list[int]]:
-        """`rows` in micro-batches of ``trainer.micro_batch_size``, grouped by sequence length
-        (longest first) so that each pads to little more than its own rows need; the
-        normalizers count the whole batch, so the grouping changes no result beyond float
-        summation order."""
-        mb = self.trainer.micro_batch_size
-        by_length = sorted(rows, key=lambda i: len(batch.sequences[i]), reverse=True)
-        return [by_length[s : s + mb] for s in range(0, len(by_length), mb)]
+        """`rows` in micro-batches of ``trainer.micro_batch_size``: the rows of a group (one
+        prompt) stay together, so the prompt is computed once per micro-batch
+        (`reasoner.logprobs`), groups ordered by their longest sequence and rows by length, so
+        that a micro-batch pads to little more than its own rows need. The normalizers count the
+        whole batch, so the order changes no result beyond float summation order."""
+        mb, g = self.trainer.micro_batch_size, batch.group_size
+        length = lambda i: len(batch.sequences[i])  # noqa: E731
+        groups: dict[int, list[int]] = {}
+        for i in rows:
+            groups.setdefault(i // g, []).append(i)
+        ordered = sorted(groups.values(), key=lambda members: -max(map(length, members)))
+        order = [i for members in ordered for i in sorted(members, key=length, reverse=True)]
+        return [order[s : s + mb] for s in range(0, len(order), mb)]
 
     def _pad(self, batch: TrainBatch, idx: list[int]) -> PaddedBatch:
         return pad_batch([batch.sequences[i] for i in idx], [batch.prompt_lens[i] for i in idx], self.pad_id)

@@ -3,6 +3,14 @@
 Only the positions that predict a completion token go through the LM head, so the full
 (n, L, V) logits tensor is never built: the memory of the head is (M, V) for the M completion
 tokens of a micro-batch.
+
+Prompt sharing: the G completions of a GRPO group share one prompt. When rows of a micro-batch
+share a prompt, the decoder runs each distinct prompt once (left-padded, ``use_cache``), the
+key/value cache is gathered to one copy per row, and only the completion tokens go through the
+decoder again, attending to the cached prompt. The log-probs and their gradients are those of
+the full rows (the cache stays in the autograd graph, so the gradient of a shared prompt sums
+over the completions that attend to it; tested against the full-row path); the decoder's work
+on prompts falls by the number of rows per distinct prompt.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ class PaddedBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     target_mask: torch.Tensor
+    prompt_lens: list[int]
 
 
 def pad_batch(sequences: list[list[int]], prompt_lens: list[int], pad_id: int) -> PaddedBatch:
@@ -31,7 +40,7 @@ def pad_batch(sequences: list[list[int]], prompt_lens: list[int], pad_id: int) -
         ids[i, : len(seq)] = torch.tensor(seq)
         attn[i, : len(seq)] = 1
         target[i, p - 1 : len(seq) - 1] = True
-    return PaddedBatch(ids, attn, target)
+    return PaddedBatch(ids, attn, target, list(prompt_lens))
 
 
 def completion_logprobs(
@@ -54,9 +63,11 @@ def completion_logprobs(
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
     """
-    hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
     mask = batch.target_mask
-    h = hidden[:, :-1][mask]  # (M, H)
+    h = _shared_prompt_hidden(model.get_decoder(), batch)
+    if h is None:
+        hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        h = hidden[:, :-1][mask]  # (M, H)
     logits = model.get_output_embeddings()(h).float() / temperature  # (M, V)
     logz = torch.logsumexp(logits, dim=-1)
     targets = batch.input_ids[:, 1:][mask]
@@ -71,3 +82,42 @@ def completion_logprobs(
             entropy = torch.zeros(mask.shape, dtype=torch.float32)
             entropy[mask] = ent
     return logp, entropy
+
+
+def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: int = 0) -> torch.Tensor | None:
+    """Hidden states (M, H) at the target positions of `batch` (row-major, the order of
+    ``hidden[:, :-1][target_mask]``), computing each distinct prompt once; None when no two
+    rows share a prompt (the caller runs the full rows). `pad_id` fills padding (never attended)."""
+    n = batch.input_ids.shape[0]
+    plens = batch.prompt_lens
+    lens = batch.attention_mask.sum(-1).tolist()
+    owner, prompts = [], {}
+    for i in range(n):
+        key = tuple(batch.input_ids[i, : plens[i]].tolist())
+        owner.append(prompts.setdefault(key, len(prompts)))
+    if len(prompts) == n:
+        return None
+    width = max(plens)
+    p_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    p_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for key, u in prompts.items():  # left padding: every prompt ends in the last column
+        p_ids[u, width - len(key) :] = torch.tensor(key)
+        p_mask[u, width - len(key) :] = 1
+    pre = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    cache = pre.past_key_values
+    rows = torch.tensor(owner)
+    cache.batch_select_indices(rows)  # one copy of its prompt's keys / values per row (a gather: gradients add up)
+    comp_len = [lens[i] - plens[i] for i in range(n)]
+    c_ids = torch.full((n, max(max(comp_len), 1)), pad_id, dtype=torch.long)
+    c_mask = torch.zeros_like(c_ids)
+    for i in range(n):
+        c_ids[i, : comp_len[i]] = batch.input_ids[i, plens[i] : lens[i]]
+        c_mask[i, : comp_len[i]] = 1
+    positions = torch.tensor(plens)[:, None] + torch.arange(c_ids.shape[1])
+    out = decoder(input_ids=c_ids, attention_mask=torch.cat([p_mask[rows], c_mask], dim=-1), position_ids=positions, past_key_values=cache, use_cache=True)
+    last = pre.last_hidden_state[:, -1]  # (U, H): predicts each completion's first token
+    parts = []
+    for i in range(n):  # targets of row i: positions P_i - 1 .. len_i - 2
+        if comp_len[i]:
+            parts += [last[owner[i]][None], out.last_hidden_state[i, : comp_len[i] - 1]]
+    return torch.cat(parts)

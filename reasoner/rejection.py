@@ -29,7 +29,7 @@ from eval.samples import Sample
 from reasoner.config import RejectionConfig, RunConfig, Template
 from reasoner.data import load_problems
 from reasoner.decontaminate import benchmark_filter, decontaminate
-from reasoner.job import load_heldout, peak_rss_gb, seed_everything
+from reasoner.job import load_heldout, peak_rss_gb, setup_process
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rollout import make_engine
 from reasoner.types import Problem
@@ -85,7 +85,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     r, d, tr = cfg.rejection, cfg.data, cfg.trainer
-    seed_everything(tr.seed, tr.threads)
+    setup_process(tr)
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(model_path)
     heldout = load_heldout(cfg)

@@ -131,7 +131,7 @@ def run_sft(
             order = list(range(len(seqs)))
             rng.shuffle(order)
             batches += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, foreach=False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
     warmup = max(1, len(batches) // 20)
     schedule = lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup)))  # noqa: E731
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
 from reasoner.config import CONF_DIR, RunConfig, register_configs
-from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, seed_everything
+from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, setup_process
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rollout import make_engine
 from reasoner.rollout.base import sync_weights
@@ -47,7 +47,7 @@ def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tr = cfg.trainer
-    seed_everything(tr.seed, tr.threads)
+    setup_process(tr)
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(model_path)
     heldout = load_heldout(cfg)

@@ -39,7 +39,7 @@ from reasoner.critic import ValueModel
 from reasoner.data import load_problems, prompt_ids, target_text
 from reasoner.evaluate import EvalResult
 from reasoner.interrupt import StopRequest, TrainingInterrupted
-from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, seed_everything
+from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, setup_process
 from reasoner.learner import Learner, NonFiniteUpdateError
 from reasoner.metrics_log import MetricsLogger, compact_line
 from reasoner.models import load_tokenizer, resolve_model_path
@@ -102,7 +102,7 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
     if ckpt is not None:
         _check_resume_config(ckpt, cfg)
     start = 0 if ckpt is None else ckpt.step
-    seed_everything(tr.seed, tr.threads)
+    setup_process(tr)
 
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(model_path)
@@ -206,7 +206,8 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
                 f"their updates were skipped, so checkpoint {saved} holds the weights and optimizer state from before them "
                 "(and the data position after them). Look for a learning rate too high or non-finite rewards."
             )
-        release_free_heap()
+        if not tr.reuse_heap:
+            release_free_heap()
     if stop.signum is not None:
         if saved_step != done:
             saved = save(done)

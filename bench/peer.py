@@ -3,7 +3,7 @@
     python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--trl-vllm]
 
 Needs ``trl`` (``pip install -e '.[bench]'``). Method: `--rounds` rounds; each runs ours
-(`bench.step.run_ours`: ``reasoner-train``, vLLM backend) and TRL (`bench.trl_grpo`, a child
+(`bench.step.run_ours`: ``reasoner-train``, vLLM backend, compiled: ``rollout.enforce_eager=false``) and TRL (`bench.trl_grpo`, a child
 process), alternating which goes first, on the same `bench.step.Workload`: the embedded
 SmolLM2-135M-Instruct (fp32 weights, bf16 autocast), the same level-2 arithmetic problems and
 prompt tokens, `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens per
@@ -109,7 +109,7 @@ def main() -> None:
         f"Identical workload: embedded SmolLM2-135M-Instruct (fp32 weights, bf16 autocast), the same {args.steps * args.prompts} level-2 "
         f"arithmetic problems and prompt tokens, {args.prompts} prompts x {args.group} completions of at most {args.max_tokens} tokens per "
         f"optimizer step, AdamW 2e-5 constant, grad clip 1.0, k3 KL beta {work.beta}, clip 0.2, token-mean loss, T 1, our math verifier "
-        f"as the reward. Ours samples with vLLM; TRL with {gen}. {args.rounds} rounds in one run, alternating which framework goes "
+        f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled); TRL with {gen}. {args.rounds} rounds in one run, alternating which framework goes "
         f"first; per run the mean seconds per step over steps 2-{args.steps}. {machine_line(info)}\n\n"
         + table(rows)
         + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). Reward curves of both: "

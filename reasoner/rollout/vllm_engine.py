@@ -45,7 +45,7 @@ class VLLMEngine:
             model=model_path,
             dtype="bfloat16",
             max_model_len=cfg.max_model_len,
-            enforce_eager=True,
+            enforce_eager=cfg.enforce_eager,
             seed=seed,
         )
         if torch.cuda.is_available():

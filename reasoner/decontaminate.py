@@ -14,12 +14,15 @@ duplicate training problems and reports which, by id and reason.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from reasoner.types import Problem
+
+log = logging.getLogger("reasoner")
 
 _LATEX_SPACING = re.compile(r"\\[,;:! ]|\\q?quad\b|\$")
 _NON_WORD = re.compile(r"[^\w+\-*/=^()]+")
@@ -127,3 +130,22 @@ def decontaminate(problems: Sequence[Problem], overlap_filter: OverlapFilter | N
             continue
         kept.append(p)
     return Decontaminated(kept, dups, overlaps)
+
+
+def training_pool(
+    problems: Sequence[Problem], benchmarks: Sequence[str], ngram: int, heldout: Sequence[str], limit: int | None, field: str, key: str = "problem"
+) -> tuple[list[Problem], dict]:
+    """The training problems a job may use: `problems` deduplicated (`decontaminate` with
+    `key`), without those overlapping the `benchmarks` or the `heldout` texts, the first `limit`
+    of the rest. Returns (problems, `Decontaminated.report`); drops are logged.
+
+    Raises:
+        ValueError: nothing is left; the message names the config `field` that chose the source.
+    """
+    cleaned = decontaminate(problems, benchmark_filter(benchmarks, ngram, [("heldout", t) for t in heldout]), key=key)
+    report = cleaned.report()
+    if cleaned.duplicates or cleaned.overlaps:
+        log.warning("%s: dropped %d duplicate(s) and %d problem(s) overlapping evaluation sets (first: %s)", field, len(cleaned.duplicates), len(cleaned.overlaps), (cleaned.overlaps or cleaned.duplicates)[:3])
+    if not cleaned.kept:
+        raise ValueError(f"{field}: no example left after deduplication and decontamination ({report})")
+    return cleaned.kept[:limit], report

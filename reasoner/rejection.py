@@ -28,7 +28,7 @@ from eval.runner import fit_max_tokens, longest_prompt, sample_benchmark
 from eval.samples import Sample
 from reasoner.config import RejectionConfig, RunConfig, Template
 from reasoner.data import load_problems
-from reasoner.decontaminate import benchmark_filter, decontaminate
+from reasoner.decontaminate import training_pool
 from reasoner.job import load_heldout, peak_rss_gb, setup_process
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rollout import make_engine
@@ -91,10 +91,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
     heldout = load_heldout(cfg)
     seen = [p.problem for p in heldout]
     pool = load_problems(r.source, n=r.problems if r.source == "arithmetic" else None, seed=tr.seed + 4, levels=list(d.arithmetic_levels), exclude=seen, on_bad_row=d.on_bad_row.value)
-    cleaned = decontaminate(pool, benchmark_filter(d.decontaminate, d.decontaminate_ngram, [("heldout", t) for t in seen]))
-    problems = cleaned.kept[: r.problems]
-    if not problems:
-        raise ValueError(f"rejection.source={r.source}: no problem left after deduplication and decontamination ({cleaned.report()})")
+    problems, _ = training_pool(pool, d.decontaminate, d.decontaminate_ngram, seen, r.problems, f"rejection.source={r.source}")
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
     verifier = build_verifier(cfg.reward.verifier)
     bench = Benchmark("rejection", r.source, d.template, dict(cfg.reward.verifier), Sampling(r.samples, r.temperature, r.top_p, r.max_tokens))

@@ -12,7 +12,6 @@ linear warm-up (first 5% of steps) and linear decay to zero.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from dataclasses import dataclass
@@ -23,12 +22,10 @@ import torch
 from reasoner.algorithms.aggregate import token_mean
 from reasoner.config import RunConfig, SFTConfig, Template
 from reasoner.data import load_problems, prompt_ids, target_text
-from reasoner.decontaminate import benchmark_filter, decontaminate
+from reasoner.decontaminate import training_pool
 from reasoner.learner import autocast
 from reasoner.logprobs import completion_logprobs, pad_batch
 from reasoner.types import Problem
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,14 +56,7 @@ def load_sft_problems(cfg: RunConfig, heldout: Sequence[Problem], exclude: Seque
         s.source, n=s.examples if s.source == "arithmetic" else None, seed=cfg.trainer.seed + 3, levels=list(d.arithmetic_levels),
         exclude=exclude, on_bad_row=d.on_bad_row.value, terse_fraction=s.terse_fraction,
     )
-    flt = benchmark_filter(d.decontaminate, d.decontaminate_ngram, [("heldout", p.problem) for p in heldout])
-    cleaned = decontaminate(problems, flt, key="problem+solution")
-    report = cleaned.report()
-    if cleaned.duplicates or cleaned.overlaps:
-        log.warning("sft.source=%s: dropped %d duplicate(s) and %d problem(s) overlapping evaluation sets (first: %s)", s.source, len(cleaned.duplicates), len(cleaned.overlaps), (cleaned.overlaps or cleaned.duplicates)[:3])
-    if not cleaned.kept:
-        raise ValueError(f"sft.source={s.source}: no example left after deduplication and decontamination ({report})")
-    return cleaned.kept[: s.examples], report
+    return training_pool(problems, d.decontaminate, d.decontaminate_ngram, [p.problem for p in heldout], s.examples, f"sft.source={s.source}", key="problem+solution")
 
 
 def build_examples(

@@ -8,7 +8,9 @@ Method, every configuration in its own process (peak RSS is per process):
   (SmolLM2-135M-Instruct) on `--sequences` sequences (groups of 8 sharing a prompt, as in GRPO) of `--prompt-tokens`
   prompt + `--completion-tokens` completion tokens (random token ids, random 0/1 rewards), with
   ``trainer.micro_batch_size`` = all sequences (no micro-batching) and 16 and 4 (gradient
-  accumulation; the loss normalizers are the whole batch's). One warm-up update, then
+  accumulation; the loss normalizers are the whole batch's), with ``trainer.reuse_heap`` on
+  (`reasoner.job.reuse_heap`, as the trainer runs) and, for micro-batches of 16, off (glibc's
+  default: every large block mapped afresh, the fix this measures). One warm-up update, then
   `--repeats` timed. tokens/s = completion tokens / update seconds (forward + backward +
   optimizer step).
 - **log-prob memory**: the no-grad log-probs of the same batch under bf16 autocast (the
@@ -66,15 +68,19 @@ def _batch(n: int, prompt: int, completion: int, vocab: int):
     return TrainBatch(seqs, [prompt] * n, rewards, GROUP, [[] for _ in range(n)], [False] * n)
 
 
-def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: int) -> dict:
-    """Run in a child process: seconds per update with micro-batches of `micro` sequences."""
+def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: int, reuse: bool) -> dict:
+    """Run in a child process: seconds per update with micro-batches of `micro` sequences,
+    with or without `reasoner.job.reuse_heap`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from reasoner.config import AlgorithmConfig, TrainerConfig
+    from reasoner.job import reuse_heap
     from reasoner.learner import Learner
     from reasoner.models import resolve_model_path
 
+    if reuse:
+        reuse_heap()
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32)
     batch = _batch(n, prompt, completion, model.config.vocab_size)
     learner = Learner(model, AlgorithmConfig(), TrainerConfig(micro_batch_size=micro), pad_id=0, max_tokens=completion)
@@ -118,7 +124,13 @@ def measure_logprobs(n: int, prompt: int, completion: int, route: str) -> dict:
     return {"seconds": seconds, "peak_growth_mb": _peak_mb() - before}
 
 
-MICRO = {"no micro-batching": 0, "micro-batches of 16": 16, "micro-batches of 4": 4}
+#: name -> (micro-batch size, 0 = all sequences; trainer.reuse_heap)
+MICRO = {
+    "no micro-batching": (0, True),
+    "micro-batches of 16": (16, True),
+    "micro-batches of 4": (4, True),
+    "micro-batches of 16, reuse_heap=false": (16, False),
+}
 ROUTES = {
     "naive: full (N, L, V) fp32 logits": "naive",
     "completion positions only, whole batch": "whole",
@@ -133,17 +145,21 @@ def main() -> None:
     parser.add_argument("--completion-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child-update", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-reuse-heap", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child-logprobs", choices=sorted(set(ROUTES.values())), help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = (args.sequences, args.prompt_tokens, args.completion_tokens)
     if args.child_update is not None:
-        print_result(measure_update(*shape, args.child_update, args.repeats))
+        print_result(measure_update(*shape, args.child_update, args.repeats, bool(args.child_reuse_heap)))
         return
     if args.child_logprobs:
         print_result(measure_logprobs(*shape, args.child_logprobs))
         return
     common = ["--sequences", str(args.sequences), "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens), "--repeats", str(args.repeats)]
-    updates = {name: child_result("bench.learner", [*common, "--child-update", str(mb or args.sequences)]) for name, mb in MICRO.items()}
+    updates = {
+        name: child_result("bench.learner", [*common, "--child-update", str(mb or args.sequences), "--child-reuse-heap", str(int(reuse))])
+        for name, (mb, reuse) in MICRO.items()
+    }
     memory = {name: [child_result("bench.learner", [*common, "--child-logprobs", route]) for _ in range(args.repeats)] for name, route in ROUTES.items()}
     info = machine()
     rows = []

@@ -1,11 +1,11 @@
 """Our GRPO step against TRL's GRPOTrainer on the identical CPU workload, in one run.
 
-    python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--trl-vllm]
+    python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--model PATH] [--trl-vllm]
 
 Needs ``trl`` (``pip install -e '.[bench]'``). Method: `--rounds` rounds; each runs ours
 (`bench.step.run_ours`: ``reasoner-train``, vLLM backend, compiled: ``rollout.enforce_eager=false``) and TRL (`bench.trl_grpo`, a child
 process), alternating which goes first, on the same `bench.step.Workload`: the embedded
-SmolLM2-135M-Instruct (fp32 weights, bf16 autocast), the same level-2 arithmetic problems and
+SmolLM2-135M-Instruct or `--model` (fp32 weights, bf16 autocast), the same level-2 arithmetic problems and
 prompt tokens, `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens per
 optimizer step, AdamW at 2e-5 constant, grad clip 1.0, k3 KL to the reference at beta 0.04,
 clip 0.2, token-mean loss, temperature 1, our math verifier as the reward. Seconds per
@@ -39,7 +39,7 @@ def run_trl(work: Workload, out: Path, vllm: bool) -> tuple[list[dict], float]:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "bench.trl_grpo", "--out", str(out), "--steps", str(work.steps), "--prompts", str(work.prompts),
            "--group", str(work.group), "--max-tokens", str(work.max_tokens), "--lr", str(work.lr), "--beta", str(work.beta),
-           "--seed", str(work.seed), *(["--vllm"] if vllm else [])]
+           "--seed", str(work.seed), "--model", work.model, *(["--vllm"] if vllm else [])]
     with (out / "trl.log").open("w") as log:
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     records = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
@@ -75,9 +75,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--model", default="embedded:smollm2-135m", help="the starting policy of both (a local HF directory, e.g. a cold-started model)")
     parser.add_argument("--trl-vllm", action="store_true")
     args = parser.parse_args()
-    work = Workload(args.steps, args.prompts, args.group, args.max_tokens)
+    work = Workload(args.steps, args.prompts, args.group, args.max_tokens, model=args.model)
     ours, trl = [], []
     with TemporaryDirectory() as tmp:
         for i in range(args.rounds):
@@ -105,8 +106,8 @@ def main() -> None:
         ("TRL: peak RSS, MB", spread([r["peak_rss_mb"] for r in trl])),
     ]
     body = (
-        f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens}{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
-        f"Identical workload: embedded SmolLM2-135M-Instruct (fp32 weights, bf16 autocast), the same {args.steps * args.prompts} level-2 "
+        f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens} --model {args.model}{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
+        f"Identical workload: `{args.model}` (fp32 weights, bf16 autocast), the same {args.steps * args.prompts} level-2 "
         f"arithmetic problems and prompt tokens, {args.prompts} prompts x {args.group} completions of at most {args.max_tokens} tokens per "
         f"optimizer step, AdamW 2e-5 constant, grad clip 1.0, k3 KL beta {work.beta}, clip 0.2, token-mean loss, T 1, our math verifier "
         f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled); TRL with {gen}. {args.rounds} rounds in one run, alternating which framework goes "

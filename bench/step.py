@@ -44,11 +44,13 @@ class Workload:
     lr: float = 2e-5
     beta: float = 0.04
     seed: int = 0
+    #: the policy to start from (``model.path``)
+    model: str = "embedded:smollm2-135m"
 
     def overrides(self) -> list[str]:
         """``reasoner-train`` overrides that set this workload (and keep the evals tiny)."""
         return [
-            "sft.enabled=false", f"trainer.steps={self.steps}", f"trainer.prompts_per_step={self.prompts}",
+            f"model.path={self.model}", "sft.enabled=false", f"trainer.steps={self.steps}", f"trainer.prompts_per_step={self.prompts}",
             f"algorithm.group_size={self.group}", f"rollout.max_tokens={self.max_tokens}", f"trainer.lr={self.lr}",
             f"algorithm.kl_beta={self.beta}", f"trainer.seed={self.seed}", f"data.heldout_n={HELDOUT_N}",
             "trainer.eval_every=0", "trainer.eval_max_tokens=16", "trainer.save_checkpoint=false", "trainer.checkpoint_every=0",

@@ -1,7 +1,7 @@
 """TRL's GRPOTrainer on the peer benchmark's workload (`bench.peer`), run as a child process.
 
     python -m bench.trl_grpo --out DIR --steps 5 [--prompts 2] [--group 8] [--max-tokens 128]
-        [--lr 2e-5] [--beta 0.04] [--seed 0] [--vllm]
+        [--lr 2e-5] [--beta 0.04] [--seed 0] [--model embedded:smollm2-135m] [--vllm]
 
 Needs ``trl`` (``pip install -e '.[bench]'``). Writes ``DIR/steps.jsonl``: one record per
 optimizer step with its wall seconds (from the previous step's end, or from the start of
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--beta", type=float, default=0.04)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="embedded:smollm2-135m")
     parser.add_argument("--vllm", action="store_true")
     args = parser.parse_args()
 
@@ -51,7 +52,7 @@ def main() -> None:
     from reasoner.models import load_tokenizer, resolve_model_path
     from verifiers.registry import build_verifier
 
-    path = resolve_model_path("embedded:smollm2-135m")
+    path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
     rows = problems(args.steps, args.prompts, args.seed)
     data = Dataset.from_list([{"prompt": tokenizer.decode(prompt_ids(tokenizer, p.problem, Template.plain)), "answer": p.answer} for p in rows])

@@ -296,8 +296,8 @@ class TrainerConfig:
     #: keep freed memory in the process heap for the next step (glibc: large blocks from the
     #: heap, not fresh mmaps; no trimming) instead of handing it back to the OS after every step.
     #: The learner's large per-step tensors then reuse pages instead of page-faulting fresh,
-    #: zeroed ones: a GRPO update of 2 x 8 x 128 tokens on the embedded default took 9-10 s
-    #: instead of 15-19 s (BENCHMARKS.md). The price: the process keeps its peak heap.
+    #: zeroed ones: a GRPO update of 2 x 8 x 128 tokens on the embedded default took 8.1-10.2 s
+    #: instead of 14.7-18.8 s (BENCHMARKS.md). The price: the process keeps its peak heap.
     reuse_heap: bool = True
     #: evaluate the held-out set on the model as loaded (``base``) before anything else.
     eval_base: bool = True

@@ -47,9 +47,9 @@ def reuse_heap() -> bool:
     page-faults and zeroes new pages) and no trimming of the heap top. Call once, early; the
     per-step `release_free_heap` must then be skipped. Returns False where glibc is absent.
 
-    Measured (bench/learner.py's workload, a GRPO update of 2 x 8 x 128 tokens on the embedded
-    default, 2 cores): 15-19 s per update with 8-11 s of system time before, 9-10 s with
-    1-2.5 s after.
+    Measured (a GRPO update of 2 prompts x 8 completions of up to 128 tokens on the embedded
+    default, 2 cores; BENCHMARKS.md "Profile of the GRPO step"): 14.7-18.8 s per update with
+    7.8-11.4 s of system CPU time before, 8.1-10.2 s with 0.1-2.6 s after.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

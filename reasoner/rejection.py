@@ -91,7 +91,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
     heldout = load_heldout(cfg)
     seen = [p.problem for p in heldout]
     pool = load_problems(r.source, n=r.problems if r.source == "arithmetic" else None, seed=tr.seed + 4, levels=list(d.arithmetic_levels), exclude=seen, on_bad_row=d.on_bad_row.value)
-    problems, _ = training_pool(pool, d.decontaminate, d.decontaminate_ngram, seen, r.problems, f"rejection.source={r.source}")
+    problems, cleaning = training_pool(pool, d.decontaminate, d.decontaminate_ngram, seen, r.problems, f"rejection.source={r.source}")
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
     verifier = build_verifier(cfg.reward.verifier)
     bench = Benchmark("rejection", r.source, d.template, dict(cfg.reward.verifier), Sampling(r.samples, r.temperature, r.top_p, r.max_tokens))
@@ -111,7 +111,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         "problems_with_a_kept_sample": len({s.problem_id for s in kept}),
         "kept_mean_tokens": sum(s.tokens for s in kept) / max(len(kept), 1),
         "sampled_mean_tokens": sum(s.tokens for s in samples) / max(len(samples), 1),
-        "cleaning": cleaned.report(),
+        "cleaning": cleaning,
         "model": str(model_path),
         "wall_seconds": time.perf_counter() - t0,
         **peak_rss_gb(),

@@ -118,7 +118,7 @@ def main() -> None:
     body = (
         f"`python -m bench.step --runs {args.runs} --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens}`\n\n"
         f"Workload: {args.prompts} prompts x {args.group} completions, at most {args.max_tokens} tokens, GRPO with k3 KL "
-        f"(beta {work.beta}), vLLM backend, embedded SmolLM2-135M-Instruct; per run the mean over steps 2-{args.steps}, "
+        f"(beta {work.beta}), vLLM backend compiled (`rollout.enforce_eager=false`), embedded SmolLM2-135M-Instruct; per run the mean over steps 2-{args.steps}, "
         f"then min / median / max over {args.runs} runs. {machine_line(info)}\n\n" + table(rows) + "\n"
     )
     save("step", result, "GRPO step breakdown (`bench/step.py`)", body)

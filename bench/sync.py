@@ -30,13 +30,14 @@ def measure(backend: str, repeats: int) -> dict:
     from reasoner.config import Backend, RolloutConfig
     from reasoner.models import resolve_model_path
     from reasoner.rollout import make_engine
-    from reasoner.rollout.base import check_sync, named_weights, sync_weights
+    from reasoner.rollout.base import check_sync, named_weights, sync_drift, sync_weights
 
     path = resolve_model_path("embedded:smollm2-135m")
     engine = make_engine(Backend(backend), path, RolloutConfig(backend=Backend(backend), max_model_len=1024), seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     sent = sum(t.numel() * t.element_size() for _, t in named_weights(model))
     probe = list(range(1000, 1128))
+    baseline = sync_drift(engine, model, probe, 64)  # the floor with identical weights, as the trainer takes it
     syncs, checks = [], []
     for i in range(repeats + 1):  # the first sync is a warm-up
         with torch.no_grad():
@@ -45,7 +46,7 @@ def measure(backend: str, repeats: int) -> dict:
         start = time.perf_counter()
         sync_weights(engine, model)
         synced = time.perf_counter()
-        check_sync(engine, model, probe, 64, tol=0.05)
+        check_sync(engine, model, probe, 64, tol=0.05, baseline=baseline)
         checked = time.perf_counter()
         if i:
             syncs.append(synced - start)

@@ -66,6 +66,19 @@ def test_stage_config_chains_model_and_data_and_names_bad_overrides():
         _cfg(["recipe=r1_zero_cpu", "recipe.stages=[{name: a, kind: rl}, {name: a, kind: sft}]"])
 
 
+
+@pytest.mark.parametrize("recipe", ["r1", "r1_cpu", "r1_zero", "r1_zero_cpu", "k1_5", "k1_5_cpu"])
+def test_every_shipped_recipe_builds_each_stage_config(recipe):
+    base = _cfg([f"recipe={recipe}", "model.path=/m/given"])
+    configs = [stage_config(base, stage, "/m/prev", "/d/data.jsonl", first=i == 0) for i, stage in enumerate(base.recipe.stages)]
+    assert configs and all(c.recipe.stages == [] for c in configs)
+    if recipe.startswith("k1_5"):
+        rl, length_rl = configs[-2:]
+        assert (rl.algorithm.length_reward_weight, rl.algorithm.scale_by_std) == (0.0, True)
+        # the length round: k1.5's reward and its mean-only baseline (k1.5 Eq. 3)
+        assert (length_rl.algorithm.length_reward_weight, length_rl.algorithm.scale_by_std) == (0.5, False)
+        assert length_rl.model.path == "/m/prev" and length_rl.data.train_seed == 1
+
 STAGES = (
     "recipe.stages=["
     "{name: cold, kind: sft, overrides: ['sft.examples=8']},"

@@ -60,6 +60,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used (missing, incomplete, or from a run it cannot continue)."""
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (a full disk, say); the message names the directory, the
+    free space and the last intact checkpoint."""
+
+
 def rng_state() -> dict[str, Any]:
     """The Python, NumPy and torch generator states (tensors, ints and tuples only, so the
     file loads with ``torch.load(weights_only=True)``)."""
@@ -202,6 +207,10 @@ class CheckpointStore:
         `metrics` the step's metrics (lists and non-finite values are kept as JSON allows).
 
         Returns the checkpoint directory.
+
+        Raises:
+            CheckpointWriteError: a file could not be written (the partial write is removed; the
+                earlier checkpoints are untouched).
         """
         start = time.perf_counter()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -209,6 +218,29 @@ class CheckpointStore:
         name = f"{_PREFIX}{step:06d}"
         tmp, final = self.root / f"{_TMP}{name}", self.root / name
         tmp.mkdir()
+        try:
+            files = self._write(tmp, step, learner, sampler, cfg, results, metrics)
+        except Exception as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            free = shutil.disk_usage(self.root).free / 1e9
+            latest = self.latest()
+            kept = f"the last checkpoint, {latest.path}, is intact" if latest else "no earlier checkpoint exists"
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {step} in {self.root} ({type(err).__name__}: {err}); "
+                f"{free:.2f} GB free on that disk. The partial write was removed and {kept}. "
+                "Free disk space (or lower trainer.keep_last, raise trainer.checkpoint_every) and resume with trainer.resume=auto."
+            ) from err
+        if final.exists():  # a checkpoint of this step from a run that resumed before it
+            shutil.rmtree(final)
+        tmp.rename(final)
+        _fsync(self.root)
+        self._prune()
+        log.info("checkpoint %s (%.1f MB, %.1f s)", final, sum(files.values()) / 1e6, time.perf_counter() - start)
+        return final
+
+    def _write(self, tmp: Path, step: int, learner: Learner, sampler: PromptSampler, cfg: RunConfig, results: dict[str, Any], metrics: dict[str, Any]) -> dict[str, int]:
+        """Write every file of the checkpoint into `tmp` and sync them to disk; returns {file name:
+        size in bytes}."""
         for file, attr in _MODULES.items():
             module = getattr(learner, attr)
             if module is not None:
@@ -225,13 +257,7 @@ class CheckpointStore:
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
-        if final.exists():  # a checkpoint of this step from a run that resumed before it
-            shutil.rmtree(final)
-        tmp.rename(final)
-        _fsync(self.root)
-        self._prune()
-        log.info("checkpoint %s (%.1f MB, %.1f s)", final, sum(files.values()) / 1e6, time.perf_counter() - start)
-        return final
+        return files
 
     def _prune(self) -> None:
         found = self.checkpoints()

@@ -234,6 +234,33 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     assert 3 * sampler["epoch"] + sampler["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500
 
 
+
+FULL_DISK_DRIVER = """
+import resource, signal, sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+from reasoner.train import CONF_DIR, run, to_run_config
+
+with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+    cfg = to_run_config(compose(config_name="config", overrides=sys.argv[2:]))
+# a disk that holds no file over 1 MB: writes past it fail with EFBIG, as on a full disk with ENOSPC
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+run(cfg, Path(sys.argv[1]))
+"""
+
+
+def test_a_checkpoint_that_cannot_be_written_is_removed_and_named(tiny_model_dir, train_file, tmp_path):
+    run_dir = tmp_path / "run"
+    overrides = [f"model.path={tiny_model_dir}", f"data.train={train_file}", *SMALL, "trainer.save_checkpoint=true", "trainer.checkpoint_every=1", "trainer.steps=2"]
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK_DRIVER, str(run_dir), *overrides], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    ckpts = run_dir / "checkpoints"
+    assert f"CheckpointWriteError: could not write the checkpoint of step 1 in {ckpts} (" in proc.stderr
+    assert "The partial write was removed and no earlier checkpoint exists" in proc.stderr
+    assert list(ckpts.iterdir()) == []  # no .tmp-step_000001 left to fill the disk
+    assert [m["step"] for m in _metrics(run_dir)] == [1]  # the step's metrics were logged before the save
+
 SIGNAL_DRIVER = """
 import sys, time
 from reasoner.interrupt import StopRequest

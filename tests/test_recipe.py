@@ -66,7 +66,6 @@ def test_stage_config_chains_model_and_data_and_names_bad_overrides():
         _cfg(["recipe=r1_zero_cpu", "recipe.stages=[{name: a, kind: rl}, {name: a, kind: sft}]"])
 
 
-
 @pytest.mark.parametrize("recipe", ["r1", "r1_cpu", "r1_zero", "r1_zero_cpu", "k1_5", "k1_5_cpu"])
 def test_every_shipped_recipe_builds_each_stage_config(recipe):
     base = _cfg([f"recipe={recipe}", "model.path=/m/given"])
@@ -78,6 +77,7 @@ def test_every_shipped_recipe_builds_each_stage_config(recipe):
         # the length round: k1.5's reward and its mean-only baseline (k1.5 Eq. 3)
         assert (length_rl.algorithm.length_reward_weight, length_rl.algorithm.scale_by_std) == (0.5, False)
         assert length_rl.model.path == "/m/prev" and length_rl.data.train_seed == 1
+
 
 STAGES = (
     "recipe.stages=["

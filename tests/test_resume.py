@@ -234,7 +234,6 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     assert 3 * sampler["epoch"] + sampler["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500
 
 
-
 FULL_DISK_DRIVER = """
 import resource, signal, sys
 from pathlib import Path

@@ -260,6 +260,7 @@ def test_a_checkpoint_that_cannot_be_written_is_removed_and_named(tiny_model_dir
     assert list(ckpts.iterdir()) == []  # no .tmp-step_000001 left to fill the disk
     assert [m["step"] for m in _metrics(run_dir)] == [1]  # the step's metrics were logged before the save
 
+
 SIGNAL_DRIVER = """
 import sys, time
 from reasoner.interrupt import StopRequest

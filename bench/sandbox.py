@@ -78,7 +78,9 @@ def main() -> None:
         rows["ratio sandboxed / bare"].append(boxed / bare)
         for workers in (1, 2):
             rows[f"HumanEval programs/s, {workers} worker(s)"].append(throughput(workers))
-    print(f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}, repeats: {args.repeats}, runs per overhead figure: {args.runs}")
+    print(
+        f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}, repeats: {args.repeats}, runs per overhead figure: {args.runs}"
+    )
     print("| measure | min | median |\n|---|---:|---:|")
     for name, values in rows.items():
         print(f"| {name} | {min(values):.4g} | {statistics.median(values):.4g} |")

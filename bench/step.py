@@ -50,10 +50,20 @@ class Workload:
     def overrides(self) -> list[str]:
         """``reasoner-train`` overrides that set this workload (and keep the evals tiny)."""
         return [
-            f"model.path={self.model}", "sft.enabled=false", f"trainer.steps={self.steps}", f"trainer.prompts_per_step={self.prompts}",
-            f"algorithm.group_size={self.group}", f"rollout.max_tokens={self.max_tokens}", f"trainer.lr={self.lr}",
-            f"algorithm.kl_beta={self.beta}", f"trainer.seed={self.seed}", f"data.heldout_n={HELDOUT_N}",
-            "trainer.eval_every=0", "trainer.eval_max_tokens=16", "trainer.save_checkpoint=false", "trainer.checkpoint_every=0",
+            f"model.path={self.model}",
+            "sft.enabled=false",
+            f"trainer.steps={self.steps}",
+            f"trainer.prompts_per_step={self.prompts}",
+            f"algorithm.group_size={self.group}",
+            f"rollout.max_tokens={self.max_tokens}",
+            f"trainer.lr={self.lr}",
+            f"algorithm.kl_beta={self.beta}",
+            f"trainer.seed={self.seed}",
+            f"data.heldout_n={HELDOUT_N}",
+            "trainer.eval_every=0",
+            "trainer.eval_max_tokens=16",
+            "trainer.save_checkpoint=false",
+            "trainer.checkpoint_every=0",
             "rollout.enforce_eager=false",  # compiled vLLM: ~1.3x tokens/s for ~90 s more start-up (not in the per-step times)
         ]
 
@@ -64,7 +74,9 @@ def problems(steps: int, prompts: int, seed: int) -> list:
     from reasoner.data import load_problems
 
     heldout = load_problems("arithmetic", n=HELDOUT_N, seed=seed + 1, levels=[2])
-    return load_problems("arithmetic", n=steps * prompts, seed=seed + 2, levels=[2], exclude=[p.problem for p in heldout])
+    return load_problems(
+        "arithmetic", n=steps * prompts, seed=seed + 2, levels=[2], exclude=[p.problem for p in heldout]
+    )
 
 
 def run_ours(work: Workload, run_dir: Path) -> tuple[list[dict], dict]:
@@ -112,7 +124,9 @@ def main() -> None:
             per_run.append(breakdown(rows))
             rss.append(summary["peak_rss_gb"] * 1e3)
     info = machine()
-    rows = [(f"{name}, {'tokens/s' if 'tokens' in name else 's'}", spread([r[name] for r in per_run])) for name in PHASES]
+    rows = [
+        (f"{name}, {'tokens/s' if 'tokens' in name else 's'}", spread([r[name] for r in per_run])) for name in PHASES
+    ]
     rows.append(("peak RSS of the trainer process, MB", spread(rss)))
     result = {"workload": vars(work), "runs": per_run, "peak_rss_mb": rss, "machine": info}
     body = (

@@ -62,23 +62,28 @@ def main() -> None:
     if args.child:
         print_result(measure(args.child, args.repeats))
         return
-    runs = {backend: child_result("bench.sync", ["--child", backend, "--repeats", str(args.repeats)]) for backend in ("vllm", "hf")}
+    runs = {
+        backend: child_result("bench.sync", ["--child", backend, "--repeats", str(args.repeats)])
+        for backend in ("vllm", "hf")
+    }
     info = machine()
     rows, result = [], {"machine": info}
     for backend, label in (("vllm", "vLLM"), ("hf", "transformers")):
         r = runs[backend]
         sync, check = spread(r["sync_s"]), spread(r["check_s"])
         gbps = spread([r["bytes"] / s / 1e9 for s in r["sync_s"]])
-        rows += [(f"{label}: sync, s", sync), (f"{label}: sync, GB/s moved", gbps), (f"{label}: log-prob check after it, s", check)]
+        rows += [
+            (f"{label}: sync, s", sync),
+            (f"{label}: sync, GB/s moved", gbps),
+            (f"{label}: log-prob check after it, s", check),
+        ]
         result[backend] = {"sync_s": sync, "check_s": check, "bytes": r["bytes"], "tensors": r["tensors"]}
     mb = runs["vllm"]["bytes"] / 1e6
     body = (
         f"`python -m bench.sync --repeats {args.repeats}`\n\n"
         f"Each sync hands {runs['vllm']['tensors']} tensors, {mb:.1f} MB (fp32 policy of SmolLM2-135M-Instruct, "
         f"the tied LM head sent under its own name too) to the engine, in memory. One warm-up sync, then "
-        f"{args.repeats} timed; the learner's weights change before each. {machine_line(info)}\n\n"
-        + table(rows)
-        + "\n"
+        f"{args.repeats} timed; the learner's weights change before each. {machine_line(info)}\n\n" + table(rows) + "\n"
     )
     save("sync", result, "Weight sync (`bench/sync.py`)", body)
     print(body)

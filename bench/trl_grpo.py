@@ -55,7 +55,12 @@ def main() -> None:
     path = resolve_model_path(args.model)
     tokenizer = load_tokenizer(path)
     rows = problems(args.steps, args.prompts, args.seed)
-    data = Dataset.from_list([{"prompt": tokenizer.decode(prompt_ids(tokenizer, p.problem, Template.plain)), "answer": p.answer} for p in rows])
+    data = Dataset.from_list(
+        [
+            {"prompt": tokenizer.decode(prompt_ids(tokenizer, p.problem, Template.plain)), "answer": p.answer}
+            for p in rows
+        ]
+    )
     verifier = build_verifier({"_target_": "verifiers.math.MathVerifier", "timeout_s": 5.0, "workers": 1})
 
     def correctness(prompts, completions, answer, **_):
@@ -77,7 +82,10 @@ def main() -> None:
 
         def on_log(self, _args, state, _control, logs=None, **__):
             if self.pending and logs:
-                record.write(json.dumps({**self.pending, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}) + "\n")
+                record.write(
+                    json.dumps({**self.pending, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+                    + "\n"
+                )
                 record.flush()
                 self.pending = {}
 
@@ -112,7 +120,14 @@ def main() -> None:
         vllm_gpu_memory_utilization=0.3,
         disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=path, reward_funcs=correctness, args=config, train_dataset=data, processing_class=tokenizer, callbacks=[StepClock()])
+    trainer = GRPOTrainer(
+        model=path,
+        reward_funcs=correctness,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=[StepClock()],
+    )
     trainer.train()
     record.write(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3}) + "\n")
     record.close()

@@ -188,8 +188,10 @@ def main() -> None:
     grpo = time_batches(arithmetic_batches(21)[1:], warm_up=arithmetic_batches(1)[0])
     grpo_math = time_batches(labeled_batches(), warm_up=hand)
     if args.grpo_batch_only:
-        print(f"GRPO verify phase, 64 completions, min / median ms: arithmetic {fmt(grpo, 1000, 2)} "
-              f"({len(grpo)} batches), labeled MATH/GSM8K/AIME {fmt(grpo_math, 1000, 2)} ({len(grpo_math)} batches)")
+        print(
+            f"GRPO verify phase, 64 completions, min / median ms: arithmetic {fmt(grpo, 1000, 2)} "
+            f"({len(grpo)} batches), labeled MATH/GSM8K/AIME {fmt(grpo_math, 1000, 2)} ({len(grpo_math)} batches)"
+        )
         return
 
     rows = labeled()
@@ -201,8 +203,10 @@ def main() -> None:
     acc = {name: sum(v == y for v, y in zip(s["verdicts"], labels)) / n for name, s in stats.items()}
     ours_s, mv_s = stats["ours"], stats["math-verify"]
     print(f"### Math verifier vs math-verify ({time.strftime('%Y-%m-%d')})\n")
-    print(f"Machine: {platform.machine()}, Python {platform.python_version()}; "
-          f"`nice -n 10 python -m bench.verifier --runs {args.runs}`. Numbers are min / median of {args.runs} runs.\n")
+    print(
+        f"Machine: {platform.machine()}, Python {platform.python_version()}; "
+        f"`nice -n 10 python -m bench.verifier --runs {args.runs}`. Numbers are min / median of {args.runs} runs.\n"
+    )
     print("| | ours | math-verify |\n|---|---|---|")
     print(f"| accuracy on the labeled set (n={n}, {sum(labels)} true) | {acc['ours']:.3f} | {acc['math-verify']:.3f} |")
     print(f"| one process: cases per CPU second | {fmt(ours_s['rate'])} | {fmt(mv_s['rate'])} |")
@@ -216,13 +220,18 @@ def main() -> None:
     print(f"| GRPO verify phase, 64 MATH/GSM8K/AIME completions, ms | {fmt(grpo_math, 1000, 2)} | - |\n")
     for name, s in stats.items():
         wrong = [(r, v) for r, v in zip(rows, s["verdicts"]) if v != r["label"]]
-        print(f"{name} wrong on {len(wrong)}: "
-              + "; ".join(f"`{r['gold'][:40]}` ({r['note']}, label {r['label']})" for r, _ in wrong) + "\n")
+        print(
+            f"{name} wrong on {len(wrong)}: "
+            + "; ".join(f"`{r['gold'][:40]}` ({r['note']}, label {r['label']})" for r, _ in wrong)
+            + "\n"
+        )
     print("| pathological input | ours: s, verdict, reason | math-verify: s, verdict |\n|---|---|---|")
     for r, (t_ours, why), (t_mv, mv_why) in zip(pathological(), patho_ours, patho_mv):
         print(f"| {r['name']} | {t_ours:.2f}, {why[:48]} | {t_mv:.2f}, {mv_why[:40]} |")
-    print(f"\nWorst pathological latency: ours {max(t for t, _ in patho_ours):.2f} s (budget 1 s), "
-          f"math-verify {max(t for t, _ in patho_mv):.2f} s (capped at {MV_CAP_S:.0f} s).")
+    print(
+        f"\nWorst pathological latency: ours {max(t for t, _ in patho_ours):.2f} s (budget 1 s), "
+        f"math-verify {max(t for t, _ in patho_mv):.2f} s (capped at {MV_CAP_S:.0f} s)."
+    )
 
 
 if __name__ == "__main__":

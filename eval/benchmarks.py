@@ -112,7 +112,9 @@ BUILTIN: dict[str, Benchmark] = {
         Benchmark("aime24", "vendored:aime24", Template.plain, _math([]), _protocol(32)),
         Benchmark("aime25", "vendored:aime25", Template.plain, _math([]), _protocol(32)),
         Benchmark("amc23", "vendored:amc23", Template.plain, _math([]), _protocol(32)),
-        Benchmark("math500", "vendored:math500", Template.plain, _math([]), _protocol(4), breakdown=("level", "subject")),
+        Benchmark(
+            "math500", "vendored:math500", Template.plain, _math([]), _protocol(4), breakdown=("level", "subject")
+        ),
         Benchmark("gsm8k", "vendored:gsm8k_test", Template.plain, _math(["phrase", "last_number"]), _protocol(1)),
         Benchmark("humaneval", "vendored:humaneval", Template.code, _CODE, _protocol(10), vote=False),
         Benchmark("mbpp", "vendored:mbpp", Template.code, _CODE, _protocol(10), vote=False),
@@ -131,7 +133,9 @@ def registered() -> dict[str, Benchmark]:
     found = dict(BUILTIN)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN:
-            raise ValueError(f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r} reuses the built-in benchmark name {ep.name!r}")
+            raise ValueError(
+                f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r} reuses the built-in benchmark name {ep.name!r}"
+            )
         obj = ep.load()
         bench = obj() if callable(obj) else obj
         if not isinstance(bench, Benchmark):

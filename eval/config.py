@@ -43,7 +43,12 @@ class EvalConfig:
             ("max_tokens", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "null or >= 1"),
             ("limit", self.limit, self.limit is None or self.limit >= 1, "null or >= 1"),
             ("chunk", self.chunk, self.chunk >= 1, ">= 1"),
-            ("benchmarks", self.benchmarks, len(self.benchmarks) > 0 and len(set(self.benchmarks)) == len(self.benchmarks), "a non-empty list without repeats"),
+            (
+                "benchmarks",
+                self.benchmarks,
+                len(self.benchmarks) > 0 and len(set(self.benchmarks)) == len(self.benchmarks),
+                "a non-empty list without repeats",
+            ),
         ]
         for name, value, ok, allowed in checks:
             if not ok:
@@ -52,7 +57,12 @@ class EvalConfig:
     def sampling(self, default: Sampling) -> Sampling:
         """A benchmark's default sampling with this config's overrides applied."""
         pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
-        return Sampling(pick(self.n, default.n), pick(self.temperature, default.temperature), pick(self.top_p, default.top_p), pick(self.max_tokens, default.max_tokens))
+        return Sampling(
+            pick(self.n, default.n),
+            pick(self.temperature, default.temperature),
+            pick(self.top_p, default.top_p),
+            pick(self.max_tokens, default.max_tokens),
+        )
 
 
 def register_configs() -> None:

@@ -74,7 +74,13 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
         except ValueError as err:
             raise ValueError(f"{bench.name}: {err} (max_model_len)") from err
         if sampling != wanted:
-            log.warning("%s: max_tokens %d does not fit the %d-token context after the longest prompt: using %d", bench.name, wanted.max_tokens, context, sampling.max_tokens)
+            log.warning(
+                "%s: max_tokens %d does not fit the %d-token context after the longest prompt: using %d",
+                bench.name,
+                wanted.max_tokens,
+                context,
+                sampling.max_tokens,
+            )
         plans.append(Plan(bench, problems, sampling))
     _save_settings(run_dir, cfg.model.path, cfg.limit, plans)
 
@@ -84,10 +90,26 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
     try:
         if any((p.benchmark.name, q.id, i) not in done for p in plans for q in p.problems for i in range(p.sampling.n)):
             torch.manual_seed(cfg.seed)  # the transformers backend samples from torch's generator
-            rollout = RolloutConfig(backend=cfg.backend, max_model_len=context, kv_cache_gb=cfg.kv_cache_gb, gpu_memory_utilization=cfg.gpu_memory_utilization)
+            rollout = RolloutConfig(
+                backend=cfg.backend,
+                max_model_len=context,
+                kv_cache_gb=cfg.kv_cache_gb,
+                gpu_memory_utilization=cfg.gpu_memory_utilization,
+            )
             engine = make_engine(cfg.backend, model_path, rollout, cfg.seed)
             for p in plans:
-                sample_benchmark(engine, tokenizer, p.benchmark, p.problems, p.sampling, verifiers.get(p.benchmark), done, store.append, cfg.chunk, progress)
+                sample_benchmark(
+                    engine,
+                    tokenizer,
+                    p.benchmark,
+                    p.problems,
+                    p.sampling,
+                    verifiers.get(p.benchmark),
+                    done,
+                    store.append,
+                    cfg.chunk,
+                    progress,
+                )
     finally:
         verifiers.close()
     return write_outputs(run_dir, cfg.model.path, plans, store.load(), time.perf_counter() - start)
@@ -127,19 +149,34 @@ def _save_settings(run_dir: Path, model: str, limit: int | None, plans: list[Pla
     """
     path = run_dir / "settings.json"
     old = json.loads(path.read_text()) if path.exists() else {"model": model, "limit": limit, "sampling": {}}
-    new = {"model": model, "limit": limit, "sampling": {**old["sampling"], **{p.benchmark.name: asdict(p.sampling) for p in plans}}}
+    new = {
+        "model": model,
+        "limit": limit,
+        "sampling": {**old["sampling"], **{p.benchmark.name: asdict(p.sampling) for p in plans}},
+    }
     clashes = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in ("model", "limit") if old[k] != new[k]]
-    clashes += [f"{name} sampling: {s} -> {new['sampling'][name]}" for name, s in old["sampling"].items() if s != new["sampling"][name]]
+    clashes += [
+        f"{name} sampling: {s} -> {new['sampling'][name]}"
+        for name, s in old["sampling"].items()
+        if s != new["sampling"][name]
+    ]
     if clashes:
         raise ValueError(f"{run_dir} holds a run with other settings ({'; '.join(clashes)}): use a new run directory")
     path.write_text(json.dumps(new, indent=2))
 
 
-def write_outputs(run_dir: Path, model: str, plans: list[Plan], samples: list[Sample], seconds: float) -> list[BenchmarkSummary]:
+def write_outputs(
+    run_dir: Path, model: str, plans: list[Plan], samples: list[Sample], seconds: float
+) -> list[BenchmarkSummary]:
     """Summaries of `plans` from `samples`, written as ``summary.json``, ``results.md`` and the
     plots; the table is printed too. Returns the summaries."""
     summaries = [summarize(p.benchmark, p.sampling, p.problems, samples) for p in plans]
-    (run_dir / "summary.json").write_text(json.dumps({"model": model, "wall_seconds": seconds, "benchmarks": {s.benchmark: s.to_dict() for s in summaries}}, indent=2))
+    (run_dir / "summary.json").write_text(
+        json.dumps(
+            {"model": model, "wall_seconds": seconds, "benchmarks": {s.benchmark: s.to_dict() for s in summaries}},
+            indent=2,
+        )
+    )
     table = markdown(summaries, model)
     (run_dir / "results.md").write_text(table)
     plots = run_dir / "plots"
@@ -148,7 +185,9 @@ def write_outputs(run_dir: Path, model: str, plans: list[Plan], samples: list[Sa
     kept = {}
     for p in plans:
         ids = {q.id for q in p.problems}
-        kept[p.benchmark.name] = [s for s in samples if s.benchmark == p.benchmark.name and s.problem_id in ids and s.index < p.sampling.n]
+        kept[p.benchmark.name] = [
+            s for s in samples if s.benchmark == p.benchmark.name and s.problem_id in ids and s.index < p.sampling.n
+        ]
     plot_lengths(kept, plots / "lengths.png")
     print(table)
     print(f"wall {seconds / 60:.1f} min; outputs in {run_dir}")

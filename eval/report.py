@@ -37,7 +37,13 @@ def markdown(summaries: Sequence[BenchmarkSummary], model: str) -> str:
         )
     for s in summaries:
         for key, values in s.breakdown.items():
-            lines += ["", f"{s.benchmark} by {key} (avg@{s.sampling.n}):", "", f"| {key} | problems | avg@{s.sampling.n} |", "|---|---:|---|"]
+            lines += [
+                "",
+                f"{s.benchmark} by {key} (avg@{s.sampling.n}):",
+                "",
+                f"| {key} | problems | avg@{s.sampling.n} |",
+                "|---|---:|---|",
+            ]
             lines += [f"| {v} | {p.n} | {_pct(p)} |" for v, p in values.items()]
     return "\n".join(lines) + "\n"
 
@@ -51,7 +57,10 @@ def plot_breakdowns(summaries: Sequence[BenchmarkSummary], out_dir: Path) -> lis
         for key, values in s.breakdown.items():
             names = list(values)
             acc = [100 * values[v].value for v in names]
-            err = [[100 * (values[v].value - values[v].low) for v in names], [100 * (values[v].high - values[v].value) for v in names]]
+            err = [
+                [100 * (values[v].value - values[v].low) for v in names],
+                [100 * (values[v].high - values[v].value) for v in names],
+            ]
             fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 2), 3.5))
             ax.bar(range(len(names)), acc, yerr=err, capsize=4, color="tab:blue", alpha=0.8)
             ax.set_xticks(range(len(names)), [f"{v}\n(n={values[v].n})" for v in names], fontsize=8)
@@ -80,7 +89,13 @@ def plot_lengths(samples_by_benchmark: Mapping[str, Sequence[Sample]], path: Pat
         bins = list(range(0, top + max(1, top // 20) + 1, max(1, top // 20)))
         right = [s.tokens for s in samples if s.correct]
         wrong = [s.tokens for s in samples if not s.correct]
-        ax.hist([wrong, right], bins=bins, label=[f"wrong ({len(wrong)})", f"correct ({len(right)})"], color=["tab:red", "tab:green"], alpha=0.75)
+        ax.hist(
+            [wrong, right],
+            bins=bins,
+            label=[f"wrong ({len(wrong)})", f"correct ({len(right)})"],
+            color=["tab:red", "tab:green"],
+            alpha=0.75,
+        )
         ax.set_title(name)
         ax.set_xlabel("completion tokens")
         ax.legend(fontsize=8)
@@ -101,7 +116,9 @@ def _pyplot():
     return plt
 
 
-def compare(a: Mapping[str, BenchmarkSummary], b: Mapping[str, BenchmarkSummary], label_a: str = "A", label_b: str = "B") -> str:
+def compare(
+    a: Mapping[str, BenchmarkSummary], b: Mapping[str, BenchmarkSummary], label_a: str = "A", label_b: str = "B"
+) -> str:
     """Side-by-side markdown table of two runs over their common benchmarks.
 
     Rows: avg@n, pass@k at the smaller of the two n (when > 1) and maj@n (when both vote with
@@ -127,7 +144,9 @@ def compare(a: Mapping[str, BenchmarkSummary], b: Mapping[str, BenchmarkSummary]
         paired = set(ids) == set(sb.per_problem) and len(ids) >= 2
         for metric, value, pa, pb in rows:
             if paired:
-                lo, hi = paired_diff_interval([value(sa.per_problem[i], na) for i in ids], [value(sb.per_problem[i], nb) for i in ids])
+                lo, hi = paired_diff_interval(
+                    [value(sa.per_problem[i], na) for i in ids], [value(sb.per_problem[i], nb) for i in ids]
+                )
             else:
                 lo, hi = diff_interval(pa, pb)
             lines.append(

@@ -85,18 +85,34 @@ def sample_benchmark(
     todo = [(p, [i for i in range(sampling.n) if (bench.name, p.id, i) not in done]) for p in problems]
     todo = [(p, missing) for p, missing in todo if missing]
     new: list[Sample] = []
-    bar = tqdm(total=sum(len(m) for _, m in todo), desc=bench.name, unit="sample", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(m) for _, m in todo), desc=bench.name, unit="sample", disable=not progress, dynamic_ncols=True
+    )
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
         prompts = {p.id: prompt_ids(tokenizer, p.problem, bench.template) for p, _ in part}
         drafts: list[tuple[Problem, int, Completion]] = []
         for count in sorted(Counter(len(m) for _, m in part)):  # one engine call per missing-sample count
             group = [(p, m) for p, m in part if len(m) == count]
-            outs = engine.generate([prompts[p.id] for p, _ in group], count, sampling.temperature, sampling.top_p, sampling.max_tokens)
+            outs = engine.generate(
+                [prompts[p.id] for p, _ in group], count, sampling.temperature, sampling.top_p, sampling.max_tokens
+            )
             drafts += [(p, i, c) for (p, missing), comps in zip(group, outs) for i, c in zip(missing, comps)]
         verdicts = verifier.verify_batch([(c.text, p.answer) for p, _, c in drafts])
         scored = [
-            Sample(bench.name, p.id, i, tokenizer.decode(prompts[p.id]), c.text, len(c.token_ids), c.truncated, v.correct, v.score, v.extracted, v.reason)
+            Sample(
+                bench.name,
+                p.id,
+                i,
+                tokenizer.decode(prompts[p.id]),
+                c.text,
+                len(c.token_ids),
+                c.truncated,
+                v.correct,
+                v.score,
+                v.extracted,
+                v.reason,
+            )
             for (p, i, c), v in zip(drafts, verdicts)
         ]
         order = {p.id: j for j, (p, _) in enumerate(part)}
@@ -109,7 +125,9 @@ def sample_benchmark(
     return new
 
 
-def rescore(bench: Benchmark, problems: Sequence[Problem], samples: Sequence[Sample], verifier: Verifier) -> list[Sample]:
+def rescore(
+    bench: Benchmark, problems: Sequence[Problem], samples: Sequence[Sample], verifier: Verifier
+) -> list[Sample]:
     """`samples` of `bench` (others unchanged) judged again by `verifier`.
 
     Raises:
@@ -141,7 +159,9 @@ class PeriodicEval:
         ValueError: an unknown benchmark name, or a prompt longer than `context`.
     """
 
-    def __init__(self, names: Sequence[str], problems: int, samples: int, max_tokens: int, tokenizer: Any, context: int) -> None:
+    def __init__(
+        self, names: Sequence[str], problems: int, samples: int, max_tokens: int, tokenizer: Any, context: int
+    ) -> None:
         self.tokenizer = tokenizer
         self.plans = []
         for bench in [get_benchmark(name) for name in names]:
@@ -159,7 +179,9 @@ class PeriodicEval:
         ``maj@n`` (voting benchmarks), ``len_mean`` (tokens) and ``truncated`` (fraction)."""
         metrics: dict[str, float] = {}
         for bench, problems, sampling in self.plans:
-            samples = sample_benchmark(engine, self.tokenizer, bench, problems, sampling, self.verifiers.get(bench), progress=False)
+            samples = sample_benchmark(
+                engine, self.tokenizer, bench, problems, sampling, self.verifiers.get(bench), progress=False
+            )
             s = summarize(bench, sampling, problems, samples)
             key = f"eval/{bench.name}"
             metrics[f"{key}/avg@{sampling.n}"] = s.avg.value

@@ -56,8 +56,17 @@ class Sample:
     def with_verdict(self, v: VerifyResult) -> Sample:
         """This sample re-scored with verdict `v`."""
         return Sample(
-            self.benchmark, self.problem_id, self.index, self.prompt, self.completion, self.tokens, self.truncated,
-            v.correct, v.score, v.extracted, v.reason,
+            self.benchmark,
+            self.problem_id,
+            self.index,
+            self.prompt,
+            self.completion,
+            self.tokens,
+            self.truncated,
+            v.correct,
+            v.score,
+            v.extracted,
+            v.reason,
         )
 
 

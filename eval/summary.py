@@ -115,7 +115,9 @@ def vote_key(sample: Sample) -> str | None:
     return None if sample.extracted is None else normalize(sample.extracted)
 
 
-def summarize(bench: Benchmark, sampling: Sampling, problems: Sequence[Problem], samples: Sequence[Sample]) -> BenchmarkSummary:
+def summarize(
+    bench: Benchmark, sampling: Sampling, problems: Sequence[Problem], samples: Sequence[Sample]
+) -> BenchmarkSummary:
     """Metrics of `bench` over `problems` from their samples 0..n-1 (others are ignored).
 
     Raises:
@@ -132,11 +134,20 @@ def summarize(bench: Benchmark, sampling: Sampling, problems: Sequence[Problem],
     for p in problems:
         got = by_problem.get(p.id, {})
         if len(got) < n:
-            raise ValueError(f"{bench.name}: problem {p.id!r} has {len(got)} of its {n} samples (run the evaluation to completion first)")
+            raise ValueError(
+                f"{bench.name}: problem {p.id!r} has {len(got)} of its {n} samples (run the evaluation to completion first)"
+            )
         rows.append([got[i] for i in range(n)])
     correct = [sum(s.correct for s in row) for row in rows]
     # majority[i][k - 1]: maj@k of problem i (its first k samples vote)
-    majority = [[majority_correct([vote_key(s) for s in row[:k]], [s.correct for s in row[:k]]) for k in range(1, n + 1)] for row in rows] if bench.vote else None
+    majority = (
+        [
+            [majority_correct([vote_key(s) for s in row[:k]], [s.correct for s in row[:k]]) for k in range(1, n + 1)]
+            for row in rows
+        ]
+        if bench.vote
+        else None
+    )
     maj_at_n = [m[-1] for m in majority] if majority is not None else [None] * len(rows)
     lengths = [s.tokens for row in rows for s in row]
     breakdown: dict[str, dict[str, Proportion]] = {}
@@ -151,7 +162,9 @@ def summarize(bench: Benchmark, sampling: Sampling, problems: Sequence[Problem],
         sampling=sampling,
         avg=mean_score([c / n for c in correct]),
         pass_at={k: mean_score([pass_at_k(n, c, k) for c in correct]) for k in range(1, n + 1)},
-        maj_at={} if majority is None else {k: mean_score([float(m[k - 1]) for m in majority]) for k in range(1, n + 1)},
+        maj_at={}
+        if majority is None
+        else {k: mean_score([float(m[k - 1]) for m in majority]) for k in range(1, n + 1)},
         mean_len=statistics.fmean(lengths),
         median_len=float(statistics.median(lengths)),
         truncated=sum(s.truncated for row in rows for s in row) / len(lengths),

@@ -167,7 +167,9 @@ class CheckpointStore:
         best_mode: whether the best value is the largest or the smallest.
     """
 
-    def __init__(self, root: Path, keep_last: int = 2, best_metric: str = "", best_mode: BestMode = BestMode.max) -> None:
+    def __init__(
+        self, root: Path, keep_last: int = 2, best_metric: str = "", best_mode: BestMode = BestMode.max
+    ) -> None:
         self.root, self.keep_last, self.best_metric, self.best_mode = Path(root), keep_last, best_metric, best_mode
 
     def checkpoints(self) -> list[Checkpoint]:
@@ -189,7 +191,15 @@ class CheckpointStore:
     def best(self, found: list[Checkpoint] | None = None) -> Checkpoint | None:
         """The checkpoint with the best finite `best_metric` value, or None (no metric named, or
         no checkpoint has a value)."""
-        scored = [c for c in (self.checkpoints() if found is None else found) if _finite(c.state["metrics"].get(self.best_metric))] if self.best_metric else []
+        scored = (
+            [
+                c
+                for c in (self.checkpoints() if found is None else found)
+                if _finite(c.state["metrics"].get(self.best_metric))
+            ]
+            if self.best_metric
+            else []
+        )
         if not scored:
             return None
         pick = max if self.best_mode is BestMode.max else min
@@ -201,7 +211,15 @@ class CheckpointStore:
             log.warning("removing %s (a checkpoint write that did not finish)", tmp)
             shutil.rmtree(tmp)
 
-    def save(self, step: int, learner: Learner, sampler: PromptSampler, cfg: RunConfig, results: dict[str, Any], metrics: dict[str, Any]) -> Path:
+    def save(
+        self,
+        step: int,
+        learner: Learner,
+        sampler: PromptSampler,
+        cfg: RunConfig,
+        results: dict[str, Any],
+        metrics: dict[str, Any],
+    ) -> Path:
         """Write the checkpoint of step `step` atomically, then prune to the last `keep_last`
         (plus the best). `results` is what the run has measured so far (JSON-serializable);
         `metrics` the step's metrics (lists and non-finite values are kept as JSON allows).
@@ -238,7 +256,16 @@ class CheckpointStore:
         log.info("checkpoint %s (%.1f MB, %.1f s)", final, sum(files.values()) / 1e6, time.perf_counter() - start)
         return final
 
-    def _write(self, tmp: Path, step: int, learner: Learner, sampler: PromptSampler, cfg: RunConfig, results: dict[str, Any], metrics: dict[str, Any]) -> dict[str, int]:
+    def _write(
+        self,
+        tmp: Path,
+        step: int,
+        learner: Learner,
+        sampler: PromptSampler,
+        cfg: RunConfig,
+        results: dict[str, Any],
+        metrics: dict[str, Any],
+    ) -> dict[str, int]:
         """Write every file of the checkpoint into `tmp` and sync them to disk; returns {file name:
         size in bytes}."""
         for file, attr in _MODULES.items():
@@ -252,7 +279,13 @@ class CheckpointStore:
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
         value = metrics.get(self.best_metric) if self.best_metric else None
-        manifest = {"step": step, "files": files, "best_metric": self.best_metric or None, "best_value": value, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        manifest = {
+            "step": step,
+            "files": files,
+            "best_metric": self.best_metric or None,
+            "best_value": value,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():
             _fsync(f)

@@ -350,15 +350,35 @@ class RunConfig:
     def __post_init__(self) -> None:
         a, t = self.algorithm, self.trainer
         checks = [
-            ("algorithm.group_size", self.algorithm.group_size, self.algorithm.group_size >= 2, ">= 2 (GRPO needs a group)"),
+            (
+                "algorithm.group_size",
+                self.algorithm.group_size,
+                self.algorithm.group_size >= 2,
+                ">= 2 (GRPO needs a group)",
+            ),
             ("algorithm.clip_low", self.algorithm.clip_low, 0 < self.algorithm.clip_low < 1, "in (0, 1)"),
             ("algorithm.clip_high", self.algorithm.clip_high, self.algorithm.clip_high > 0, "> 0"),
             ("algorithm.kl_beta", self.algorithm.kl_beta, self.algorithm.kl_beta >= 0, ">= 0"),
             ("algorithm.dual_clip", a.dual_clip, a.dual_clip == 0 or a.dual_clip > 1, "0 (off) or > 1"),
             ("algorithm.ppo_epochs", a.ppo_epochs, a.ppo_epochs >= 1, ">= 1"),
-            ("algorithm.mini_batches", a.mini_batches, 1 <= a.mini_batches <= self.trainer.prompts_per_step * a.group_size, "in [1, trainer.prompts_per_step * algorithm.group_size]"),
-            ("algorithm.kl_placement", a.kl_placement.value, a.kl_placement is KLPlacement.loss or a.estimator in TOKEN_LEVEL_ESTIMATORS, "'loss' for the group estimators (the KL is a per-token reward only for reinforce_pp, reinforce_pp_baseline, gae)"),
-            ("algorithm.kl_target", a.kl_target, a.kl_target == 0 or (a.kl_target > 0 and a.kl_beta > 0), "0 (fixed β) or > 0 with algorithm.kl_beta > 0"),
+            (
+                "algorithm.mini_batches",
+                a.mini_batches,
+                1 <= a.mini_batches <= self.trainer.prompts_per_step * a.group_size,
+                "in [1, trainer.prompts_per_step * algorithm.group_size]",
+            ),
+            (
+                "algorithm.kl_placement",
+                a.kl_placement.value,
+                a.kl_placement is KLPlacement.loss or a.estimator in TOKEN_LEVEL_ESTIMATORS,
+                "'loss' for the group estimators (the KL is a per-token reward only for reinforce_pp, reinforce_pp_baseline, gae)",
+            ),
+            (
+                "algorithm.kl_target",
+                a.kl_target,
+                a.kl_target == 0 or (a.kl_target > 0 and a.kl_beta > 0),
+                "0 (fixed β) or > 0 with algorithm.kl_beta > 0",
+            ),
             ("algorithm.kl_horizon", a.kl_horizon, a.kl_horizon >= 1, ">= 1"),
             ("algorithm.entropy_coef", a.entropy_coef, a.entropy_coef >= 0, ">= 0"),
             ("algorithm.tis_cap", a.tis_cap, a.tis_cap == 0 or a.tis_cap >= 1, "0 (off) or >= 1"),
@@ -366,17 +386,42 @@ class RunConfig:
             ("algorithm.gae_lambda", a.gae_lambda, 0 <= a.gae_lambda <= 1, "in [0, 1]"),
             ("algorithm.value_clip", a.value_clip, a.value_clip > 0, "> 0"),
             ("algorithm.critic_lr", a.critic_lr, a.critic_lr > 0, "> 0"),
-            ("algorithm.overlong_buffer", a.overlong_buffer, 0 <= a.overlong_buffer < self.rollout.max_tokens, "in [0, rollout.max_tokens)"),
+            (
+                "algorithm.overlong_buffer",
+                a.overlong_buffer,
+                0 <= a.overlong_buffer < self.rollout.max_tokens,
+                "in [0, rollout.max_tokens)",
+            ),
             ("algorithm.length_reward_weight", a.length_reward_weight, a.length_reward_weight >= 0, ">= 0"),
             ("algorithm.length_reward_warmup", a.length_reward_warmup, a.length_reward_warmup >= 0, ">= 0"),
-            ("algorithm.dynamic_sampling_max_rounds", a.dynamic_sampling_max_rounds, a.dynamic_sampling_max_rounds >= 1, ">= 1"),
+            (
+                "algorithm.dynamic_sampling_max_rounds",
+                a.dynamic_sampling_max_rounds,
+                a.dynamic_sampling_max_rounds >= 1,
+                ">= 1",
+            ),
             ("trainer.steps", self.trainer.steps, self.trainer.steps >= 0, ">= 0"),
             ("trainer.prompts_per_step", self.trainer.prompts_per_step, self.trainer.prompts_per_step >= 1, ">= 1"),
             ("trainer.micro_batch_size", self.trainer.micro_batch_size, self.trainer.micro_batch_size >= 1, ">= 1"),
             ("trainer.eval_every", self.trainer.eval_every, self.trainer.eval_every >= 0, ">= 0"),
-            ("trainer.eval_benchmarks", self.trainer.eval_benchmarks, not self.trainer.eval_benchmarks or self.trainer.eval_every > 0, "empty unless trainer.eval_every > 0"),
-            ("trainer.eval_benchmark_samples", self.trainer.eval_benchmark_samples, self.trainer.eval_benchmark_samples >= 1, ">= 1"),
-            ("trainer.eval_benchmark_problems", self.trainer.eval_benchmark_problems, self.trainer.eval_benchmark_problems >= 1, ">= 1"),
+            (
+                "trainer.eval_benchmarks",
+                self.trainer.eval_benchmarks,
+                not self.trainer.eval_benchmarks or self.trainer.eval_every > 0,
+                "empty unless trainer.eval_every > 0",
+            ),
+            (
+                "trainer.eval_benchmark_samples",
+                self.trainer.eval_benchmark_samples,
+                self.trainer.eval_benchmark_samples >= 1,
+                ">= 1",
+            ),
+            (
+                "trainer.eval_benchmark_problems",
+                self.trainer.eval_benchmark_problems,
+                self.trainer.eval_benchmark_problems >= 1,
+                ">= 1",
+            ),
             ("trainer.lr", self.trainer.lr, self.trainer.lr > 0, "> 0"),
             ("trainer.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
             ("trainer.grad_clip", t.grad_clip, t.grad_clip > 0, "> 0"),
@@ -385,12 +430,22 @@ class RunConfig:
             ("trainer.eval_max_tokens", t.eval_max_tokens, t.eval_max_tokens >= 1, ">= 1"),
             ("trainer.lr_warmup_steps", t.lr_warmup_steps, t.lr_warmup_steps >= 0, ">= 0"),
             ("trainer.resume", t.resume, bool(t.resume.strip()), "'auto', 'never' or a checkpoint / run directory"),
-            ("trainer.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 0, ">= 0 (0 = only after the last step and on a signal)"),
+            (
+                "trainer.checkpoint_every",
+                t.checkpoint_every,
+                t.checkpoint_every >= 0,
+                ">= 0 (0 = only after the last step and on a signal)",
+            ),
             ("trainer.keep_last", t.keep_last, t.keep_last >= 1, ">= 1"),
             ("trainer.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 1, ">= 1"),
             ("rollout.temperature", self.rollout.temperature, self.rollout.temperature > 0, "> 0 for RL sampling"),
             ("rollout.top_p", self.rollout.top_p, 0 < self.rollout.top_p <= 1, "in (0, 1]"),
-            ("rollout.max_tokens", self.rollout.max_tokens, 0 < self.rollout.max_tokens < self.rollout.max_model_len, "in (0, rollout.max_model_len)"),
+            (
+                "rollout.max_tokens",
+                self.rollout.max_tokens,
+                0 < self.rollout.max_tokens < self.rollout.max_model_len,
+                "in (0, rollout.max_model_len)",
+            ),
             ("reward.timeout_s", self.reward.timeout_s, self.reward.timeout_s > 0, "> 0"),
             ("reward.workers", self.reward.workers, self.reward.workers >= 1, ">= 1"),
             ("data.heldout_n", self.data.heldout_n, self.data.heldout_n >= 1, ">= 1"),
@@ -402,56 +457,136 @@ class RunConfig:
             ("sft.micro_batch_size", self.sft.micro_batch_size, self.sft.micro_batch_size >= 1, ">= 1"),
             ("sft.max_tokens", self.sft.max_tokens, self.sft.max_tokens >= 1, ">= 1"),
             ("rollout.kv_cache_gb", self.rollout.kv_cache_gb, self.rollout.kv_cache_gb >= 1, ">= 1"),
-            ("rollout.gpu_memory_utilization", self.rollout.gpu_memory_utilization, 0 < self.rollout.gpu_memory_utilization <= 1, "in (0, 1]"),
+            (
+                "rollout.gpu_memory_utilization",
+                self.rollout.gpu_memory_utilization,
+                0 < self.rollout.gpu_memory_utilization <= 1,
+                "in (0, 1]",
+            ),
             ("rollout.sync_check_tol", self.rollout.sync_check_tol, self.rollout.sync_check_tol >= 0, ">= 0"),
             ("algorithm.adv_eps", a.adv_eps, a.adv_eps >= 0, ">= 0"),
-            ("data.train", self.data.train, bool(self.data.train.strip()), "a source: arithmetic, vendored:NAME, a file path or an HF dataset id"),
-            ("data.heldout", self.data.heldout, bool(self.data.heldout.strip()), "a source: arithmetic, vendored:NAME, a file path or an HF dataset id"),
-            ("model.path", self.model.path, bool(self.model.path.strip()), "embedded:smollm2-135m, a local HF model directory or a hub id"),
+            (
+                "data.train",
+                self.data.train,
+                bool(self.data.train.strip()),
+                "a source: arithmetic, vendored:NAME, a file path or an HF dataset id",
+            ),
+            (
+                "data.heldout",
+                self.data.heldout,
+                bool(self.data.heldout.strip()),
+                "a source: arithmetic, vendored:NAME, a file path or an HF dataset id",
+            ),
+            (
+                "model.path",
+                self.model.path,
+                bool(self.model.path.strip()),
+                "embedded:smollm2-135m, a local HF model directory or a hub id",
+            ),
             ("data.decontaminate_ngram", self.data.decontaminate_ngram, self.data.decontaminate_ngram >= 1, ">= 1"),
             ("rejection.problems", self.rejection.problems, self.rejection.problems >= 1, ">= 1"),
             ("rejection.samples", self.rejection.samples, self.rejection.samples >= 1, ">= 1"),
-            ("rejection.temperature", self.rejection.temperature, self.rejection.temperature > 0, "> 0 (sampling several completions)"),
+            (
+                "rejection.temperature",
+                self.rejection.temperature,
+                self.rejection.temperature > 0,
+                "> 0 (sampling several completions)",
+            ),
             ("rejection.top_p", self.rejection.top_p, 0 < self.rejection.top_p <= 1, "in (0, 1]"),
-            ("rejection.max_tokens", self.rejection.max_tokens, self.rejection.max_tokens >= 1, ">= 1 (cut to what fits in rollout.max_model_len after the longest prompt)"),
-            ("rejection.keep_per_problem", self.rejection.keep_per_problem, 1 <= self.rejection.keep_per_problem <= self.rejection.samples, "in [1, rejection.samples]"),
+            (
+                "rejection.max_tokens",
+                self.rejection.max_tokens,
+                self.rejection.max_tokens >= 1,
+                ">= 1 (cut to what fits in rollout.max_model_len after the longest prompt)",
+            ),
+            (
+                "rejection.keep_per_problem",
+                self.rejection.keep_per_problem,
+                1 <= self.rejection.keep_per_problem <= self.rejection.samples,
+                "in [1, rejection.samples]",
+            ),
         ]
         names = [s.name for s in self.recipe.stages]
         for i, stage in enumerate(self.recipe.stages):
-            checks.append((f"recipe.stages[{i}].name", stage.name, bool(stage.name.strip()) and stage.name.replace("_", "").isalnum() and stage.name not in names[:i], "a unique name of letters, digits and _"))
-            checks.append((f"recipe.stages[{i}].overrides", stage.overrides, all("=" in o and not o.startswith(("recipe.", "+", "~")) for o in stage.overrides), "dotted field=value items, none touching recipe.*"))
+            checks.append(
+                (
+                    f"recipe.stages[{i}].name",
+                    stage.name,
+                    bool(stage.name.strip()) and stage.name.replace("_", "").isalnum() and stage.name not in names[:i],
+                    "a unique name of letters, digits and _",
+                )
+            )
+            checks.append(
+                (
+                    f"recipe.stages[{i}].overrides",
+                    stage.overrides,
+                    all("=" in o and not o.startswith(("recipe.", "+", "~")) for o in stage.overrides),
+                    "dotted field=value items, none touching recipe.*",
+                )
+            )
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"config field {name}={value!r} is not allowed: must be {allowed}")
-        if not (isinstance(self.reward.verifier, dict) and ("_target_" in self.reward.verifier or "name" in self.reward.verifier)):
+        if not (
+            isinstance(self.reward.verifier, dict)
+            and ("_target_" in self.reward.verifier or "name" in self.reward.verifier)
+        ):
             raise ValueError(
                 f"config field reward.verifier={self.reward.verifier!r} is not allowed: must be a node with "
                 "'_target_' or 'name' (choose a reward group such as reward=math or reward=code)"
             )
         for fb in self.reward.answer_fallbacks:
             if fb not in ("phrase", "last_number"):
-                raise ValueError(f"config field reward.answer_fallbacks has {fb!r}: allowed are 'phrase', 'last_number'")
+                raise ValueError(
+                    f"config field reward.answer_fallbacks has {fb!r}: allowed are 'phrase', 'last_number'"
+                )
 
 
 #: fields a resumed run may change: the budget, checkpoint / evaluation cadence, memory and
 #: parallelism settings, the sampler backend and the weight-sync check. None of them is part of
 #: the training state, so the run continues as it would have. Any other change is refused on
 #: resume (`resume_changes`).
-RESUME_SAFE_FIELDS = frozenset({
-    "trainer.steps", "trainer.resume", "trainer.checkpoint_every", "trainer.keep_last", "trainer.best_metric",
-    "trainer.best_mode", "trainer.eval_every", "trainer.eval_benchmarks", "trainer.eval_benchmark_samples",
-    "trainer.eval_benchmark_problems", "trainer.threads", "trainer.reuse_heap", "trainer.micro_batch_size", "trainer.save_checkpoint",
-    "trainer.max_nonfinite_steps", "rollout.backend", "rollout.kv_cache_gb", "rollout.gpu_memory_utilization",
-    "rollout.max_model_len", "rollout.enforce_eager", "rollout.sync_check", "rollout.sync_check_tol", "reward.workers", "reward.timeout_s",
-    "reward.verifier.workers", "reward.verifier.timeout_s",
-})
+RESUME_SAFE_FIELDS = frozenset(
+    {
+        "trainer.steps",
+        "trainer.resume",
+        "trainer.checkpoint_every",
+        "trainer.keep_last",
+        "trainer.best_metric",
+        "trainer.best_mode",
+        "trainer.eval_every",
+        "trainer.eval_benchmarks",
+        "trainer.eval_benchmark_samples",
+        "trainer.eval_benchmark_problems",
+        "trainer.threads",
+        "trainer.reuse_heap",
+        "trainer.micro_batch_size",
+        "trainer.save_checkpoint",
+        "trainer.max_nonfinite_steps",
+        "rollout.backend",
+        "rollout.kv_cache_gb",
+        "rollout.gpu_memory_utilization",
+        "rollout.max_model_len",
+        "rollout.enforce_eager",
+        "rollout.sync_check",
+        "rollout.sync_check_tol",
+        "reward.workers",
+        "reward.timeout_s",
+        "reward.verifier.workers",
+        "reward.verifier.timeout_s",
+    }
+)
 
 
 def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as ``{"trainer.steps": 30, ...}`` (dotted field -> value; enums by name)."""
     from omegaconf import OmegaConf
 
-    tree = cfg if isinstance(cfg, dict) else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    tree = (
+        cfg
+        if isinstance(cfg, dict)
+        else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    )
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -465,7 +600,9 @@ def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def resume_changes(saved: dict[str, Any], current: dict[str, Any]) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+def resume_changes(
+    saved: dict[str, Any], current: dict[str, Any]
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
     """Fields whose value differs between a checkpoint's config and the current one, both as
     `flat_config` gives them, split into (allowed on resume, refused): field -> (saved, current).
     A field present on one side only counts as changed (its value on the other side is

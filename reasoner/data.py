@@ -47,8 +47,7 @@ VENDORED = ("gsm8k_train", "gsm8k_test", "math_train", "math500", "aime24", "aim
 
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 CODE_INSTRUCTION = (
-    "Write a complete, self-contained Python solution (with the imports it needs) in a single "
-    "```python code block."
+    "Write a complete, self-contained Python solution (with the imports it needs) in a single ```python code block."
 )
 R1_SYSTEM = (
     "You are a careful problem solver. First think through the problem inside <think> and "
@@ -68,7 +67,9 @@ def _check_text(row: dict[str, Any], where: str) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as err:
-                raise BadRowError(f"{where}: field {name!r} has text that is not valid UTF-8 (character {err.start})") from None
+                raise BadRowError(
+                    f"{where}: field {name!r} has text that is not valid UTF-8 (character {err.start})"
+                ) from None
 
 
 def _validate(row: Any, source: str, index: int, number: int) -> Problem:
@@ -99,7 +100,9 @@ def _validate(row: Any, source: str, index: int, number: int) -> Problem:
         raise BadRowError(f"{where}: field 'solution' must be a string, got {type(solution).__name__}")
     target = row.get("target")
     if target is not None and target != "verbatim":
-        raise BadRowError(f"{where}: field 'target' must be 'verbatim' (the solution is the whole SFT target) or absent, got {target!r}")
+        raise BadRowError(
+            f"{where}: field 'target' must be 'verbatim' (the solution is the whole SFT target) or absent, got {target!r}"
+        )
     if target and not solution:
         raise BadRowError(f"{where}: field 'target' is 'verbatim' but the row has no 'solution'")
     meta = {k: row[k] for k in ("level", "subject", "source", "target") if row.get(k) is not None}
@@ -239,7 +242,15 @@ def load_problems(
     if bad:
         numbers = ", ".join(str(n) for n, _ in bad[:50]) + (", ..." if len(bad) > 50 else "")
         reasons = "; ".join(msg.split(": ", 1)[1] for _, msg in bad[:5])
-        log.warning("%s: skipped %d bad row(s) of %d: rows %s (%s%s)", source, len(bad), len(rows), numbers, reasons, "; ..." if len(bad) > 5 else "")
+        log.warning(
+            "%s: skipped %d bad row(s) of %d: rows %s (%s%s)",
+            source,
+            len(bad),
+            len(rows),
+            numbers,
+            reasons,
+            "; ..." if len(bad) > 5 else "",
+        )
     if not problems:
         raise ValueError(f"{source}: no usable rows ({len(rows)} rows, {len(bad)} bad and skipped)")
     excluded = set(exclude)

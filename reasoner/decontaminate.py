@@ -113,7 +113,9 @@ def benchmark_filter(names: Sequence[str], ngram: int = 8, extra: Iterable[tuple
     return OverlapFilter([*texts, *extra], ngram)
 
 
-def decontaminate(problems: Sequence[Problem], overlap_filter: OverlapFilter | None, key: str = "problem") -> Decontaminated:
+def decontaminate(
+    problems: Sequence[Problem], overlap_filter: OverlapFilter | None, key: str = "problem"
+) -> Decontaminated:
     """Drop repeated problems (same `normalize`d text, or same text + target when ``key`` is
     ``"problem+solution"``; the first is kept) and problems that overlap an evaluation set."""
     seen: dict[str, str] = {}
@@ -133,7 +135,13 @@ def decontaminate(problems: Sequence[Problem], overlap_filter: OverlapFilter | N
 
 
 def training_pool(
-    problems: Sequence[Problem], benchmarks: Sequence[str], ngram: int, heldout: Sequence[str], limit: int | None, field: str, key: str = "problem"
+    problems: Sequence[Problem],
+    benchmarks: Sequence[str],
+    ngram: int,
+    heldout: Sequence[str],
+    limit: int | None,
+    field: str,
+    key: str = "problem",
 ) -> tuple[list[Problem], dict]:
     """The training problems a job may use: `problems` deduplicated (`decontaminate` with
     `key`), without those overlapping the `benchmarks` or the `heldout` texts, the first `limit`
@@ -145,7 +153,13 @@ def training_pool(
     cleaned = decontaminate(problems, benchmark_filter(benchmarks, ngram, [("heldout", t) for t in heldout]), key=key)
     report = cleaned.report()
     if cleaned.duplicates or cleaned.overlaps:
-        log.warning("%s: dropped %d duplicate(s) and %d problem(s) overlapping evaluation sets (first: %s)", field, len(cleaned.duplicates), len(cleaned.overlaps), (cleaned.overlaps or cleaned.duplicates)[:3])
+        log.warning(
+            "%s: dropped %d duplicate(s) and %d problem(s) overlapping evaluation sets (first: %s)",
+            field,
+            len(cleaned.duplicates),
+            len(cleaned.overlaps),
+            (cleaned.overlaps or cleaned.duplicates)[:3],
+        )
     if not cleaned.kept:
         raise ValueError(f"{field}: no example left after deduplication and decontamination ({report})")
     return cleaned.kept[:limit], report

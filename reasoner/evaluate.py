@@ -40,13 +40,21 @@ class EvalResult:
     def as_dict(self) -> dict[str, float]:
         a = self.accuracy
         return {
-            "accuracy": a.value, "ci_low": a.low, "ci_high": a.high, "n": a.n, "mean_len": self.mean_len,
-            "truncated": self.truncated, "well_formed": self.well_formed, "seconds": self.seconds,
+            "accuracy": a.value,
+            "ci_low": a.low,
+            "ci_high": a.high,
+            "n": a.n,
+            "mean_len": self.mean_len,
+            "truncated": self.truncated,
+            "well_formed": self.well_formed,
+            "seconds": self.seconds,
             "language_consistency": self.language_consistency,
         }
 
 
-def evaluate(engine: RolloutEngine, tokenizer: Any, bench: Benchmark, problems: Sequence[Problem], verifier: Verifier) -> EvalResult:
+def evaluate(
+    engine: RolloutEngine, tokenizer: Any, bench: Benchmark, problems: Sequence[Problem], verifier: Verifier
+) -> EvalResult:
     """One completion per problem of `problems` under `bench`'s template and sampling (greedy at
     temperature 0), drawn and judged by `eval.runner.sample_benchmark` (the path ``reasoner-eval``
     takes) with `verifier`, plus the share of completions the format verifier accepts.
@@ -55,9 +63,13 @@ def evaluate(engine: RolloutEngine, tokenizer: Any, bench: Benchmark, problems: 
         ValueError: ``bench.sampling.n`` is not 1 (per-problem scores are one verdict each).
     """
     if bench.sampling.n != 1:
-        raise ValueError(f"{bench.name}: the held-out evaluation draws one sample per problem, not n={bench.sampling.n}")
+        raise ValueError(
+            f"{bench.name}: the held-out evaluation draws one sample per problem, not n={bench.sampling.n}"
+        )
     start = time.perf_counter()
-    samples = sample_benchmark(engine, tokenizer, bench, problems, bench.sampling, verifier, chunk=max(len(problems), 1), progress=False)
+    samples = sample_benchmark(
+        engine, tokenizer, bench, problems, bench.sampling, verifier, chunk=max(len(problems), 1), progress=False
+    )
     n = len(samples)
     return EvalResult(
         accuracy=wilson(sum(s.correct for s in samples), n),

@@ -60,4 +60,7 @@ class StopRequest:
             os.kill(os.getpid(), signum)
             return
         self.signum = signum
-        log.warning("%s received: finishing the current step, then writing a checkpoint and exiting (send it again to exit at once)", name)
+        log.warning(
+            "%s received: finishing the current step, then writing a checkpoint and exiting (send it again to exit at once)",
+            name,
+        )

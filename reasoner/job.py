@@ -66,7 +66,14 @@ def load_heldout(cfg: RunConfig) -> list[Problem]:
         FileNotFoundError, reasoner.data.BadRowError, ValueError: see `load_problems`.
     """
     d = cfg.data
-    return load_problems(d.heldout, split=d.heldout_split, n=d.heldout_n, seed=cfg.trainer.seed + 1, levels=list(d.arithmetic_levels), on_bad_row=d.on_bad_row.value)
+    return load_problems(
+        d.heldout,
+        split=d.heldout_split,
+        n=d.heldout_n,
+        seed=cfg.trainer.seed + 1,
+        levels=list(d.arithmetic_levels),
+        on_bad_row=d.on_bad_row.value,
+    )
 
 
 class HeldoutEval:
@@ -82,16 +89,37 @@ class HeldoutEval:
         evals: results so far (a resumed run's), by name.
     """
 
-    def __init__(self, cfg: RunConfig, engine: RolloutEngine, tokenizer: Any, problems: list[Problem], verifier: Verifier, evals: dict[str, EvalResult] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        engine: RolloutEngine,
+        tokenizer: Any,
+        problems: list[Problem],
+        verifier: Verifier,
+        evals: dict[str, EvalResult] | None = None,
+    ) -> None:
         d, tr = cfg.data, cfg.trainer
-        self.bench = Benchmark("heldout", d.heldout, d.template, dict(cfg.reward.verifier), Sampling(1, tr.eval_temperature, 1.0, tr.eval_max_tokens), d.heldout_split)
+        self.bench = Benchmark(
+            "heldout",
+            d.heldout,
+            d.template,
+            dict(cfg.reward.verifier),
+            Sampling(1, tr.eval_temperature, 1.0, tr.eval_max_tokens),
+            d.heldout_split,
+        )
         self.engine, self.tokenizer, self.problems, self.verifier = engine, tokenizer, problems, verifier
         self.evals: dict[str, EvalResult] = dict(evals or {})
 
     def __call__(self, name: str) -> EvalResult:
         """Evaluate now, store and log the result as `name`, and return it."""
         e = self.evals[name] = evaluate(self.engine, self.tokenizer, self.bench, self.problems, self.verifier)
-        log.info("held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)", name, e.accuracy, e.mean_len, 100 * e.well_formed)
+        log.info(
+            "held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)",
+            name,
+            e.accuracy,
+            e.mean_len,
+            100 * e.well_formed,
+        )
         return e
 
 

@@ -103,7 +103,9 @@ def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: 
     for key, u in prompts.items():  # left padding: every prompt ends in the last column
         p_ids[u, width - len(key) :] = torch.tensor(key)
         p_mask[u, width - len(key) :] = 1
-    pre = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+    pre = decoder(
+        input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True
+    )
     cache = pre.past_key_values
     rows = torch.tensor(owner)
     cache.batch_select_indices(rows)  # one copy of its prompt's keys / values per row (a gather: gradients add up)
@@ -114,7 +116,13 @@ def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: 
         c_ids[i, : comp_len[i]] = batch.input_ids[i, plens[i] : lens[i]]
         c_mask[i, : comp_len[i]] = 1
     positions = torch.tensor(plens)[:, None] + torch.arange(c_ids.shape[1])
-    out = decoder(input_ids=c_ids, attention_mask=torch.cat([p_mask[rows], c_mask], dim=-1), position_ids=positions, past_key_values=cache, use_cache=True)
+    out = decoder(
+        input_ids=c_ids,
+        attention_mask=torch.cat([p_mask[rows], c_mask], dim=-1),
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
     last = pre.last_hidden_state[:, -1]  # (U, H): predicts each completion's first token
     parts = []
     for i in range(n):  # targets of row i: positions P_i - 1 .. len_i - 2

@@ -28,7 +28,15 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, start_step: int = 0, history: Path | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         source = self.path if history is None else Path(history)
-        kept = [line for line in source.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start_step] if source.is_file() else []
+        kept = (
+            [
+                line
+                for line in source.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= start_step
+            ]
+            if source.is_file()
+            else []
+        )
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
@@ -60,6 +68,10 @@ def compact_line(step: int, m: dict[str, Any]) -> str:
         f"(logp {m.get('time/ref_old_logprobs', 0.0):.1f}s) "
         f"sync {m.get('time/weight_sync', 0.0):.1f}s | {m['perf/tokens_per_s']:.0f} tok/s"
         + (f" | {rounds:.0f} rounds" if rounds > 1 else "")
-        + (f" | {m['policy/skipped_updates']:.0f} updates skipped (non-finite)" if m.get("policy/skipped_updates") else "")
+        + (
+            f" | {m['policy/skipped_updates']:.0f} updates skipped (non-finite)"
+            if m.get("policy/skipped_updates")
+            else ""
+        )
         + (f" | {m['reward/verify_errors']:.0f} verifier errors" if m.get("reward/verify_errors") else "")
     )

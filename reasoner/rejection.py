@@ -43,7 +43,11 @@ def select(samples: Sequence[Sample], r: RejectionConfig, template: Template) ->
     """The samples to keep (see the module docstring), grouped by problem in first-seen order."""
     by_problem: dict[str, list[Sample]] = {}
     for s in samples:
-        ok = s.correct and not (r.drop_truncated and s.truncated) and (not r.require_format or verify_format(s.completion, template.value).correct)
+        ok = (
+            s.correct
+            and not (r.drop_truncated and s.truncated)
+            and (not r.require_format or verify_format(s.completion, template.value).correct)
+        )
         if ok:
             by_problem.setdefault(s.problem_id, []).append(s)
     kept = []
@@ -58,7 +62,9 @@ def select(samples: Sequence[Sample], r: RejectionConfig, template: Template) ->
     return kept
 
 
-def to_rows(kept: Sequence[Sample], problems: Sequence[Problem], model: str, cfg: RunConfig, max_tokens: int) -> list[dict]:
+def to_rows(
+    kept: Sequence[Sample], problems: Sequence[Problem], model: str, cfg: RunConfig, max_tokens: int
+) -> list[dict]:
     """Dataset rows with provenance for the kept samples (`max_tokens`: the budget they were
     sampled with, ``rejection.max_tokens`` cut to the context)."""
     by_id = {p.id: p for p in problems}
@@ -67,10 +73,27 @@ def to_rows(kept: Sequence[Sample], problems: Sequence[Problem], model: str, cfg
     for s in kept:
         p = by_id[s.problem_id]
         provenance = {
-            "model": model, "source": r.source, "problem_id": p.id, "sample": s.index, "temperature": r.temperature,
-            "top_p": r.top_p, "max_tokens": max_tokens, "seed": cfg.trainer.seed, "tokens": s.tokens, "verifier": s.reason,
+            "model": model,
+            "source": r.source,
+            "problem_id": p.id,
+            "sample": s.index,
+            "temperature": r.temperature,
+            "top_p": r.top_p,
+            "max_tokens": max_tokens,
+            "seed": cfg.trainer.seed,
+            "tokens": s.tokens,
+            "verifier": s.reason,
         }
-        rows.append({"id": f"{p.id}#{s.index}", "problem": p.problem, "answer": p.answer, "solution": s.completion, "target": "verbatim", "provenance": provenance})
+        rows.append(
+            {
+                "id": f"{p.id}#{s.index}",
+                "problem": p.problem,
+                "answer": p.answer,
+                "solution": s.completion,
+                "target": "verbatim",
+                "provenance": provenance,
+            }
+        )
     return rows
 
 
@@ -90,11 +113,26 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
     tokenizer = load_tokenizer(model_path)
     heldout = load_heldout(cfg)
     seen = [p.problem for p in heldout]
-    pool = load_problems(r.source, n=r.problems if r.source == "arithmetic" else None, seed=tr.seed + 4, levels=list(d.arithmetic_levels), exclude=seen, on_bad_row=d.on_bad_row.value)
-    problems, cleaning = training_pool(pool, d.decontaminate, d.decontaminate_ngram, seen, r.problems, f"rejection.source={r.source}")
+    pool = load_problems(
+        r.source,
+        n=r.problems if r.source == "arithmetic" else None,
+        seed=tr.seed + 4,
+        levels=list(d.arithmetic_levels),
+        exclude=seen,
+        on_bad_row=d.on_bad_row.value,
+    )
+    problems, cleaning = training_pool(
+        pool, d.decontaminate, d.decontaminate_ngram, seen, r.problems, f"rejection.source={r.source}"
+    )
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
     verifier = build_verifier(cfg.reward.verifier)
-    bench = Benchmark("rejection", r.source, d.template, dict(cfg.reward.verifier), Sampling(r.samples, r.temperature, r.top_p, r.max_tokens))
+    bench = Benchmark(
+        "rejection",
+        r.source,
+        d.template,
+        dict(cfg.reward.verifier),
+        Sampling(r.samples, r.temperature, r.top_p, r.max_tokens),
+    )
     sampling = fit_max_tokens(bench.sampling, longest_prompt(tokenizer, bench, problems), cfg.rollout.max_model_len)
     samples = sample_benchmark(engine, tokenizer, bench, problems, sampling, verifier, chunk=64)
     verifier.close()
@@ -117,5 +155,11 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         **peak_rss_gb(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("rejection sampling: kept %d of %d samples (%d correct) from %d problems", len(rows), len(samples), summary["correct"], len(problems))
+    log.info(
+        "rejection sampling: kept %d of %d samples (%d correct) from %d problems",
+        len(rows),
+        len(samples),
+        summary["correct"],
+        len(problems),
+    )
     return summary

@@ -34,7 +34,13 @@ def verify_guarded(verifier: Verifier, pairs: Sequence[tuple[str, str]]) -> list
     try:
         return verifier.verify_batch(pairs)
     except Exception as err:
-        log.warning("verifier %s raised on a batch of %d (%s: %s); verifying one at a time", type(verifier).__name__, len(pairs), type(err).__name__, err)
+        log.warning(
+            "verifier %s raised on a batch of %d (%s: %s); verifying one at a time",
+            type(verifier).__name__,
+            len(pairs),
+            type(err).__name__,
+            err,
+        )
     results = []
     for pair in pairs:
         try:
@@ -62,7 +68,9 @@ def score(rollouts: RolloutBatch, verifier: Verifier, cfg: RewardConfig, templat
     return ScoredBatch(rollouts, verdicts, rewards, correct)
 
 
-def add_length_terms(scored: ScoredBatch, algo: AlgorithmConfig, max_tokens: int, step: int) -> tuple[ScoredBatch, dict[str, float]]:
+def add_length_terms(
+    scored: ScoredBatch, algo: AlgorithmConfig, max_tokens: int, step: int
+) -> tuple[ScoredBatch, dict[str, float]]:
     """Add DAPO's soft overlong punishment (L_max = `max_tokens`) and, from RL step
     ``length_reward_warmup + 1`` on, the weighted Kimi k1.5 length reward; each is off at 0.
     Lengths are completion tokens. Returns the re-scored batch and the mean of each term added."""

@@ -39,7 +39,13 @@ class PromptSampler:
     def state_dict(self) -> dict[str, int | str]:
         """Position in the stream (epoch, position), shuffling seed, and the training set's size
         and digest (sha256 of ids, problems and answers, so a resume can tell it is the same set)."""
-        return {"seed": self.seed, "epoch": self.epoch, "pos": self.pos, "size": len(self.problems), "digest": self.digest}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "size": len(self.problems),
+            "digest": self.digest,
+        }
 
     def load_state_dict(self, state: dict[str, int | str]) -> None:
         """Continue from a `state_dict`.
@@ -169,7 +175,9 @@ def rl_step(
         with timer("weight_sync"):
             sync_weights(engine, learner.model)
             if probe is not None:
-                sync_diff = check_sync(engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline)
+                sync_diff = check_sync(
+                    engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline
+                )
     completions = generated.rollouts.completions
     lengths = torch.tensor([len(c.token_ids) for g in completions for c in g], dtype=torch.float32)
     elapsed = time.perf_counter() - start

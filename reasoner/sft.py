@@ -41,7 +41,9 @@ class SFTStats:
     seconds: float
 
 
-def load_sft_problems(cfg: RunConfig, heldout: Sequence[Problem], exclude: Sequence[str] = ()) -> tuple[list[Problem], dict]:
+def load_sft_problems(
+    cfg: RunConfig, heldout: Sequence[Problem], exclude: Sequence[str] = ()
+) -> tuple[list[Problem], dict]:
     """The SFT examples of ``sft.source``: loaded (texts in `exclude` left out), deduplicated
     (same problem and target), cleaned of problems that overlap ``data.decontaminate``
     benchmarks or the `heldout` set (`reasoner.decontaminate`), then the first
@@ -53,10 +55,23 @@ def load_sft_problems(cfg: RunConfig, heldout: Sequence[Problem], exclude: Seque
     """
     d, s = cfg.data, cfg.sft
     problems = load_problems(
-        s.source, n=s.examples if s.source == "arithmetic" else None, seed=cfg.trainer.seed + 3, levels=list(d.arithmetic_levels),
-        exclude=exclude, on_bad_row=d.on_bad_row.value, terse_fraction=s.terse_fraction,
+        s.source,
+        n=s.examples if s.source == "arithmetic" else None,
+        seed=cfg.trainer.seed + 3,
+        levels=list(d.arithmetic_levels),
+        exclude=exclude,
+        on_bad_row=d.on_bad_row.value,
+        terse_fraction=s.terse_fraction,
     )
-    return training_pool(problems, d.decontaminate, d.decontaminate_ngram, [p.problem for p in heldout], s.examples, f"sft.source={s.source}", key="problem+solution")
+    return training_pool(
+        problems,
+        d.decontaminate,
+        d.decontaminate_ngram,
+        [p.problem for p in heldout],
+        s.examples,
+        f"sft.source={s.source}",
+        key="problem+solution",
+    )
 
 
 def build_examples(
@@ -75,7 +90,9 @@ def build_examples(
     return seqs, plens, dropped
 
 
-def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, megabatch: int = 16) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, megabatch: int = 16
+) -> list[list[int]]:
     """One epoch of batches of example indices whose lengths are close.
 
     The indices are shuffled, cut into mega-batches of ``megabatch * batch_size``, each sorted

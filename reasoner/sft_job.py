@@ -78,7 +78,9 @@ def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     for name, e in summary["heldout"].items():
-        print(f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens, {100 * e['well_formed']:.0f}% well formed")
+        print(
+            f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens, {100 * e['well_formed']:.0f}% well formed"
+        )
     return summary
 
 

@@ -34,7 +34,15 @@ from transformers import AutoModelForCausalLM
 from eval.metrics import diff_interval, paired_diff_interval
 from eval.runner import PeriodicEval
 from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
-from reasoner.config import CONF_DIR, RESUME_SAFE_FIELDS, Estimator, RunConfig, flat_config, register_configs, resume_changes
+from reasoner.config import (
+    CONF_DIR,
+    RESUME_SAFE_FIELDS,
+    Estimator,
+    RunConfig,
+    flat_config,
+    register_configs,
+    resume_changes,
+)
 from reasoner.critic import ValueModel
 from reasoner.data import load_problems, prompt_ids, target_text
 from reasoner.evaluate import EvalResult
@@ -55,7 +63,11 @@ log = logging.getLogger("reasoner")
 def _probe(tokenizer, cfg: RunConfig, problem) -> SyncProbe:
     """A fixed prompt + completion (the held-out problem's target text) for the sync check."""
     prompt = prompt_ids(tokenizer, problem.problem, cfg.data.template)
-    text = target_text(problem, cfg.data.template) if problem.solution else f"The final answer is \\boxed{{{problem.answer}}}."
+    text = (
+        target_text(problem, cfg.data.template)
+        if problem.solution
+        else f"The final answer is \\boxed{{{problem.answer}}}."
+    )
     completion = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     return SyncProbe(prompt + list(completion), len(prompt))
 
@@ -112,17 +124,38 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
     seen = [p.problem for p in heldout]
     # procedural data: one problem per prompt of the planned steps; a resumed run regenerates the
     # set it started with (trainer.steps may have changed since)
-    n_train = (ckpt.state["sampler"]["size"] if ckpt else max(tr.steps * tr.prompts_per_step, 1)) if d.train == "arithmetic" else None
-    train = load_problems(d.train, split=d.train_split, n=n_train, seed=tr.seed + 2 + d.train_seed, levels=levels, exclude=seen, on_bad_row=d.on_bad_row.value)
+    n_train = (
+        (ckpt.state["sampler"]["size"] if ckpt else max(tr.steps * tr.prompts_per_step, 1))
+        if d.train == "arithmetic"
+        else None
+    )
+    train = load_problems(
+        d.train,
+        split=d.train_split,
+        n=n_train,
+        seed=tr.seed + 2 + d.train_seed,
+        levels=levels,
+        exclude=seen,
+        on_bad_row=d.on_bad_row.value,
+    )
     log.info("data: %d RL prompts (%s), %d held-out (%s)", len(train), d.train, len(heldout), d.heldout)
 
-    benchmarks = PeriodicEval(tr.eval_benchmarks, tr.eval_benchmark_problems, tr.eval_benchmark_samples, tr.eval_max_tokens, tokenizer, cfg.rollout.max_model_len)
+    benchmarks = PeriodicEval(
+        tr.eval_benchmarks,
+        tr.eval_benchmark_problems,
+        tr.eval_benchmark_samples,
+        tr.eval_max_tokens,
+        tokenizer,
+        cfg.rollout.max_model_len,
+    )
     # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
     # seeding it with seed + step makes a resume from a given checkpoint repeatable
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed + start)
     verifier = build_verifier(cfg.reward.verifier)
     results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
-    heldout_eval = HeldoutEval(cfg, engine, tokenizer, heldout, verifier, {k: EvalResult.from_dict(v) for k, v in results["evals"].items()})
+    heldout_eval = HeldoutEval(
+        cfg, engine, tokenizer, heldout, verifier, {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
+    )
     evals = heldout_eval.evals
 
     if ckpt is None and tr.eval_base:
@@ -142,14 +175,18 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
             release_free_heap()
             sync_weights(engine, policy)
             if probe is not None:
-                check_sync(engine, policy, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline)
+                check_sync(
+                    engine, policy, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline
+                )
             heldout_eval("after_sft")
 
     ref = None
     if cfg.algorithm.kl_beta > 0:
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     critic = ValueModel(policy) if cfg.algorithm.estimator is Estimator.gae else None
-    learner = Learner(policy, cfg.algorithm, tr, tokenizer.pad_token_id, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
+    learner = Learner(
+        policy, cfg.algorithm, tr, tokenizer.pad_token_id, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic
+    )
     sampler = PromptSampler(train, tr.seed)
     if ckpt is not None:
         ckpt.restore(learner, sampler)
@@ -158,7 +195,11 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
             probe = replace(probe, baseline=sync_drift(engine, policy, probe.token_ids, probe.prompt_len))
         log.info("resumed from %s: step %d of %d", ckpt.path, start, tr.steps)
     if probe is not None:
-        log.info("sync check: probe drift before training %.4f nats/token (allowed increase %g)", probe.baseline, cfg.rollout.sync_check_tol)
+        log.info(
+            "sync check: probe drift before training %.4f nats/token (allowed increase %g)",
+            probe.baseline,
+            cfg.rollout.sync_check_tol,
+        )
 
     store = CheckpointStore(run_dir / "checkpoints", tr.keep_last, tr.best_metric, tr.best_mode)
     store.clean_partial()
@@ -174,7 +215,14 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
         results["evals"] = {k: asdict(v) for k, v in evals.items()}
         return store.save(step, learner, sampler, cfg, results, metrics)
 
-    bar = tqdm(range(start + 1, tr.steps + 1), desc=cfg.algorithm.name, unit="step", dynamic_ncols=True, initial=start, total=tr.steps)
+    bar = tqdm(
+        range(start + 1, tr.steps + 1),
+        desc=cfg.algorithm.name,
+        unit="step",
+        dynamic_ncols=True,
+        initial=start,
+        total=tr.steps,
+    )
     for step in bar:
         if stop.signum is not None:
             break
@@ -190,15 +238,29 @@ def _run(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> dict:
                 metrics.update(benchmarks(engine))
                 metrics["time/benchmark_eval"] = time.perf_counter() - t0
         except RolloutEngineError as err:
-            last = f"the last checkpoint, {saved} (step {saved_step}), is intact: resume from it with trainer.resume=auto" if saved else "no checkpoint was written yet"
+            last = (
+                f"the last checkpoint, {saved} (step {saved_step}), is intact: resume from it with trainer.resume=auto"
+                if saved
+                else "no checkpoint was written yet"
+            )
             raise RolloutEngineError(f"{err}\nRL step {step} did not finish; {last}") from err
         logger.log(step, metrics)
         tqdm.write(compact_line(step, metrics))
         done = step
         nonfinite = nonfinite + 1 if metrics["policy/skipped_updates"] else 0
         if nonfinite:
-            log.warning("step %d: %d optimizer step(s) skipped for a non-finite loss or gradient (%d such step(s) in a row)", step, metrics["policy/skipped_updates"], nonfinite)
-        if (tr.checkpoint_every and step % tr.checkpoint_every == 0) or step == tr.steps or stop.signum is not None or nonfinite >= tr.max_nonfinite_steps:
+            log.warning(
+                "step %d: %d optimizer step(s) skipped for a non-finite loss or gradient (%d such step(s) in a row)",
+                step,
+                metrics["policy/skipped_updates"],
+                nonfinite,
+            )
+        if (
+            (tr.checkpoint_every and step % tr.checkpoint_every == 0)
+            or step == tr.steps
+            or stop.signum is not None
+            or nonfinite >= tr.max_nonfinite_steps
+        ):
             saved, saved_step = save(step), step
         if nonfinite >= tr.max_nonfinite_steps:
             raise NonFiniteUpdateError(
@@ -247,7 +309,9 @@ def print_summary(summary: dict) -> None:
     """The three held-out figures with their 95% intervals."""
     print("\nheld-out accuracy (n=%d, greedy, Wilson 95%% interval)" % summary["heldout_n"])
     for name, e in summary["heldout"].items():
-        print(f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens")
+        print(
+            f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens"
+        )
     if "rl_gain" in summary:
         plo, phi = summary["rl_gain_ci95_paired"]
         ulo, uhi = summary["rl_gain_ci95_unpaired"]

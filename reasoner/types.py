@@ -93,7 +93,10 @@ class ScoredBatch:
     @staticmethod
     def cat(batches: list[ScoredBatch]) -> ScoredBatch:
         """Concatenate batches along the prompt axis (same G)."""
-        prompts = PromptBatch([p for b in batches for p in b.rollouts.prompts.problems], [p for b in batches for p in b.rollouts.prompts.prompt_ids])
+        prompts = PromptBatch(
+            [p for b in batches for p in b.rollouts.prompts.problems],
+            [p for b in batches for p in b.rollouts.prompts.prompt_ids],
+        )
         rollouts = RolloutBatch(prompts, [g for b in batches for g in b.rollouts.completions])
         return ScoredBatch(
             rollouts,

@@ -54,7 +54,11 @@ def table(results: dict[str, tuple[list[dict], dict]]) -> str:
         after = s["heldout"]["after_rl"]
         sft = s.get("heldout_after_sft")
         gain = s.get("rl_gain")
-        gain_txt = "n/a" if gain is None else f"{100 * gain:+.1f} [{100 * s['rl_gain_ci95_paired'][0]:+.1f}, {100 * s['rl_gain_ci95_paired'][1]:+.1f}]"
+        gain_txt = (
+            "n/a"
+            if gain is None
+            else f"{100 * gain:+.1f} [{100 * s['rl_gain_ci95_paired'][0]:+.1f}, {100 * s['rl_gain_ci95_paired'][1]:+.1f}]"
+        )
         tail = [r["reward/accuracy"] for r in rows[-5:]]
         lines.append(
             f"| {name} | {'n/a' if sft is None else f'{100 * sft:.1f}%'} "
@@ -75,7 +79,9 @@ def plot(results: dict[str, tuple[list[dict], dict]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4), squeeze=False)
     for ax, (key, title) in zip(axes[0], CURVES):
         for name, (rows, _) in results.items():
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=name, marker="." if len(rows) < 40 else None)
+            ax.plot(
+                [r["step"] for r in rows], [r[key] for r in rows], label=name, marker="." if len(rows) < 40 else None
+            )
         ax.set_title(title)
         ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)
@@ -90,7 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[list[dict], dict]]:
     overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algorithms", nargs="+", default=DEFAULT_ALGORITHMS, help="algorithm group options (conf/algorithm/*.yaml)")
+    parser.add_argument(
+        "--algorithms", nargs="+", default=DEFAULT_ALGORITHMS, help="algorithm group options (conf/algorithm/*.yaml)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "compare", help="output folder")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     args = parser.parse_args(own)

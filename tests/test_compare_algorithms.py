@@ -34,7 +34,19 @@ def _module():
 
 def test_compare_two_algorithms_table_and_curves(tiny_model_dir, tmp_path):
     mod = _module()
-    results = mod.main(["--algorithms", "grpo", "ppo", "--out", str(tmp_path), "--no-plot", "--", f"model.path={tiny_model_dir}", *TINY])
+    results = mod.main(
+        [
+            "--algorithms",
+            "grpo",
+            "ppo",
+            "--out",
+            str(tmp_path),
+            "--no-plot",
+            "--",
+            f"model.path={tiny_model_dir}",
+            *TINY,
+        ]
+    )
     assert list(results) == ["grpo", "ppo"]
     md = (tmp_path / "results.md").read_text()
     assert "| grpo |" in md and "| ppo |" in md and "n=4 problems" in md

@@ -60,8 +60,13 @@ def test_out_of_range_value_names_field_and_rule():
 
 
 def test_benchmark_eval_needs_a_cadence():
-    assert to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]"])).trainer.eval_benchmarks == ["gsm8k"]  # trainer=cpu: every 10 steps
-    with pytest.raises(ValueError, match=r"trainer.eval_benchmarks=\['gsm8k'\] is not allowed: must be empty unless trainer.eval_every > 0"):
+    assert to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]"])).trainer.eval_benchmarks == [
+        "gsm8k"
+    ]  # trainer=cpu: every 10 steps
+    with pytest.raises(
+        ValueError,
+        match=r"trainer.eval_benchmarks=\['gsm8k'\] is not allowed: must be empty unless trainer.eval_every > 0",
+    ):
         to_run_config(_compose(["trainer.eval_benchmarks=[gsm8k]", "trainer.eval_every=0"]))
 
 
@@ -92,7 +97,9 @@ def test_bad_best_mode_lists_choices():
 
 
 def test_missing_model_paths_say_what_was_looked_for(tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"model.path='{tmp_path}/gone': no such directory \(looked for {tmp_path}/gone\)"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"model.path='{tmp_path}/gone': no such directory \(looked for {tmp_path}/gone\)"
+    ):
         resolve_model_path(str(tmp_path / "gone"))
     with pytest.raises(FileNotFoundError, match=rf"not an HF model directory \(looked for {tmp_path}/config.json\)"):
         resolve_model_path(str(tmp_path))

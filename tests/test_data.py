@@ -10,7 +10,9 @@ from reasoner.config import Template
 from reasoner.data import BadRowError, load_problems, messages, target_text
 
 
-@pytest.mark.parametrize("name,rows", [("gsm8k_test", 1319), ("math500", 500), ("aime24", 30), ("aime25", 30), ("amc23", 40)])
+@pytest.mark.parametrize(
+    "name,rows", [("gsm8k_test", 1319), ("math500", 500), ("aime24", 30), ("aime25", 30), ("amc23", 40)]
+)
 def test_vendored_sets_load(name, rows):
     problems = load_problems(f"vendored:{name}", n=None)
     assert len(problems) == rows
@@ -40,10 +42,22 @@ BAD_ROWS = {
     "null field": (b'{"id": "b", "problem": null, "answer": "4"}', "missing field 'problem'"),
     "empty field": (b'{"id": "b", "problem": "2+2?", "answer": "  "}', "field 'answer' is empty"),
     "wrong-typed problem": (b'{"id": "b", "problem": 4, "answer": "4"}', "field 'problem' must be a string, got int"),
-    "wrong-typed solution": (b'{"id": "b", "problem": "2+2?", "answer": "4", "solution": [1]}', "field 'solution' must be a string, got list"),
-    "wrong-typed id": (b'{"id": {"x": 1}, "problem": "2+2?", "answer": "4"}', "field 'id' must be a string or integer, got dict"),
-    "undecodable bytes": (b'{"id": "b", "problem": "2+2? \xff\xfe", "answer": "4"}', "field 'problem' has text that is not valid UTF-8"),
-    "lone surrogate escape": (b'{"id": "b", "problem": "2+2? \\ud800", "answer": "4"}', "field 'problem' has text that is not valid UTF-8"),
+    "wrong-typed solution": (
+        b'{"id": "b", "problem": "2+2?", "answer": "4", "solution": [1]}',
+        "field 'solution' must be a string, got list",
+    ),
+    "wrong-typed id": (
+        b'{"id": {"x": 1}, "problem": "2+2?", "answer": "4"}',
+        "field 'id' must be a string or integer, got dict",
+    ),
+    "undecodable bytes": (
+        b'{"id": "b", "problem": "2+2? \xff\xfe", "answer": "4"}',
+        "field 'problem' has text that is not valid UTF-8",
+    ),
+    "lone surrogate escape": (
+        b'{"id": "b", "problem": "2+2? \\ud800", "answer": "4"}',
+        "field 'problem' has text that is not valid UTF-8",
+    ),
     "not JSON": (b'{"id": "b", "problem": "2+2?", ', "not valid JSON"),
     "not an object": (b'["2+2?", "4"]', "a row must be a JSON object, got list"),
 }

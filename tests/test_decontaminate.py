@@ -33,7 +33,9 @@ def test_planted_copies_are_caught_and_clean_problems_kept(evals, math_filter):
         Problem("case-and-space", "  " + a.problem.upper().replace(" ", "   ") + "  ", a.answer),
         Problem("latex-spacing", g.problem.replace(" ", "\\, ", 3).replace(".", " ."), g.answer),
         # a near duplicate: new opening sentence, the last words changed, a long run kept
-        Problem("rephrased", "Here is a problem from a contest. " + " ".join(words[:-3]) + " and explain why.", m.answer),
+        Problem(
+            "rephrased", "Here is a problem from a contest. " + " ".join(words[:-3]) + " and explain why.", m.answer
+        ),
     ]
     result = decontaminate([*clean, *planted], math_filter)
     dropped = dict(result.overlaps)
@@ -54,10 +56,18 @@ def test_short_texts_only_match_exactly():
 
 
 def test_duplicates_keep_the_first(math_filter):
-    ps = [Problem("a", "Compute 17 * 3.", "51"), Problem("b", "compute 17*3", "51"), Problem("c", "Compute  17 * 3 .", "51", "worked")]
+    ps = [
+        Problem("a", "Compute 17 * 3.", "51"),
+        Problem("b", "compute 17*3", "51"),
+        Problem("c", "Compute  17 * 3 .", "51", "worked"),
+    ]
     result = decontaminate(ps, None)
     assert [p.id for p in result.kept] == ["a", "b"] and result.duplicates == [("c", "duplicate of a")]
-    by_target = decontaminate([Problem("a", "x", "1", "s1"), Problem("b", "x", "1", "s2"), Problem("c", "x", "1", "s1")], None, key="problem+solution")
+    by_target = decontaminate(
+        [Problem("a", "x", "1", "s1"), Problem("b", "x", "1", "s2"), Problem("c", "x", "1", "s1")],
+        None,
+        key="problem+solution",
+    )
     assert [p.id for p in by_target.kept] == ["a", "b"] and by_target.duplicates == [("c", "duplicate of a")]
 
 

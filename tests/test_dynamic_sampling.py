@@ -30,13 +30,26 @@ class ScriptedEngine:
         out = []
         for ids in prompt_ids:
             k = int(re.findall(r"\bp(\d)\b", self.tokenizer.decode(ids))[-1])
-            out.append([Completion([7] * (g + 1), "\\boxed{1}" if g < k else "\\boxed{0}", [-1.0] * (g + 1), "length" if g == n - 1 else "stop") for g in range(n)])
+            out.append(
+                [
+                    Completion(
+                        [7] * (g + 1),
+                        "\\boxed{1}" if g < k else "\\boxed{0}",
+                        [-1.0] * (g + 1),
+                        "length" if g == n - 1 else "stop",
+                    )
+                    for g in range(n)
+                ]
+            )
         return out
 
 
 class ExactVerifier:
     def verify_batch(self, pairs):
-        return [VerifyResult(text == f"\\boxed{{{gold}}}", float(text == f"\\boxed{{{gold}}}"), None, "scripted") for text, gold in pairs]
+        return [
+            VerifyResult(text == f"\\boxed{{{gold}}}", float(text == f"\\boxed{{{gold}}}"), None, "scripted")
+            for text, gold in pairs
+        ]
 
 
 def _cfg(extra):
@@ -69,7 +82,11 @@ def test_dynamic_sampling_refills_with_mixed_groups(smol_dir):
 
 
 def test_dynamic_sampling_stops_at_the_round_cap(smol_dir):
-    scored, keep, rounds, _ = _run(smol_dir, _problems([0, 4]), ["algorithm=dapo", "algorithm.overlong_buffer=4", "algorithm.dynamic_sampling_max_rounds=3"])
+    scored, keep, rounds, _ = _run(
+        smol_dir,
+        _problems([0, 4]),
+        ["algorithm=dapo", "algorithm.overlong_buffer=4", "algorithm.dynamic_sampling_max_rounds=3"],
+    )
     assert keep == [] and rounds == 3 and scored.rewards.shape == (6, G)
 
 
@@ -79,8 +96,14 @@ def test_without_dynamic_sampling_every_group_is_kept(smol_dir):
 
 
 def test_length_terms_are_added_to_the_reward(smol_dir):
-    scored, _, _, _ = _run(smol_dir, _problems([2]), ["algorithm.overlong_buffer=4", "algorithm.length_reward_weight=0.1", "algorithm.length_reward_warmup=1"])
-    cfg = _cfg(["algorithm.overlong_buffer=4", "algorithm.length_reward_weight=0.1", "algorithm.length_reward_warmup=1"])
+    scored, _, _, _ = _run(
+        smol_dir,
+        _problems([2]),
+        ["algorithm.overlong_buffer=4", "algorithm.length_reward_weight=0.1", "algorithm.length_reward_warmup=1"],
+    )
+    cfg = _cfg(
+        ["algorithm.overlong_buffer=4", "algorithm.length_reward_weight=0.1", "algorithm.length_reward_warmup=1"]
+    )
     # lengths 1..4 with L_max 8, L_cache 4: no overlong penalty; step 1 is inside the warm-up
     shaped, metrics = add_length_terms(scored, cfg.algorithm, cfg.rollout.max_tokens, step=1)
     torch.testing.assert_close(shaped.rewards, scored.rewards)
@@ -103,6 +126,13 @@ class CrashesOnWrongAnswers(ExactVerifier):
 
 def test_a_verifier_crash_scores_that_sample_zero(smol_dir):
     tok = AutoTokenizer.from_pretrained(smol_dir)
-    scored, keep, _ = sample_groups(PromptSampler(_problems([3]), seed=0), ScriptedEngine(tok), CrashesOnWrongAnswers(), tok, _cfg(["reward.format_weight=0"]), Timer())
+    scored, keep, _ = sample_groups(
+        PromptSampler(_problems([3]), seed=0),
+        ScriptedEngine(tok),
+        CrashesOnWrongAnswers(),
+        tok,
+        _cfg(["reward.format_weight=0"]),
+        Timer(),
+    )
     assert scored.rewards.tolist() == [[1.0, 1.0, 1.0, 0.0]] * 2 and keep == [0, 1]  # the one problem, twice
     assert [v.reason for v in scored.verdicts[0]] == ["scripted"] * 3 + ["error: ZeroDivisionError: verifier bug"]

@@ -42,7 +42,9 @@ def test_select_keeps_correct_well_formed_untruncated_shortest_first():
     assert [(s.problem_id, s.index) for s in first] == [("p", 0), ("r", 0)]
     loose = select(samples, RejectionConfig(keep_per_problem=1, shortest=True, require_format=False), Template.r1)
     assert [(s.problem_id, s.index) for s in loose] == [("p", 3), ("r", 0)]
-    truncated_too = select(samples, RejectionConfig(keep_per_problem=1, shortest=True, drop_truncated=False), Template.r1)
+    truncated_too = select(
+        samples, RejectionConfig(keep_per_problem=1, shortest=True, drop_truncated=False), Template.r1
+    )
     assert [(s.problem_id, s.index) for s in truncated_too] == [("p", 4), ("r", 0)]
 
 
@@ -60,7 +62,9 @@ def test_stage_config_chains_model_and_data_and_names_bad_overrides():
     assert sft.sft.source == "/d/data.jsonl" and sft.sft.lr == 5e-5
     with pytest.raises(ValueError, match=r"recipe stage 'x': bad overrides \['trainer.stepz=3'\]"):
         stage_config(base, StageConfig("x", StageKind.rl, ["trainer.stepz=3"]), "/m", None, first=True)
-    with pytest.raises(ValueError, match=r"recipe stage 'x': bad overrides \['trainer.steps=-1'\].*trainer.steps=-1 is not allowed"):
+    with pytest.raises(
+        ValueError, match=r"recipe stage 'x': bad overrides \['trainer.steps=-1'\].*trainer.steps=-1 is not allowed"
+    ):
         stage_config(base, StageConfig("x", StageKind.rl, ["trainer.steps=-1"]), "/m", None, first=True)
     with pytest.raises(ValueError, match=r"recipe.stages\[1\].name='a' is not allowed: must be a unique name"):
         _cfg(["recipe=r1_zero_cpu", "recipe.stages=[{name: a, kind: rl}, {name: a, kind: sft}]"])
@@ -69,7 +73,10 @@ def test_stage_config_chains_model_and_data_and_names_bad_overrides():
 @pytest.mark.parametrize("recipe", ["r1", "r1_cpu", "r1_zero", "r1_zero_cpu", "k1_5", "k1_5_cpu"])
 def test_every_shipped_recipe_builds_each_stage_config(recipe):
     base = _cfg([f"recipe={recipe}", "model.path=/m/given"])
-    configs = [stage_config(base, stage, "/m/prev", "/d/data.jsonl", first=i == 0) for i, stage in enumerate(base.recipe.stages)]
+    configs = [
+        stage_config(base, stage, "/m/prev", "/d/data.jsonl", first=i == 0)
+        for i, stage in enumerate(base.recipe.stages)
+    ]
     assert configs and all(c.recipe.stages == [] for c in configs)
     if recipe.startswith("k1_5"):
         rl, length_rl = configs[-2:]
@@ -92,14 +99,31 @@ STAGES = (
 def test_five_stage_recipe_chains_models_and_resumes(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     extra = [
-        "recipe=r1_cpu", STAGES, f"model.path={tiny_model_dir}", "rollout=hf", "data.heldout_n=4", "data.arithmetic_levels=[1]",
-        "trainer.prompts_per_step=2", "algorithm.group_size=4", "trainer.micro_batch_size=4", "rollout.max_tokens=8",
-        "trainer.eval_max_tokens=8", "rejection.max_tokens=8", "sft.batch_size=4", "trainer.checkpoint_every=0",
+        "recipe=r1_cpu",
+        STAGES,
+        f"model.path={tiny_model_dir}",
+        "rollout=hf",
+        "data.heldout_n=4",
+        "data.arithmetic_levels=[1]",
+        "trainer.prompts_per_step=2",
+        "algorithm.group_size=4",
+        "trainer.micro_batch_size=4",
+        "rollout.max_tokens=8",
+        "trainer.eval_max_tokens=8",
+        "rejection.max_tokens=8",
+        "sft.batch_size=4",
+        "trainer.checkpoint_every=0",
     ]
     cfg = _cfg(extra)
     cfg.reward.verifier = {"_target_": "scripted_verifiers.VowelShare"}
     results = run_recipe(cfg, tmp_path)
-    assert [(r.name, r.kind) for r in results] == [("cold", "sft"), ("rl1", "rl"), ("rs", "rejection_sampling"), ("sft2", "sft"), ("rl2", "rl")]
+    assert [(r.name, r.kind) for r in results] == [
+        ("cold", "sft"),
+        ("rl1", "rl"),
+        ("rs", "rejection_sampling"),
+        ("sft2", "sft"),
+        ("rl2", "rl"),
+    ]
     stages = sorted((tmp_path / "stages").iterdir())
     assert [p.name for p in stages] == ["00_cold", "01_rl1", "02_rs", "03_sft2", "04_rl2"]
     assert all((p / "done.json").exists() for p in stages)
@@ -114,7 +138,9 @@ def test_five_stage_recipe_chains_models_and_resumes(tiny_model_dir, tmp_path, m
     assert stage_cfg(stages[3])["sft.source"] == str(stages[2] / "data.jsonl")
     assert stage_cfg(stages[4])["model.path"] == str(stages[3] / "checkpoint")
     rows = [json.loads(line) for line in (stages[2] / "data.jsonl").read_text().splitlines()]
-    assert rows and all(r["target"] == "verbatim" and r["provenance"]["model"] == str(stages[1] / "checkpoint") for r in rows)
+    assert rows and all(
+        r["target"] == "verbatim" and r["provenance"]["model"] == str(stages[1] / "checkpoint") for r in rows
+    )
     rs = json.loads((stages[2] / "summary.json").read_text())
     assert rs["kept"] == len(rows) and rs["samples"] == 16 and len(rows) <= 2 * rs["problems_with_a_kept_sample"]
     assert json.loads((stages[3] / "summary.json").read_text())["sft"]["examples"] == len(rows)
@@ -145,11 +171,26 @@ def test_sigterm_stops_the_running_stage_and_the_same_command_resumes(tiny_model
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     two = "recipe.stages=[{name: a, kind: rl, overrides: ['trainer.steps=400']}, {name: b, kind: sft, overrides: ['sft.examples=4']}]"
     cmd = [
-        sys.executable, "-m", "reasoner.train", "recipe=r1_zero_cpu", two, f"hydra.run.dir={tmp_path}", f"model.path={tiny_model_dir}",
-        "rollout=hf", "data.heldout_n=2", "trainer.prompts_per_step=2", "algorithm.group_size=2", "rollout.max_tokens=4",
-        "trainer.eval_max_tokens=4", "trainer.checkpoint_every=0", "sft.batch_size=4", "reward.verifier={_target_: scripted_verifiers.VowelShare}",
+        sys.executable,
+        "-m",
+        "reasoner.train",
+        "recipe=r1_zero_cpu",
+        two,
+        f"hydra.run.dir={tmp_path}",
+        f"model.path={tiny_model_dir}",
+        "rollout=hf",
+        "data.heldout_n=2",
+        "trainer.prompts_per_step=2",
+        "algorithm.group_size=2",
+        "rollout.max_tokens=4",
+        "trainer.eval_max_tokens=4",
+        "trainer.checkpoint_every=0",
+        "sft.batch_size=4",
+        "reward.verifier={_target_: scripted_verifiers.VowelShare}",
     ]
-    proc = subprocess.Popen(cmd, env=env, cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=TESTS.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     metrics = tmp_path / "stages/00_a/metrics.jsonl"
     deadline = time.monotonic() + 600
     while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
@@ -159,11 +200,15 @@ def test_sigterm_stops_the_running_stage_and_the_same_command_resumes(tiny_model
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "stage 00_a exited with status 143" in err and f"hydra.run.dir={tmp_path}" in err
-    assert not (tmp_path / "stages/00_a/done.json").exists() and list((tmp_path / "stages/00_a/checkpoints").glob("step_*"))
+    assert not (tmp_path / "stages/00_a/done.json").exists() and list(
+        (tmp_path / "stages/00_a/checkpoints").glob("step_*")
+    )
     done = len((tmp_path / "stages/00_a/metrics.jsonl").read_text().splitlines())
     # the same command with fewer steps (a safe change): stage a continues from its checkpoint
     again = [c.replace("trainer.steps=400", f"trainer.steps={done + 1}") for c in cmd]
-    subprocess.run(again, env=env, cwd=TESTS.parent, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    subprocess.run(
+        again, env=env, cwd=TESTS.parent, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900
+    )
     summary = json.loads((tmp_path / "stages/00_a/summary.json").read_text())
     assert summary["resumed_from_step"] == done and summary["steps"] == done + 1
     assert (tmp_path / "stages/01_b/done.json").exists() and (tmp_path / "results.md").exists()

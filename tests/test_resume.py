@@ -18,6 +18,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
+from scripted_verifiers import VowelShare
 
 from reasoner import arithmetic
 from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
@@ -25,7 +26,6 @@ from reasoner.config import register_configs
 from reasoner.learner import NonFiniteUpdateError
 from reasoner.rollout import RolloutEngineError
 from reasoner.train import CONF_DIR, run, to_run_config
-from scripted_verifiers import VowelShare
 from verifiers.base import VerifyResult
 
 register_configs()
@@ -63,7 +63,11 @@ def train_file(tmp_path_factory):
 
 def _cfg(model_dir, train_file, extra=(), verifier=None):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = to_run_config(compose(config_name="config", overrides=[f"model.path={model_dir}", f"data.train={train_file}", *SMALL, *extra]))
+        cfg = to_run_config(
+            compose(
+                config_name="config", overrides=[f"model.path={model_dir}", f"data.train={train_file}", *SMALL, *extra]
+            )
+        )
     if verifier is not None:
         cfg.reward.verifier = {"_target_": f"{verifier.__module__}.{verifier.__name__}"}
     return cfg
@@ -108,7 +112,15 @@ def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file,
 
     # a change the checkpoint cannot honour is refused, naming each field
     with pytest.raises(CheckpointError, match=r"algorithm.clip_high: 0.2 -> 0.3.*trainer.lr: 0.001 -> 0.002"):
-        run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2", "algorithm.clip_high=0.3", "trainer.lr=2e-3"], VowelShare), halves)
+        run(
+            _cfg(
+                tiny_model_dir,
+                train_file,
+                [*EVERYTHING, "trainer.steps=2", "algorithm.clip_high=0.3", "trainer.lr=2e-3"],
+                VowelShare,
+            ),
+            halves,
+        )
     with pytest.raises(CheckpointError, match="trainer.resume=never, but .* holds checkpoints"):
         run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.resume=never"], VowelShare), halves)
 
@@ -144,12 +156,17 @@ def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file,
 
 
 def test_missing_resume_path_says_what_was_looked_for(tmp_path):
-    with pytest.raises(CheckpointError, match=rf"trainer.resume='{tmp_path}/old': no checkpoint there \(looked for {tmp_path}/old/manifest.json, {tmp_path}/old/checkpoints/step_\*/manifest.json"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"trainer.resume='{tmp_path}/old': no checkpoint there \(looked for {tmp_path}/old/manifest.json, {tmp_path}/old/checkpoints/step_\*/manifest.json",
+    ):
         find_resume_checkpoint(str(tmp_path / "old"), tmp_path / "run")
     damaged = tmp_path / "run/checkpoints/step_000003"
     damaged.mkdir(parents=True)
     (damaged / "manifest.json").write_text(json.dumps({"step": 3, "files": {"policy.safetensors": 10}}))
-    with pytest.raises(CheckpointError, match=r"step_000003 is damaged: policy.safetensors should be 10 bytes, is missing"):
+    with pytest.raises(
+        CheckpointError, match=r"step_000003 is damaged: policy.safetensors should be 10 bytes, is missing"
+    ):
         find_resume_checkpoint(str(damaged), tmp_path / "run")
     assert find_resume_checkpoint("auto", tmp_path / "run") is None  # a damaged checkpoint is not resumed from
 
@@ -197,7 +214,13 @@ def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tiny_model_di
     overrides = [f"model.path={tiny_model_dir}", f"data.train={train_file}", *SMALL, "trainer.checkpoint_every=1"]
     log = tmp_path / "stderr.txt"
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(run_dir), str(marker), "2", *overrides, "trainer.steps=3"], env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, str(run_dir), str(marker), "2", *overrides, "trainer.steps=3"],
+            env=_env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     _wait_for(marker.exists, proc, log, 900, "the step-2 checkpoint write")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -214,10 +237,22 @@ def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tiny_model_di
 
 def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_file, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [f"model.path={tiny_model_dir}", f"data.train={train_file}", *SMALL, "trainer.steps=500", "trainer.checkpoint_every=0"]
+    overrides = [
+        f"model.path={tiny_model_dir}",
+        f"data.train={train_file}",
+        *SMALL,
+        "trainer.steps=500",
+        "trainer.checkpoint_every=0",
+    ]
     log = tmp_path / "stderr.txt"
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "reasoner.train", f"hydra.run.dir={run_dir}", *overrides], env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reasoner.train", f"hydra.run.dir={run_dir}", *overrides],
+            env=_env(),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     metrics = run_dir / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1, proc, log, 900, "the first RL step")
     proc.send_signal(signal.SIGTERM)
@@ -251,8 +286,22 @@ run(cfg, Path(sys.argv[1]))
 
 def test_a_checkpoint_that_cannot_be_written_is_removed_and_named(tiny_model_dir, train_file, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [f"model.path={tiny_model_dir}", f"data.train={train_file}", *SMALL, "trainer.save_checkpoint=true", "trainer.checkpoint_every=1", "trainer.steps=2"]
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK_DRIVER, str(run_dir), *overrides], env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    overrides = [
+        f"model.path={tiny_model_dir}",
+        f"data.train={train_file}",
+        *SMALL,
+        "trainer.save_checkpoint=true",
+        "trainer.checkpoint_every=1",
+        "trainer.steps=2",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_DRIVER, str(run_dir), *overrides],
+        env=_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     ckpts = run_dir / "checkpoints"
     assert f"CheckpointWriteError: could not write the checkpoint of step 1 in {ckpts} (" in proc.stderr
@@ -276,7 +325,14 @@ print("finished", flush=True)
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_second_signal_exits_at_once(sig):
-    proc = subprocess.Popen([sys.executable, "-c", SIGNAL_DRIVER], env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_DRIVER],
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(sig)
     assert proc.stdout.readline() == f"stop requested {int(sig)}\n"  # the first signal only asks
@@ -287,11 +343,19 @@ def test_second_signal_exits_at_once(sig):
 
 
 def test_nonfinite_updates_are_skipped_then_the_run_stops(tiny_model_dir, train_file, tmp_path):
-    cfg = _cfg(tiny_model_dir, train_file, ["trainer.steps=5", "trainer.max_nonfinite_steps=2", "trainer.checkpoint_every=0"], NaNScore)
+    cfg = _cfg(
+        tiny_model_dir,
+        train_file,
+        ["trainer.steps=5", "trainer.max_nonfinite_steps=2", "trainer.checkpoint_every=0"],
+        NaNScore,
+    )
     with pytest.raises(NonFiniteUpdateError, match=r"steps 1-2 all had a non-finite loss or gradient.*step_000002"):
         run(cfg, tmp_path)
     lines = _metrics(tmp_path)
-    assert [(m["step"], m["policy/skipped_updates"], m["policy/optimizer_steps"]) for m in lines] == [(1, 1, 0), (2, 1, 0)]
+    assert [(m["step"], m["policy/skipped_updates"], m["policy/optimizer_steps"]) for m in lines] == [
+        (1, 1, 0),
+        (2, 1, 0),
+    ]
     saved = load_file(tmp_path / "checkpoints/step_000002/policy.safetensors")
     from transformers import AutoModelForCausalLM
 
@@ -313,7 +377,10 @@ def test_engine_failure_stops_with_the_last_checkpoint_intact(tiny_model_dir, tr
 
     monkeypatch.setattr(HFEngine, "generate", failing_generate)
     cfg = _cfg(tiny_model_dir, train_file, ["trainer.steps=5", "trainer.checkpoint_every=2"])
-    with pytest.raises(RolloutEngineError, match=r"(?s)rollout engine \(hf\) failed in generate: RuntimeError: engine core died.*RL step 3 did not finish; the last checkpoint, .*step_000002 \(step 2\), is intact"):
+    with pytest.raises(
+        RolloutEngineError,
+        match=r"(?s)rollout engine \(hf\) failed in generate: RuntimeError: engine core died.*RL step 3 did not finish; the last checkpoint, .*step_000002 \(step 2\), is intact",
+    ):
         run(cfg, tmp_path)
     assert [c.step for c in CheckpointStore(tmp_path / "checkpoints").checkpoints()] == [2]
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
@@ -323,7 +390,15 @@ def test_engine_failure_stops_with_the_last_checkpoint_intact(tiny_model_dir, tr
 def test_resume_with_vllm_keeps_data_order_step_count_and_optimizer_state(tiny_model_dir, train_file, tmp_path):
     """vLLM's sampling stream cannot be restored (README: "Resuming and crash safety"), so a
     resumed run samples other completions; everything the checkpoint holds must still match."""
-    vllm = [f"model.path={tiny_model_dir}", f"data.train={train_file}", *SMALL, "rollout=vllm", "rollout.max_model_len=256", "trainer.checkpoint_every=1", "trainer.lr_warmup_steps=2"]
+    vllm = [
+        f"model.path={tiny_model_dir}",
+        f"data.train={train_file}",
+        *SMALL,
+        "rollout=vllm",
+        "rollout.max_model_len=256",
+        "trainer.checkpoint_every=1",
+        "trainer.lr_warmup_steps=2",
+    ]
 
     def cli(run_dir, steps):
         cmd = [sys.executable, "-m", "reasoner.train", f"hydra.run.dir={run_dir}", *vllm, f"trainer.steps={steps}"]

@@ -42,7 +42,19 @@ def test_worked_solutions_become_think_targets_that_pass_the_format_check():
 def test_verbatim_rows_are_their_own_target(tmp_path):
     path = tmp_path / "rows.jsonl"
     completion = "<think>\n2 + 2 is 4\n</think>\nThe final answer is \\boxed{4}."
-    path.write_text(json.dumps({"id": "a", "problem": "2+2?", "answer": "4", "solution": completion, "target": "verbatim", "provenance": {"model": "m"}}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "id": "a",
+                "problem": "2+2?",
+                "answer": "4",
+                "solution": completion,
+                "target": "verbatim",
+                "provenance": {"model": "m"},
+            }
+        )
+        + "\n"
+    )
     (p,) = load_problems(str(path))
     assert target_text(p, Template.r1) == completion
     path.write_text(json.dumps({"id": "a", "problem": "2+2?", "answer": "4", "solution": "x", "target": "copy"}) + "\n")
@@ -68,7 +80,14 @@ def test_gradient_checkpointing_gives_the_same_weights(tiny_model_dir):
     weights = []
     for checkpointing in (False, True):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-        cfg = SFTConfig(examples=8, batch_size=4, micro_batch_size=2, lr=1e-3, gradient_checkpointing=checkpointing, group_by_length=True)
+        cfg = SFTConfig(
+            examples=8,
+            batch_size=4,
+            micro_batch_size=2,
+            lr=1e-3,
+            gradient_checkpointing=checkpointing,
+            group_by_length=True,
+        )
         stats = run_sft(model, tok, problems, Template.r1, cfg, bf16_autocast=False, seed=0)
         assert stats.steps == 2 and stats.examples == 8
         assert not model.is_gradient_checkpointing
@@ -95,10 +114,21 @@ def test_sft_data_loses_planted_overlaps_and_duplicates(tmp_path):
 def test_reasoner_sft_raises_format_compliance_on_a_tiny_model(tiny_model_dir, tmp_path):
     # r1 targets, 64 examples, 6 epochs at a high learning rate: a random 2-layer model learns
     # to open with <think>; the job evaluates before and after and exports the model
-    cfg = _cfg([
-        f"model.path={tiny_model_dir}", "rollout=hf", "data.template=r1", "data.heldout_n=8", "data.arithmetic_levels=[1]",
-        "sft.examples=64", "sft.epochs=6", "sft.lr=3e-3", "sft.batch_size=8", "sft.terse_fraction=1.0", "trainer.eval_max_tokens=48",
-    ])
+    cfg = _cfg(
+        [
+            f"model.path={tiny_model_dir}",
+            "rollout=hf",
+            "data.template=r1",
+            "data.heldout_n=8",
+            "data.arithmetic_levels=[1]",
+            "sft.examples=64",
+            "sft.epochs=6",
+            "sft.lr=3e-3",
+            "sft.batch_size=8",
+            "sft.terse_fraction=1.0",
+            "trainer.eval_max_tokens=48",
+        ]
+    )
     summary = run_sft_job(cfg, tmp_path)
     base, after = summary["heldout"]["base"], summary["heldout"]["after_sft"]
     assert base["well_formed"] == 0.0 and after["well_formed"] >= 0.75  # measured 0 -> 1.0 (8 problems)

@@ -61,7 +61,12 @@ def test_two_grpo_steps_with_vllm_check_weight_sync(tiny_model_dir, tmp_path):
 
 def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
     # with benchmarks evaluated after every step (a math and a code one, 2 samples of 2 problems)
-    bench = ["trainer.eval_every=1", "trainer.eval_benchmarks=[gsm8k,humaneval]", "trainer.eval_benchmark_samples=2", "trainer.eval_benchmark_problems=2"]
+    bench = [
+        "trainer.eval_every=1",
+        "trainer.eval_benchmarks=[gsm8k,humaneval]",
+        "trainer.eval_benchmark_samples=2",
+        "trainer.eval_benchmark_problems=2",
+    ]
     with pytest.raises(ValueError, match="humaneval: a prompt of 285 tokens leaves no room in the 256-token context"):
         run(_cfg(tiny_model_dir, ["rollout=hf", *bench]), tmp_path)
     bench.append("rollout.max_model_len=512")
@@ -69,10 +74,19 @@ def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
     lines = _check_outputs(tmp_path, 2)
     for m in lines:
         assert m["sync/logprob_diff"] < 1e-4  # same fp32 weights on both sides
-        for key in ("gsm8k/avg@2", "gsm8k/pass@2", "gsm8k/maj@2", "gsm8k/truncated", "humaneval/avg@2", "humaneval/pass@2"):
+        for key in (
+            "gsm8k/avg@2",
+            "gsm8k/pass@2",
+            "gsm8k/maj@2",
+            "gsm8k/truncated",
+            "humaneval/avg@2",
+            "humaneval/pass@2",
+        ):
             assert 0.0 <= m[f"eval/{key}"] <= 1.0
         assert "eval/humaneval/maj@2" not in m and 1 <= m["eval/gsm8k/len_mean"] <= 8 and m["time/benchmark_eval"] > 0
-    assert "eval/heldout_accuracy" in lines[0] and "eval/heldout_accuracy" not in lines[1]  # the last step has the final eval
+    assert (
+        "eval/heldout_accuracy" in lines[0] and "eval/heldout_accuracy" not in lines[1]
+    )  # the last step has the final eval
 
 
 def test_sync_check_catches_a_missed_sync(tiny_model_dir):
@@ -168,7 +182,18 @@ def test_five_steps_of_every_algorithm_on_the_embedded_default(tmp_path, algorit
     """Acceptance: each recipe, 5 steps of the embedded default (SmolLM2-135M, cold start, vLLM);
     a smaller cold start and held-out set and no mid-run evaluation keep it to minutes."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = to_run_config(compose(config_name="config", overrides=[f"algorithm={algorithm}", "trainer.steps=5", "trainer.eval_every=0", "data.heldout_n=50", "sft.examples=128"]))
+        cfg = to_run_config(
+            compose(
+                config_name="config",
+                overrides=[
+                    f"algorithm={algorithm}",
+                    "trainer.steps=5",
+                    "trainer.eval_every=0",
+                    "data.heldout_n=50",
+                    "sft.examples=128",
+                ],
+            )
+        )
     summary = run(cfg, tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3, 4, 5]

@@ -43,10 +43,14 @@ def build_verifier(spec: Mapping[str, Any]) -> Verifier:
         name = kwargs.pop("name")
         known = registered()
         if name not in known:
-            raise ValueError(f"no verifier named {name!r} in entry-point group {ENTRY_POINT_GROUP!r}; registered: {', '.join(sorted(known)) or 'none'}")
+            raise ValueError(
+                f"no verifier named {name!r} in entry-point group {ENTRY_POINT_GROUP!r}; registered: {', '.join(sorted(known)) or 'none'}"
+            )
         verifier = known[name].load()(**kwargs)
     else:
-        raise ValueError(f"a verifier spec needs '_target_' (a class path) or 'name' (a registered verifier), got keys {sorted(kwargs)}")
+        raise ValueError(
+            f"a verifier spec needs '_target_' (a class path) or 'name' (a registered verifier), got keys {sorted(kwargs)}"
+        )
     if not isinstance(verifier, Verifier):
         raise TypeError(f"{type(verifier).__name__} is not a verifier: it needs verify_batch(pairs) and close()")
     return verifier

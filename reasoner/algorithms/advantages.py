@@ -55,7 +55,9 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return g / (g - 1) * (rewards - rewards.mean(dim=1, keepdim=True))
 
 
-def token_rewards(outcome: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None, kl_beta: float = 0.0) -> torch.Tensor:
+def token_rewards(
+    outcome: torch.Tensor, mask: torch.Tensor, kl: torch.Tensor | None = None, kl_beta: float = 0.0
+) -> torch.Tensor:
     """Per-token rewards: the outcome reward on each sequence's last completion token, minus
     ``kl_beta * kl_t`` on every token when the KL goes into the reward (PPO-style placement,
     Ouyang et al. 2022 Eq. 2; veRL ``apply_kl_penalty``).

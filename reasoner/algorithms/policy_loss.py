@@ -84,7 +84,9 @@ def _clip_objective(
     return loss, active
 
 
-def truncated_is_weights(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
+def truncated_is_weights(
+    old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Truncated importance-sampling weights for the sampler-vs-learner mismatch (Yao et al.
     2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training"; veRL TIS):
 

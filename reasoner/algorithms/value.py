@@ -37,7 +37,9 @@ def gae(
     return adv, (adv + values) * mask
 
 
-def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float) -> torch.Tensor:
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float
+) -> torch.Tensor:
     """PPO value loss with value clipping, per token (as in OpenAI baselines ppo2, veRL
     ``compute_value_loss``):
 

@@ -63,7 +63,9 @@ class GuardedEngine:
         try:
             yield
         except Exception as err:
-            raise RolloutEngineError(f"rollout engine ({self.backend}) failed in {call}: {type(err).__name__}: {err}") from err
+            raise RolloutEngineError(
+                f"rollout engine ({self.backend}) failed in {call}: {type(err).__name__}: {err}"
+            ) from err
 
     def generate(
         self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
@@ -122,7 +124,12 @@ def sync_drift(engine: RolloutEngine, model: torch.nn.Module, token_ids: list[in
 
 
 def check_sync(
-    engine: RolloutEngine, model: torch.nn.Module, token_ids: list[int], prompt_len: int, tol: float, baseline: float = 0.0
+    engine: RolloutEngine,
+    model: torch.nn.Module,
+    token_ids: list[int],
+    prompt_len: int,
+    tol: float,
+    baseline: float = 0.0,
 ) -> float:
     """`sync_drift` of a fixed sequence, checked against ``baseline + tol``.
 

@@ -90,7 +90,9 @@ class HFEngine:
             stop = toks.index(eos) + 1 if eos in toks else len(toks)
             toks = toks[:stop]
             reason = "stop" if toks and toks[-1] == eos else "length"
-            comp = Completion(toks, self.tokenizer.decode(toks, skip_special_tokens=True), lp[row, :stop].tolist(), reason)
+            comp = Completion(
+                toks, self.tokenizer.decode(toks, skip_special_tokens=True), lp[row, :stop].tolist(), reason
+            )
             if row % n == 0:
                 batch.append([])
             batch[-1].append(comp)

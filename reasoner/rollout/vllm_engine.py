@@ -75,7 +75,9 @@ class VLLMEngine:
             group = []
             for c in out.outputs:
                 lps = [float(d[t].logprob) for d, t in zip(c.logprobs, c.token_ids)] if c.logprobs else []
-                group.append(Completion(list(c.token_ids), c.text, lps, "length" if c.finish_reason == "length" else "stop"))
+                group.append(
+                    Completion(list(c.token_ids), c.text, lps, "length" if c.finish_reason == "length" else "stop")
+                )
             batch.append(group)
         return batch
 

@@ -55,7 +55,9 @@ def test_reinforce_pp_whitens_returns_over_the_batch():
     torch.testing.assert_close(reinforce_pp_advantages(rewards, MASK, kl, 1.0), masked_whiten(returns, MASK))
     # baseline: outcome minus group mean 0.5 first -> [0.5, -0.5] (then the same KL returns)
     base = torch.tensor([[-0.1, 0.1, 0.3], [-0.9, 0.0, 0.0]])
-    torch.testing.assert_close(reinforce_pp_advantages(rewards, MASK, kl, 1.0, baseline=True), masked_whiten(base, MASK))
+    torch.testing.assert_close(
+        reinforce_pp_advantages(rewards, MASK, kl, 1.0, baseline=True), masked_whiten(base, MASK)
+    )
 
 
 def test_gae_hand_values():
@@ -126,7 +128,9 @@ def test_seq_mean_token_sum_norm_divides_by_constant_budget():
     loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
     # (1 + 2 + 3 + 4) / (2 sequences * L_max 10) = 0.5, whatever the lengths
     assert float(aggregate.seq_mean_token_sum_norm(loss, MASK, 2, 10)) == 0.5
-    split = aggregate.seq_mean_token_sum_norm(loss[:1], MASK[:1], 2, 10) + aggregate.seq_mean_token_sum_norm(loss[1:], MASK[1:], 2, 10)
+    split = aggregate.seq_mean_token_sum_norm(loss[:1], MASK[:1], 2, 10) + aggregate.seq_mean_token_sum_norm(
+        loss[1:], MASK[1:], 2, 10
+    )
     assert float(split) == 0.5
 
 

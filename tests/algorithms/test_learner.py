@@ -23,13 +23,19 @@ MODES = {
     "token_mean": AlgorithmConfig(loss_agg=LossAgg.token_mean),
     "seq_mean_token_mean": AlgorithmConfig(loss_agg=LossAgg.seq_mean_token_mean),
     "seq_mean_token_sum_norm": AlgorithmConfig(loss_agg=LossAgg.seq_mean_token_sum_norm, scale_by_std=False),
-    "gspo": AlgorithmConfig(policy_loss=PolicyLoss.gspo, clip_low=0.05, clip_high=0.05, loss_agg=LossAgg.seq_mean_token_mean),
+    "gspo": AlgorithmConfig(
+        policy_loss=PolicyLoss.gspo, clip_low=0.05, clip_high=0.05, loss_agg=LossAgg.seq_mean_token_mean
+    ),
     "dual_clip_tis_kl_loss_entropy": AlgorithmConfig(
         clip_high=0.28, dual_clip=3.0, tis_cap=2.0, kl_beta=0.1, kl_estimator=KLEstimator.k3, entropy_coef=0.01
     ),
     "rloo_mask_truncated": AlgorithmConfig(estimator=Estimator.rloo, mask_truncated=True),
-    "reinforce_pp_kl_reward": AlgorithmConfig(estimator=Estimator.reinforce_pp, kl_beta=0.1, kl_estimator=KLEstimator.k1, kl_placement=KLPlacement.reward),
-    "reinforce_pp_baseline_k2": AlgorithmConfig(estimator=Estimator.reinforce_pp_baseline, kl_beta=0.01, kl_estimator=KLEstimator.k2),
+    "reinforce_pp_kl_reward": AlgorithmConfig(
+        estimator=Estimator.reinforce_pp, kl_beta=0.1, kl_estimator=KLEstimator.k1, kl_placement=KLPlacement.reward
+    ),
+    "reinforce_pp_baseline_k2": AlgorithmConfig(
+        estimator=Estimator.reinforce_pp_baseline, kl_beta=0.01, kl_estimator=KLEstimator.k2
+    ),
     "ppo_gae_critic": AlgorithmConfig(estimator=Estimator.gae, gamma=0.99, gae_lambda=0.95, value_clip=0.1),
 }
 
@@ -47,7 +53,10 @@ def batch(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
         lp, _ = completion_logprobs(model, pad_batch(seqs, plens, PAD))
-    sampler = [(lp[i][lp[i] != 0] + 0.5 * torch.randn(len(s) - p, generator=gen)).tolist() for i, (s, p) in enumerate(zip(seqs, plens))]
+    sampler = [
+        (lp[i][lp[i] != 0] + 0.5 * torch.randn(len(s) - p, generator=gen)).tolist()
+        for i, (s, p) in enumerate(zip(seqs, plens))
+    ]
     sampler[3] = []  # a sequence without sampler log-probs
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.5])
     truncated = [False, True, False, False, False, False, False, False]
@@ -144,7 +153,9 @@ def test_nonfinite_update_is_skipped_without_touching_any_state(tiny_model_dir, 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     critic = ValueModel(model)
     algo = AlgorithmConfig(estimator=Estimator.gae, mini_batches=2)
-    learner = Learner(model, algo, TrainerConfig(micro_batch_size=4, lr_warmup_steps=4), PAD, max_tokens=16, critic=critic)
+    learner = Learner(
+        model, algo, TrainerConfig(micro_batch_size=4, lr_warmup_steps=4), PAD, max_tokens=16, critic=critic
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     bad = replace(batch, rewards=batch.rewards.clone().index_fill_(0, torch.tensor([5]), float("nan")))
     stats = learner.update(bad)  # the NaN reward makes every token's advantage (whitened over the batch) NaN
@@ -154,7 +165,9 @@ def test_nonfinite_update_is_skipped_without_touching_any_state(tiny_model_dir, 
     assert learner.scheduler.last_epoch == 0 and all(p.grad is None for p in model.parameters())
     stats = learner.update(batch)  # a finite batch trains again, at the warm-up's next rates
     assert (stats.skipped_steps, stats.optimizer_steps) == (0, 2) and stats.grad_norm > 0
-    assert learner.scheduler.last_epoch == 2 and learner.optimizer.param_groups[0]["lr"] == pytest.approx(TrainerConfig().lr * 3 / 4)
+    assert learner.scheduler.last_epoch == 2 and learner.optimizer.param_groups[0]["lr"] == pytest.approx(
+        TrainerConfig().lr * 3 / 4
+    )
 
 
 def test_learner_state_round_trips(tiny_model_dir, batch):
@@ -165,7 +178,14 @@ def test_learner_state_round_trips(tiny_model_dir, batch):
 
     def fresh():
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-        return Learner(model, algo, replace(trainer, seed=7), PAD, max_tokens=16, ref_model=copy.deepcopy(model).requires_grad_(False))
+        return Learner(
+            model,
+            algo,
+            replace(trainer, seed=7),
+            PAD,
+            max_tokens=16,
+            ref_model=copy.deepcopy(model).requires_grad_(False),
+        )
 
     first = fresh()
     first.update(batch)

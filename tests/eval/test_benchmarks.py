@@ -14,8 +14,15 @@ from reasoner.config import Template
 
 @pytest.mark.parametrize(
     "name, rows, template",
-    [("aime24", 30, Template.plain), ("aime25", 30, Template.plain), ("amc23", 40, Template.plain), ("math500", 500, Template.plain),
-     ("gsm8k", 1319, Template.plain), ("humaneval", 164, Template.code), ("mbpp", 257, Template.code)],
+    [
+        ("aime24", 30, Template.plain),
+        ("aime25", 30, Template.plain),
+        ("amc23", 40, Template.plain),
+        ("math500", 500, Template.plain),
+        ("gsm8k", 1319, Template.plain),
+        ("humaneval", 164, Template.code),
+        ("mbpp", 257, Template.code),
+    ],
 )
 def test_builtin_benchmarks_load_with_the_protocol(name, rows, template):
     bench = get_benchmark(name)
@@ -39,7 +46,11 @@ def test_math500_rows_carry_level_and_subject():
 def plugin(tmp_path, monkeypatch):
     """An installed-looking package registering benchmark `tiny_qa` (and, optionally, a clash)."""
     data = tmp_path / "qa.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(6)))
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n" for i in range(6)
+        )
+    )
     (tmp_path / "my_benchmarks.py").write_text(
         "from eval.benchmarks import Benchmark, Sampling\n"
         "from reasoner.config import Template\n"

@@ -30,7 +30,18 @@ N, LIMIT = 3, 4
 
 def _config(model_dir, *extra):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = compose(config_name="eval", overrides=[f"model.path={model_dir}", "backend=hf", "benchmarks=[math500,mbpp]", f"n={N}", f"limit={LIMIT}", "max_tokens=4", *extra])
+        cfg = compose(
+            config_name="eval",
+            overrides=[
+                f"model.path={model_dir}",
+                "backend=hf",
+                "benchmarks=[math500,mbpp]",
+                f"n={N}",
+                f"limit={LIMIT}",
+                "max_tokens=4",
+                *extra,
+            ],
+        )
     return to_eval_config(cfg)
 
 
@@ -44,7 +55,9 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 def test_config_composes_and_bad_values_are_named(tiny_model_dir):
     cfg = _config(tiny_model_dir)
     assert cfg.backend is Backend.hf and cfg.benchmarks == ["math500", "mbpp"] and cfg.n == N
-    assert cfg.sampling(get_benchmark("math500").sampling) == replace(get_benchmark("math500").sampling, n=N, max_tokens=4)
+    assert cfg.sampling(get_benchmark("math500").sampling) == replace(
+        get_benchmark("math500").sampling, n=N, max_tokens=4
+    )
     with pytest.raises(ValueError, match=r"top_p=2.0 is not allowed"):
         _config(tiny_model_dir, "top_p=2")
     with pytest.raises(ConfigCompositionException) as err:
@@ -59,15 +72,23 @@ def test_a_run_writes_every_output(tiny_run):
     for s in samples:
         assert s.prompt.endswith("<|im_start|>assistant\n") and 1 <= s.tokens <= 4 and s.reason
     mbpp = [s for s in samples if s.benchmark == "mbpp"]
-    assert all(s.reason == "no code" and s.extracted is None and not s.correct for s in mbpp)  # 4 tokens of a random model
+    assert all(
+        s.reason == "no code" and s.extracted is None and not s.correct for s in mbpp
+    )  # 4 tokens of a random model
     summary = json.loads((tiny_run / "summary.json").read_text())
     math500 = summary["benchmarks"]["math500"]
-    assert math500["problems"] == LIMIT and set(math500["pass_at"]) == {"1", "2", "3"} and set(math500["maj_at"]) == {"1", "2", "3"}
+    assert (
+        math500["problems"] == LIMIT
+        and set(math500["pass_at"]) == {"1", "2", "3"}
+        and set(math500["maj_at"]) == {"1", "2", "3"}
+    )
     assert summary["benchmarks"]["mbpp"]["maj_at"] == {}
     assert set(math500["breakdown"]) == {"level", "subject"}
     assert math500["sampling"] == {"n": N, "temperature": 0.6, "top_p": 0.95, "max_tokens": 4}
     table = (tiny_run / "results.md").read_text()
-    assert "| math500 | 4 | 3 | 0.6 | 0.95 | 4 |" in table and "| mbpp | 4 | 3 |" in table and "math500 by level" in table
+    assert (
+        "| math500 | 4 | 3 | 0.6 | 0.95 | 4 |" in table and "| mbpp | 4 | 3 |" in table and "math500 by level" in table
+    )
     for png in ("lengths.png", "math500_by_level.png", "math500_by_subject.png"):
         assert (tiny_run / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -79,7 +100,12 @@ def _rewrite(src: Path, dst: Path, completion_for) -> Path:
     problems = {name: get_benchmark(name).problems(LIMIT) for name in ("math500", "mbpp")}
     position = {(name, p.id): j for name, ps in problems.items() for j, p in enumerate(ps)}
     store.replace(
-        replace(s, completion=completion_for(problems[s.benchmark], position[(s.benchmark, s.problem_id)], s.index), correct=False, reason="unscored")
+        replace(
+            s,
+            completion=completion_for(problems[s.benchmark], position[(s.benchmark, s.problem_id)], s.index),
+            correct=False,
+            reason="unscored",
+        )
         for s in store.load()
     )
     rescore_run(dst)
@@ -111,7 +137,9 @@ def test_known_correct_samples_score_100_percent(scored_runs):
         assert s.avg.value == 1.0 and all(p.value == 1.0 for p in s.pass_at.values())
         assert s.breakdown.get("level") is None or all(p.value == 1.0 for p in s.breakdown["level"].values())
     assert all(p.value == 1.0 for p in runs["math500"].maj_at.values())
-    assert all(s.reason == "passed" for s in SampleFile(scored_runs[0] / "samples.jsonl").load() if s.benchmark == "mbpp")
+    assert all(
+        s.reason == "passed" for s in SampleFile(scored_runs[0] / "samples.jsonl").load() if s.benchmark == "mbpp"
+    )
 
 
 def test_shuffled_samples_score_as_hand_counted(scored_runs):
@@ -129,11 +157,22 @@ def test_shuffled_samples_score_as_hand_counted(scored_runs):
 def test_compare_two_runs(scored_runs, capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["reasoner-eval", "compare", str(scored_runs[0]), str(scored_runs[1])])
     main()
-    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]] for line in capsys.readouterr().out.splitlines()[2:] if line.startswith("| ")}
+    rows = {
+        tuple(c.strip() for c in line.split("|")[1:3]): [c.strip() for c in line.split("|")[3:-1]]
+        for line in capsys.readouterr().out.splitlines()[2:]
+        if line.startswith("| ")
+    }
     # Wilson at n=4, z=1.96 (denominator 1.9604): p=1 -> low (1 + 0.4802 - 0.4802) / ... = 0.5101;
     # p=1/3 -> center (0.3333 + 0.4802)/1.9604 = 0.4150, half 1.96 sqrt(0.0556 + 0.0600)/1.9604 = 0.3399.
     # Same 4 problems: paired; every problem drops by 2/3, so the paired interval is the point -66.7.
-    assert rows[("math500", "avg@3")] == ["100.0 [51.0, 100.0]", "33.3 [7.5, 75.5]", "-66.7", "[-66.7, -66.7]", "paired", "yes"]
+    assert rows[("math500", "avg@3")] == [
+        "100.0 [51.0, 100.0]",
+        "33.3 [7.5, 75.5]",
+        "-66.7",
+        "[-66.7, -66.7]",
+        "paired",
+        "yes",
+    ]
     assert rows[("math500", "pass@3")][2:] == ["+0.0", "[+0.0, +0.0]", "paired", "no"]
     assert rows[("math500", "maj@3")][2:] == ["-100.0", "[-100.0, -100.0]", "paired", "yes"]
     assert ("mbpp", "maj@3") not in rows
@@ -156,7 +195,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(tiny_run, tiny_model_dir, t
     after = path.read_text().splitlines(keepends=True)
     assert after[:10] == lines[:10]  # kept as written, not drawn again
     samples = SampleFile(path).load()
-    assert len(after) == len(samples) == len(lines) and {s.key for s in samples} == {Sample(**json.loads(x)).key for x in lines}
+    assert len(after) == len(samples) == len(lines) and {s.key for s in samples} == {
+        Sample(**json.loads(x)).key for x in lines
+    }
     with pytest.raises(ValueError, match=r"other settings \(math500 sampling"):
         run_eval(_config(tiny_model_dir, "temperature=1.0"), run_dir, progress=False)
 

@@ -53,14 +53,21 @@ def example_package(tmp_path, monkeypatch):
 def _check_exact(verifier) -> None:
     results = verifier.verify_batch([("work...\n  Paris ", "paris"), ("Lyon", "Paris"), ("", "x")])
     assert [(r.correct, r.score, r.reason) for r in results] == [
-        (True, 1.0, "string match"), (False, 0.0, "mismatch"), (False, 0.0, "no answer"),
+        (True, 1.0, "string match"),
+        (False, 0.0, "mismatch"),
+        (False, 0.0, "no answer"),
     ]
     verifier.close()
 
 
 def test_doc_example_through_hydra_target(example_package):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = to_run_config(compose(config_name="config", overrides=[f"hydra.searchpath=[file://{example_package / 'my_conf'}]", "reward=exact"]))
+        cfg = to_run_config(
+            compose(
+                config_name="config",
+                overrides=[f"hydra.searchpath=[file://{example_package / 'my_conf'}]", "reward=exact"],
+            )
+        )
     assert cfg.reward.verifier == {"_target_": "my_verifiers.exact.ExactMatch", "case_sensitive": False}
     _check_exact(build_verifier(cfg.reward.verifier))
 

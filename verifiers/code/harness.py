@@ -44,6 +44,7 @@ _F64 = struct.Struct(">d")
 
 # ----------------------------------------------------------------------------- wire format
 
+
 def encode(value, ref=None, out=None):
     """Append the encoding of `value` to bytearray `out` (returned); non-plain objects go
     through ``ref(obj) -> int`` and are sent as references (TypeError without `ref`)."""
@@ -64,7 +65,15 @@ def encode(value, ref=None, out=None):
     elif isinstance(value, complex):
         out += b"c" + _F64.pack(value.real) + _F64.pack(value.imag)
     elif isinstance(value, (list, tuple, set, frozenset)):
-        tag = b"l" if isinstance(value, list) else b"t" if isinstance(value, tuple) else b"z" if isinstance(value, frozenset) else b"S"
+        tag = (
+            b"l"
+            if isinstance(value, list)
+            else b"t"
+            if isinstance(value, tuple)
+            else b"z"
+            if isinstance(value, frozenset)
+            else b"S"
+        )
         items = list(value)
         out += tag + len(items).to_bytes(4, "big")
         for v in items:
@@ -97,7 +106,7 @@ def decode(data, deref):
 
 
 def _decode_at(buf, pos, deref):
-    tag = bytes(buf[pos:pos + 1])
+    tag = bytes(buf[pos : pos + 1])
     pos += 1
     if tag == b"N":
         return None, pos
@@ -112,16 +121,22 @@ def _decode_at(buf, pos, deref):
     if tag == b"R":
         if pos + 8 > len(buf):
             raise ValueError("truncated reference")
-        return deref(int.from_bytes(buf[pos:pos + 8], "big")), pos + 8
+        return deref(int.from_bytes(buf[pos : pos + 8], "big")), pos + 8
     if pos + 4 > len(buf):
         raise ValueError(f"truncated value (tag {tag!r})")
-    n = int.from_bytes(buf[pos:pos + 4], "big")
+    n = int.from_bytes(buf[pos : pos + 4], "big")
     pos += 4
     if tag in (b"i", b"s", b"b"):
         if pos + n > len(buf):
             raise ValueError("truncated data")
-        raw = bytes(buf[pos:pos + n])
-        value = int(raw.decode("ascii"), 16) if tag == b"i" else raw.decode("utf-8", "surrogatepass") if tag == b"s" else raw
+        raw = bytes(buf[pos : pos + n])
+        value = (
+            int(raw.decode("ascii"), 16)
+            if tag == b"i"
+            else raw.decode("utf-8", "surrogatepass")
+            if tag == b"s"
+            else raw
+        )
         return value, pos + n
     if tag in (b"l", b"t", b"S", b"z", b"d"):
         items = []
@@ -142,7 +157,7 @@ def send(fd, value, ref=None):
 def write_frame(fd, body):
     data = memoryview(len(body).to_bytes(4, "big") + body)
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def _no_ref(obj):
@@ -177,11 +192,11 @@ def read_frames(data):
     stops at the first incomplete or malformed one."""
     values, pos = [], 0
     while pos + 4 <= len(data):
-        size = int.from_bytes(data[pos:pos + 4], "big")
+        size = int.from_bytes(data[pos : pos + 4], "big")
         if pos + 4 + size > len(data):
             break
         try:
-            values.append(decode(data[pos + 4:pos + 4 + size], _no_deref))
+            values.append(decode(data[pos + 4 : pos + 4 + size], _no_deref))
         except (ValueError, RecursionError, MemoryError):
             break
         pos += 4 + size
@@ -194,6 +209,7 @@ def _read_all(fd):
 
 
 # ----------------------------------------------------------------------------- program process
+
 
 def serve(program, requests, replies):
     """Run the program, then answer the harness's requests until it hangs up. Never returns."""
@@ -243,6 +259,7 @@ def serve(program, requests, replies):
 
 
 # ----------------------------------------------------------------------------- harness process
+
 
 class ProgramError(Exception):
     """The program raised an exception that is not a built-in one."""

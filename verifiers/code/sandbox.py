@@ -123,9 +123,13 @@ def _interpreter_paths(python: str) -> tuple[str, tuple[str, ...]]:
     """(real path of the interpreter, its stdlib directories), asked of the interpreter itself."""
     probe = "import json, os, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps([os.path.realpath(sys.executable), p['stdlib'], p['platstdlib']]))"
     try:
-        out = subprocess.run([python, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30, check=True, env={})
+        out = subprocess.run(
+            [python, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30, check=True, env={}
+        )
     except (OSError, subprocess.SubprocessError) as err:
-        raise SandboxUnavailable(f"sandbox interpreter {python!r} does not run ({err}); install it with `apt-get install python3` or set python=") from err
+        raise SandboxUnavailable(
+            f"sandbox interpreter {python!r} does not run ({err}); install it with `apt-get install python3` or set python="
+        ) from err
     exe, *stdlib = json.loads(out.stdout)
     return exe, tuple(dict.fromkeys(stdlib))
 
@@ -150,7 +154,9 @@ class Sandbox:
         self.limits = limits
         bwrap = shutil.which("bwrap")
         if bwrap is None:
-            raise SandboxUnavailable("bubblewrap is not installed: run `apt-get install bubblewrap` (scripts/setup.sh does it)")
+            raise SandboxUnavailable(
+                "bubblewrap is not installed: run `apt-get install bubblewrap` (scripts/setup.sh does it)"
+            )
         prefix = [bwrap]
         if os.geteuid() == 0:
             setpriv = shutil.which("setpriv")
@@ -170,11 +176,31 @@ class Sandbox:
                 binds += ["--ro-bind", d, d]
         self._argv = [
             *prefix,
-            "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--clearenv", "--hostname", "sandbox",
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--hostname",
+            "sandbox",
             *binds,
-            "--dev", "/dev", "--size", str(limits.tmpfs_bytes), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-            "--size", str(limits.tmpfs_bytes), "--tmpfs", "/tmp", "--chdir", "/tmp", "--remount-ro", "/",
+            "--dev",
+            "/dev",
+            "--size",
+            str(limits.tmpfs_bytes),
+            "--tmpfs",
+            "/dev/shm",
+            "--remount-ro",
+            "/dev",
+            "--size",
+            str(limits.tmpfs_bytes),
+            "--tmpfs",
+            "/tmp",
+            "--chdir",
+            "/tmp",
+            "--remount-ro",
+            "/",
         ]
         self.python = exe  #: real path of the interpreter inside the sandbox
 
@@ -195,17 +221,40 @@ class Sandbox:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         start = time.monotonic()
-        fds = [_memfd("program", program.encode("utf-8", "surrogateescape")), _memfd("spec", bytes(encode(spec))), _memfd("seccomp", self._seccomp)]
+        fds = [
+            _memfd("program", program.encode("utf-8", "surrogateescape")),
+            _memfd("spec", bytes(encode(spec))),
+            _memfd("seccomp", self._seccomp),
+        ]
         result_r, result_w = os.pipe()
         argv = [
-            *self._argv, "--seccomp", str(fds[2]), "--",
-            self.python, "-I", "-S", "-B", "-X", "utf8", "-c", HARNESS_SOURCE,
-            str(fds[0]), str(fds[1]), str(result_w), mode, self.limits.rlimits(timeout_s),
+            *self._argv,
+            "--seccomp",
+            str(fds[2]),
+            "--",
+            self.python,
+            "-I",
+            "-S",
+            "-B",
+            "-X",
+            "utf8",
+            "-c",
+            HARNESS_SOURCE,
+            str(fds[0]),
+            str(fds[1]),
+            str(result_w),
+            mode,
+            self.limits.rlimits(timeout_s),
         ]
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(*fds, result_w), env={}, process_group=0,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(*fds, result_w),
+                env={},
+                process_group=0,
             )
         finally:
             for fd in (*fds, result_w):
@@ -259,7 +308,7 @@ def _memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name)
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 

@@ -73,7 +73,7 @@ def parse_suite(tests: str, entry_point: str | None = None, style: str = "auto")
         tests, entry_point = bundled["tests"], entry_point or bundled.get("entry_point")
     cases = _stdio_cases(tests) if style != "assert" else None
     if style == "stdio" and cases is None:
-        raise ValueError("stdio tests must be a JSON list of {\"input\": str, \"output\": str} objects")
+        raise ValueError('stdio tests must be a JSON list of {"input": str, "output": str} objects')
     if cases is not None:
         if not cases:
             raise ValueError("stdio tests have no case")
@@ -105,7 +105,9 @@ def _defines_uncalled_check(tree: ast.Module) -> bool:
     defines = any(isinstance(s, ast.FunctionDef) and s.name == "check" for s in tree.body)
     calls = any(
         isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "check"
-        for s in tree.body if not isinstance(s, ast.FunctionDef) for n in ast.walk(s)
+        for s in tree.body
+        if not isinstance(s, ast.FunctionDef)
+        for n in ast.walk(s)
     )
     return defines and not calls
 

@@ -88,13 +88,18 @@ class CodeVerifier:
                 raise ValueError(f"pair {i}: {err}") from err
         programs = [extract_program(c, self.extract) for c, _ in pairs]
         sandbox, pool = self._start()
-        runs = [pool.submit(sandbox.run, p, s.mode, s.spec, self.timeout_s) if p is not None else None for p, s in zip(programs, suites)]
+        runs = [
+            pool.submit(sandbox.run, p, s.mode, s.spec, self.timeout_s) if p is not None else None
+            for p, s in zip(programs, suites)
+        ]
         return [
             VerifyResult(False, 0.0, None, "no code") if run is None else self._score(program, suite, run.result())
             for program, suite, run in zip(programs, suites, runs)
         ]
 
-    def verify(self, completion: str, tests: str, *, entry_point: str | None = None, style: str = "auto") -> VerifyResult:
+    def verify(
+        self, completion: str, tests: str, *, entry_point: str | None = None, style: str = "auto"
+    ) -> VerifyResult:
         """Verdict for one completion (see `verify_batch`)."""
         return self.verify_batch([(completion, tests)], [entry_point], style)[0]
 
@@ -110,8 +115,15 @@ class CodeVerifier:
         numbered = enumerate(r for r in run.records if "unit" in r)
         units = [r for _, r in takewhile(lambda ir: ir[1].get("unit") == ir[0], numbered)][: suite.units]
         if suite.mode == "stdio":
-            results = [isinstance(r.get("stdout"), str) and r.get("exit") == 0 and same_output(r["stdout"], suite.expected[i]) for i, r in enumerate(units)]
-            errors = [f"case {i}: exit {r.get('exit')}" if r.get("exit") != 0 else f"case {i}: wrong output" for i, (r, ok) in enumerate(zip(units, results)) if not ok]
+            results = [
+                isinstance(r.get("stdout"), str) and r.get("exit") == 0 and same_output(r["stdout"], suite.expected[i])
+                for i, r in enumerate(units)
+            ]
+            errors = [
+                f"case {i}: exit {r.get('exit')}" if r.get("exit") != 0 else f"case {i}: wrong output"
+                for i, (r, ok) in enumerate(zip(units, results))
+                if not ok
+            ]
         else:
             results = [r.get("ok") is True for r in units]
             errors = [str(r.get("error")) for r, ok in zip(units, results) if not ok]
@@ -139,7 +151,10 @@ class CodeVerifier:
             self._pool, self._sandbox = None, None
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_sandbox", "_pool", "_lock")} | {"_sandbox": None, "_pool": None}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sandbox", "_pool", "_lock")} | {
+            "_sandbox": None,
+            "_pool": None,
+        }
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)

@@ -17,34 +17,76 @@ TESTS = "assert f(1) == 2\n"  # a correct program defines f(x) = 2 * x
 # name -> (program, a substring of the verdict's reason). Programs that define a wrong `f`
 # try to forge a pass; the others try to escape or exhaust a resource.
 HOSTILE = {
-    "fork_bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n", "timeout"),
-    "thread_bomb": ("import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,)).start()\n", "can't start new thread"),
+    "fork_bomb": (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        "timeout",
+    ),
+    "thread_bomb": (
+        "import threading, time\nwhile True:\n    threading.Thread(target=time.sleep, args=(60,)).start()\n",
+        "can't start new thread",
+    ),
     "infinite_loop": ("while True:\n    pass\n", "timeout"),
     "allocate_20_gb": ("x = bytearray(20 * 2**30)\ndef f(x):\n    return 2 * x\n", "MemoryError"),
     "recursion_bomb": ("import sys\nsys.setrecursionlimit(10**9)\ndef r(n):\n    return r(n + 1)\nr(0)\n", ""),
     "huge_output": ("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", "timeout"),
     "fill_work_dir": ("f = open('/tmp/big', 'wb')\nwhile True:\n    f.write(b'x' * 2**20)\n", "File too large"),
-    "socket_to_localhost": ("import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\ndef f(x):\n    return 2 * x\n", "PermissionError"),
+    "socket_to_localhost": (
+        "import socket\nsocket.create_connection(('127.0.0.1', 22), timeout=1)\ndef f(x):\n    return 2 * x\n",
+        "PermissionError",
+    ),
     "read_host_file": ("print(open('/etc/passwd').read())\ndef f(x):\n    return 2 * x\n", "No such file"),
     "read_proc": ("print(open('/proc/1/environ').read())\ndef f(x):\n    return 2 * x\n", "No such file"),
     "read_environment": ("import os\nprint(os.environ['HOME'])\ndef f(x):\n    return 2 * x\n", "KeyError"),
-    "write_outside_work_dir": ("open('/usr/lib/evil', 'w').write('x')\ndef f(x):\n    return 2 * x\n", "Read-only file system"),
+    "write_outside_work_dir": (
+        "open('/usr/lib/evil', 'w').write('x')\ndef f(x):\n    return 2 * x\n",
+        "Read-only file system",
+    ),
     "write_dev": ("open('/dev/evil', 'w').write('x')\ndef f(x):\n    return 2 * x\n", "Read-only file system"),
-    "kill_parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef f(x):\n    return 2 * x\n", "the run ended"),
+    "kill_parent": (
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\ndef f(x):\n    return 2 * x\n",
+        "the run ended",
+    ),
     "kill_everything": ("import os, signal\nos.kill(-1, signal.SIGKILL)\n", "the run ended"),
-    "ptrace_parent": ("import ctypes, os\nassert ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0) == 0, 'denied'\n", "denied"),
-    "ptrace_via_x32_abi": ("import ctypes\nctypes.CDLL(None).syscall(0x40000000 + 101, 16, 1, 0, 0)\ndef f(x):\n    return 2 * x\n", "died"),
+    "ptrace_parent": (
+        "import ctypes, os\nassert ctypes.CDLL(None).ptrace(16, os.getppid(), 0, 0) == 0, 'denied'\n",
+        "denied",
+    ),
+    "ptrace_via_x32_abi": (
+        "import ctypes\nctypes.CDLL(None).syscall(0x40000000 + 101, 16, 1, 0, 0)\ndef f(x):\n    return 2 * x\n",
+        "died",
+    ),
     "new_user_namespace": ("import ctypes\nassert ctypes.CDLL(None).unshare(0x10000000) == 0, 'denied'\n", "denied"),
-    "tests_in_memory": ("import gc\nassert [o for o in gc.get_objects() if isinstance(o, str) and 'assert f' in o], 'none'\n", "none"),
+    "tests_in_memory": (
+        "import gc\nassert [o for o in gc.get_objects() if isinstance(o, str) and 'assert f' in o], 'none'\n",
+        "none",
+    ),
     # forgeries: f is wrong (returns 3); each trick tries to make the verdict a pass anyway
     "sys_exit_0": ("import sys\ndef f(x):\n    return 3\nsys.exit(0)\n", "SystemExit"),
     "os_exit_0_in_call": ("import os\ndef f(x):\n    os._exit(0)\n", "died"),
-    "atexit_hook": ("import atexit, os\natexit.register(lambda: os._exit(0))\ndef f(x):\n    return 3\n", "AssertionError"),
-    "patched_builtins": ("import builtins\nbuiltins.AssertionError = Exception\nbuiltins.abs = lambda x: 0\ndef f(x):\n    return 3\n", "AssertionError"),
-    "always_equal_object": ("class A:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return A()\n", "AssertionError"),
-    "always_equal_int": ("class I(int):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return I(3)\n", "AssertionError"),
-    "printed_marker": ("print('passed')\nprint('{\"unit\": 0, \"ok\": true}')\ndef f(x):\n    return 3\n", "AssertionError"),
-    "write_to_every_fd": ("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, bytes([0, 0, 0, 1]) + b'N')\n    except OSError:\n        pass\ndef f(x):\n    return 3\n", "failed"),
+    "atexit_hook": (
+        "import atexit, os\natexit.register(lambda: os._exit(0))\ndef f(x):\n    return 3\n",
+        "AssertionError",
+    ),
+    "patched_builtins": (
+        "import builtins\nbuiltins.AssertionError = Exception\nbuiltins.abs = lambda x: 0\ndef f(x):\n    return 3\n",
+        "AssertionError",
+    ),
+    "always_equal_object": (
+        "class A:\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return A()\n",
+        "AssertionError",
+    ),
+    "always_equal_int": (
+        "class I(int):\n    def __eq__(self, other):\n        return True\ndef f(x):\n    return I(3)\n",
+        "AssertionError",
+    ),
+    "printed_marker": (
+        "print('passed')\nprint('{\"unit\": 0, \"ok\": true}')\ndef f(x):\n    return 3\n",
+        "AssertionError",
+    ),
+    "write_to_every_fd": (
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, bytes([0, 0, 0, 1]) + b'N')\n    except OSError:\n        pass\ndef f(x):\n    return 3\n",
+        "failed",
+    ),
 }
 
 

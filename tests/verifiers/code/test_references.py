@@ -41,7 +41,9 @@ def _check(problems: list) -> None:
     verifier = CodeVerifier(timeout_s=30.0, workers=2)
     try:
         right = verifier.verify_batch([(_fenced(p.solution), p.answer) for p in problems])
-        wrong = verifier.verify_batch([(_fenced(p.solution + WRONG.format(ep=p.meta["entry_point"])), p.answer) for p in problems])
+        wrong = verifier.verify_batch(
+            [(_fenced(p.solution + WRONG.format(ep=p.meta["entry_point"])), p.answer) for p in problems]
+        )
     finally:
         verifier.close()
     failed_refs = [(p.id, v.reason) for p, v in zip(problems, right) if not v.correct]

@@ -79,7 +79,11 @@ def test_tests_expecting_an_exception():
 
 def test_stdio_cases_are_compared_outside():
     program = "```python\nn = int(input())\nprint(n * 2)\nprint('done')\n```"
-    cases = [{"input": "3\n", "output": "6\ndone\n"}, {"input": "5", "output": "10\ndone"}, {"input": "1", "output": "2"}]
+    cases = [
+        {"input": "3\n", "output": "6\ndone\n"},
+        {"input": "5", "output": "10\ndone"},
+        {"input": "1", "output": "2"},
+    ]
     r = verify(program, json.dumps(cases))
     # case 3 expects one line but gets two: a correct prefix is not a pass
     assert (r.correct, r.score) == (False, 2 / 3) and r.reason == "failed 1/3: case 2: wrong output"
@@ -87,7 +91,11 @@ def test_stdio_cases_are_compared_outside():
 
 
 def test_batch_keeps_order():
-    pairs = [(DOUBLE, TESTS), ("nothing", TESTS), ("```python\ndef f(x):\n    return x * x\n```", TESTS)]  # x*x: only f(2)
+    pairs = [
+        (DOUBLE, TESTS),
+        ("nothing", TESTS),
+        ("```python\ndef f(x):\n    return x * x\n```", TESTS),
+    ]  # x*x: only f(2)
     assert [r.score for r in verify_batch(pairs)] == [1.0, 0.0, 0.25]
 
 

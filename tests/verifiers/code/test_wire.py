@@ -15,8 +15,25 @@ Point = namedtuple("Point", "x y")
 @pytest.mark.parametrize(
     "value",
     [
-        None, True, False, 0, -7, 2**200, -(2**70), 1.5, -0.0, float("inf"), 3 - 2j, "", "naïve \ud800", b"\x00\xff",
-        [1, [2, [3]]], (1, (2,)), {1, 2}, frozenset({"a"}), {(1, 2): [3.5], "k": {"n": None}},
+        None,
+        True,
+        False,
+        0,
+        -7,
+        2**200,
+        -(2**70),
+        1.5,
+        -0.0,
+        float("inf"),
+        3 - 2j,
+        "",
+        "naïve \ud800",
+        b"\x00\xff",
+        [1, [2, [3]]],
+        (1, (2,)),
+        {1, 2},
+        frozenset({"a"}),
+        {(1, 2): [3.5], "k": {"n": None}},
     ],
 )
 def test_plain_values_round_trip_exactly(value):

@@ -9,7 +9,7 @@ Method, every configuration in its own process (peak RSS is per process):
   prompt + `--completion-tokens` completion tokens (random token ids, random 0/1 rewards), with
   ``trainer.micro_batch_size`` = all sequences (no micro-batching) and 16 and 4 (gradient
   accumulation; the loss normalizers are the whole batch's), with ``trainer.reuse_heap`` on
-  (`reasoner.job.reuse_heap`, as the trainer runs) and, for micro-batches of 16, off (glibc's
+  (`reasoner.jobs.common.reuse_heap`, as the trainer runs) and, for micro-batches of 16, off (glibc's
   default: every large block mapped afresh, the fix this measures). One warm-up update, then
   `--repeats` timed. tokens/s = completion tokens / update seconds (forward + backward +
   optimizer step).
@@ -70,20 +70,23 @@ def _batch(n: int, prompt: int, completion: int, vocab: int):
 
 def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: int, reuse: bool) -> dict:
     """Run in a child process: seconds per update with micro-batches of `micro` sequences,
-    with or without `reasoner.job.reuse_heap`."""
+    with or without `reasoner.jobs.common.reuse_heap`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from reasoner.config import AlgorithmConfig, TrainerConfig
-    from reasoner.job import reuse_heap
+    from reasoner.jobs.common import reuse_heap
     from reasoner.learner import Learner
+    from reasoner.rl_step import estimate_advantages
     from reasoner.models import resolve_model_path
 
     if reuse:
         reuse_heap()
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32)
     batch = _batch(n, prompt, completion, model.config.vocab_size)
-    learner = Learner(model, AlgorithmConfig(), TrainerConfig(micro_batch_size=micro), pad_id=0, max_tokens=completion)
+    algo = AlgorithmConfig()
+    learner = Learner(model, algo, TrainerConfig(micro_batch_size=micro), 0, temperature=1.0, max_tokens=completion)
+    batch = estimate_advantages(learner.score(batch), algo, learner.kl_coef)
     _reset_peak()
     seconds = []
     for i in range(repeats + 1):
@@ -99,8 +102,7 @@ def measure_logprobs(n: int, prompt: int, completion: int, route: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from reasoner.learner import autocast
-    from reasoner.logprobs import completion_logprobs, pad_batch
+    from reasoner.logprobs import autocast, completion_logprobs, pad_batch
     from reasoner.models import resolve_model_path
 
     model = AutoModelForCausalLM.from_pretrained(

@@ -24,8 +24,9 @@ from bench.report import child_result, machine, machine_line, print_result, save
 
 def measure(backend: str, prompts: int, samples: int, max_tokens: int, repeats: int) -> dict:
     """Run in a child process: tokens/s of `repeats` generate calls of the workload."""
-    from reasoner.config import Backend, RolloutConfig, Template
-    from reasoner.data import load_problems, prompt_ids
+    from reasoner.config import Backend, RolloutConfig
+    from reasoner.prompts import Template, prompt_ids
+    from reasoner.data import load_problems
     from reasoner.models import load_tokenizer, resolve_model_path
     from reasoner.rollout import make_engine
 

@@ -2,7 +2,7 @@
 
     python -m bench.step [--runs 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128]
 
-Method: `--runs` separate runs of ``reasoner-train`` (``python -m reasoner.train``, vLLM backend
+Method: `--runs` separate runs of ``reasoner-train`` (``python -m reasoner.jobs.cli``, vLLM backend
 with ``rollout.enforce_eager=false``, embedded SmolLM2-135M-Instruct, no cold start, level-2 arithmetic, GRPO with the k3 KL to a
 frozen reference at beta 0.04 so the reference pass is timed too) of `--steps` RL steps of
 `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens. Per run, the
@@ -54,10 +54,10 @@ class Workload:
             "sft.enabled=false",
             f"trainer.steps={self.steps}",
             f"trainer.prompts_per_step={self.prompts}",
-            f"algorithm.group_size={self.group}",
+            f"algorithm.sampling.group_size={self.group}",
             f"rollout.max_tokens={self.max_tokens}",
             f"trainer.lr={self.lr}",
-            f"algorithm.kl_beta={self.beta}",
+            f"algorithm.kl.beta={self.beta}",
             f"trainer.seed={self.seed}",
             f"data.heldout_n={HELDOUT_N}",
             "trainer.eval_every=0",
@@ -70,7 +70,7 @@ class Workload:
 
 def problems(steps: int, prompts: int, seed: int) -> list:
     """The RL problems ``reasoner-train`` draws for this workload (same generator, seeds and
-    held-out exclusion as `reasoner.train`), so a peer framework can be given the same ones."""
+    held-out exclusion as `reasoner.jobs.rl`), so a peer framework can be given the same ones."""
     from reasoner.data import load_problems
 
     heldout = load_problems("arithmetic", n=HELDOUT_N, seed=seed + 1, levels=[2])
@@ -85,7 +85,7 @@ def run_ours(work: Workload, run_dir: Path) -> tuple[list[dict], dict]:
     Raises:
         subprocess.CalledProcessError: the run failed (its log is ``run_dir/train.log``).
     """
-    cmd = [sys.executable, "-m", "reasoner.train", *work.overrides(), f"hydra.run.dir={run_dir}"]
+    cmd = [sys.executable, "-m", "reasoner.jobs.cli", *work.overrides(), f"hydra.run.dir={run_dir}"]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return rows, json.loads((run_dir / "summary.json").read_text())
@@ -93,10 +93,11 @@ def run_ours(work: Workload, run_dir: Path) -> tuple[list[dict], dict]:
 
 PHASES = {
     "generate (vLLM)": lambda m: m["time/generate"],
-    "verify": lambda m: m["time/verify"],
-    "old + reference log-probs": lambda m: m.get("time/ref_old_logprobs", 0.0),
-    "forward + backward + optimizer": lambda m: m["time/learner"] - m.get("time/ref_old_logprobs", 0.0),
-    "weight sync + check": lambda m: m["time/weight_sync"],
+    "reward (verify)": lambda m: m["time/reward"],
+    "old + reference log-probs": lambda m: m.get("time/logprobs", 0.0),
+    "advantages": lambda m: m.get("time/advantages", 0.0),
+    "forward + backward + optimizer": lambda m: m.get("time/update", 0.0),
+    "weight sync + check": lambda m: m.get("time/sync", 0.0),
     "whole step": lambda m: m["time/step"],
     "completion tokens/s": lambda m: m["perf/tokens_per_s"],
 }

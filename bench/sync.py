@@ -30,23 +30,25 @@ def measure(backend: str, repeats: int) -> dict:
     from reasoner.config import Backend, RolloutConfig
     from reasoner.models import resolve_model_path
     from reasoner.rollout import make_engine
-    from reasoner.rollout.base import check_sync, named_weights, sync_drift, sync_weights
+    from reasoner.logprobs import sequence_logprobs
+    from reasoner.rollout.sync import SyncProbe, check_sync, named_weights, push_weights, sync_drift
 
     path = resolve_model_path("embedded:smollm2-135m")
     engine = make_engine(Backend(backend), path, RolloutConfig(backend=Backend(backend), max_model_len=1024), seed=0)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     sent = sum(t.numel() * t.element_size() for _, t in named_weights(model))
-    probe = list(range(1000, 1128))
-    baseline = sync_drift(engine, model, probe, 64)  # the floor with identical weights, as the trainer takes it
+    probe = SyncProbe(list(range(1000, 1128)), 64)
+    logprobs = lambda ids, plen, bf16: sequence_logprobs(model, ids, plen, bf16)  # noqa: E731
+    probe.baseline = sync_drift(engine, logprobs, probe)  # the floor with identical weights, as the trainer takes it
     syncs, checks = [], []
     for i in range(repeats + 1):  # the first sync is a warm-up
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(1.0 + 1e-4 * (-1) ** i)
         start = time.perf_counter()
-        sync_weights(engine, model)
+        push_weights(engine, named_weights(model))
         synced = time.perf_counter()
-        check_sync(engine, model, probe, 64, tol=0.05, baseline=baseline)
+        check_sync(engine, logprobs, probe, tol=0.05)
         checked = time.perf_counter()
         if i:
             syncs.append(synced - start)

@@ -47,9 +47,8 @@ def main() -> None:
     from trl import GRPOConfig, GRPOTrainer
 
     from bench.step import problems
-    from reasoner.config import Template
-    from reasoner.data import prompt_ids
     from reasoner.models import load_tokenizer, resolve_model_path
+    from reasoner.prompts import Template, prompt_ids
     from verifiers.registry import build_verifier
 
     path = resolve_model_path(args.model)

@@ -1,6 +1,6 @@
 """Benchmark registry: name -> dataset, prompt template, verifier and default sampling.
 
-Built in (data vendored in ``reasoner/vendored_data``, origins and licenses in its SOURCES.md):
+Built in (data vendored in ``reasoner/data/vendored``, origins and licenses in its SOURCES.md):
 
 =========  ==============  ======  ===========================================
 name       problems        n       verifier
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from reasoner.config import Template
+from reasoner.prompts import Template
 from reasoner.data import load_problems
 from reasoner.types import Problem
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from eval.benchmarks import Benchmark, Sampling, get_benchmark
 from eval.samples import Key, Sample
 from eval.summary import summarize
-from reasoner.data import prompt_ids
+from reasoner.prompts import prompt_ids
 from reasoner.rollout.base import RolloutEngine
 from reasoner.types import Completion, Problem
 from verifiers.base import Verifier

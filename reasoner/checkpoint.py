@@ -2,12 +2,12 @@
 
 A checkpoint is a directory ``run_dir/checkpoints/step_NNNNNN/`` (NNNNNN: RL steps done) holding
 
-- ``policy.safetensors``: the policy's fp32 weights; ``reference.safetensors``, the frozen KL
-  reference (``algorithm.kl_beta > 0``); ``critic.safetensors``, the PPO critic (``gae``);
-- ``trainer.pt``: `Learner.state_dict` (optimizer(s), LR scheduler, adaptive β, the mini-batch
-  shuffling generator);
+- what the learner writes (`reasoner.learner.LearnerAPI.save`; the single-process learner:
+  ``policy.safetensors``, the policy's fp32 weights; ``reference.safetensors``, the frozen KL
+  reference (``algorithm.kl.beta > 0``); ``critic.safetensors``, the critic; ``trainer.pt``,
+  optimizer(s), LR scheduler, adaptive β, the mini-batch shuffling generator);
 - ``rng.pt``: the Python ``random``, NumPy and torch (CPU and CUDA) generator states;
-- ``state.json``: the step, the data sampler's position (epoch, position, shuffling seed, size
+- ``state.json``: the step, the prompt stream's position (epoch, position, shuffling seed, size
   and digest of the training set), the run's results so far (held-out evaluations, cold-start
   figures) and the step's metrics;
 - ``config.yaml``: the resolved run config;
@@ -20,7 +20,7 @@ or resume. A checkpoint whose manifest is missing or whose file sizes disagree w
 loaded. After each save only the last ``keep_last`` checkpoints are kept, plus the best by a
 metric when one is named.
 
-Data between steps: the sampler's position is the whole data-loader state, and a dynamic-sampling
+Data between steps: the prompt stream's position is the whole data-loader state, and a dynamic-sampling
 batch never outlives its step (surplus groups are dropped at the end of the step), so a
 checkpoint taken between steps holds no partial batch.
 """
@@ -41,19 +41,86 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_model, save_model
 
-from reasoner.config import BestMode, RunConfig, flat_config
-from reasoner.learner import Learner
-from reasoner.rl_step import PromptSampler
+from reasoner.config import BestMode, RunConfig
+from reasoner.data.stream import PromptStream
+from reasoner.learner import LearnerAPI
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 _PREFIX = "step_"
 _TMP = ".tmp-"
-#: module files by the attribute of `Learner` they hold
-_MODULES = {"policy.safetensors": "model", "reference.safetensors": "ref_model", "critic.safetensors": "critic"}
+
+
+#: fields a resumed run may change: the budget, checkpoint / evaluation cadence, memory and
+#: parallelism settings, the sampler backend and the weight-sync check. None of them is part of
+#: the training state, so the run continues as it would have. Any other change is refused on
+#: resume (`resume_changes`).
+RESUME_SAFE_FIELDS = frozenset(
+    {
+        "trainer.steps",
+        "trainer.resume",
+        "trainer.checkpoint_every",
+        "trainer.keep_last",
+        "trainer.best_metric",
+        "trainer.best_mode",
+        "trainer.eval_every",
+        "trainer.eval_benchmarks",
+        "trainer.eval_benchmark_samples",
+        "trainer.eval_benchmark_problems",
+        "trainer.threads",
+        "trainer.reuse_heap",
+        "trainer.micro_batch_size",
+        "trainer.save_checkpoint",
+        "trainer.max_nonfinite_steps",
+        "rollout.backend",
+        "rollout.kv_cache_gb",
+        "rollout.gpu_memory_utilization",
+        "rollout.max_model_len",
+        "rollout.enforce_eager",
+        "rollout.sync_check",
+        "rollout.sync_check_tol",
+        "trainer.loggers",
+        "reward.verifier.workers",
+        "reward.verifier.timeout_s",
+    }
+)
+
+
+def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as ``{"trainer.steps": 30, ...}`` (dotted field -> value; enums by name)."""
+    tree = (
+        cfg
+        if isinstance(cfg, dict)
+        else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+    )
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node
+
+    walk(tree, "")
+    return flat
+
+
+def resume_changes(
+    saved: dict[str, Any], current: dict[str, Any]
+) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
+    """Fields whose value differs between a checkpoint's config and the current one, both as
+    `flat_config` gives them, split into (allowed on resume, refused): field -> (saved, current).
+    A field present on one side only counts as changed (its value on the other side is
+    ``"<absent>"``)."""
+    allowed, refused = {}, {}
+    for name in sorted(saved.keys() | current.keys()):
+        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        if old != new:
+            (allowed if name in RESUME_SAFE_FIELDS else refused)[name] = (old, new)
+    return allowed, refused
 
 
 class CheckpointError(RuntimeError):
@@ -102,7 +169,7 @@ class Checkpoint:
     Attributes:
         path: its directory.
         step: RL steps done when it was written.
-        state: ``state.json`` (sampler, results, metrics).
+        state: ``state.json`` (prompt stream, results, metrics).
         config: the run config it was written with, as `flat_config` gives it.
     """
 
@@ -133,23 +200,20 @@ class Checkpoint:
         config = flat_config(OmegaConf.to_container(OmegaConf.load(path / "config.yaml")))
         return cls(path, int(info["step"]), state, config)
 
-    def restore(self, learner: Learner, sampler: PromptSampler) -> None:
+    def restore(self, learner: LearnerAPI, prompts: PromptStream) -> None:
         """Load the weights (policy, reference, critic), the learner's optimizer state and the
-        sampler's position into the run's objects.
+        prompt stream's position into the run's objects.
 
         Raises:
             CheckpointError: the run has a reference model or critic that the checkpoint has not,
                 or the reverse.
-            ValueError: the training data differs from the checkpoint's (`PromptSampler.load_state_dict`).
+            ValueError: the training data differs from the checkpoint's (`PromptStream.load_state_dict`).
         """
-        for name, attr in _MODULES.items():
-            module = getattr(learner, attr)
-            if (module is None) != (not (self.path / name).exists()):
-                raise CheckpointError(f"checkpoint {self.path} and this run disagree on {name.split('.')[0]} weights")
-            if module is not None:
-                load_model(module, str(self.path / name))
-        learner.load_state_dict(torch.load(self.path / "trainer.pt", weights_only=True))
-        sampler.load_state_dict(self.state["sampler"])
+        try:
+            learner.load(self.path)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from err
+        prompts.load_state_dict(self.state["prompt_stream"])
 
     def restore_rng(self) -> None:
         """Set every generator to its state when the checkpoint was written."""
@@ -214,8 +278,8 @@ class CheckpointStore:
     def save(
         self,
         step: int,
-        learner: Learner,
-        sampler: PromptSampler,
+        learner: LearnerAPI,
+        prompts: PromptStream,
         cfg: RunConfig,
         results: dict[str, Any],
         metrics: dict[str, Any],
@@ -237,7 +301,7 @@ class CheckpointStore:
         tmp, final = self.root / f"{_TMP}{name}", self.root / name
         tmp.mkdir()
         try:
-            files = self._write(tmp, step, learner, sampler, cfg, results, metrics)
+            files = self._write(tmp, step, learner, prompts, cfg, results, metrics)
         except Exception as err:
             shutil.rmtree(tmp, ignore_errors=True)
             free = shutil.disk_usage(self.root).free / 1e9
@@ -246,7 +310,8 @@ class CheckpointStore:
             raise CheckpointWriteError(
                 f"could not write the checkpoint of step {step} in {self.root} ({type(err).__name__}: {err}); "
                 f"{free:.2f} GB free on that disk. The partial write was removed and {kept}. "
-                "Free disk space (or lower trainer.keep_last, raise trainer.checkpoint_every) and resume with trainer.resume=auto."
+                "Free disk space (or lower trainer.keep_last, raise trainer.checkpoint_every) "
+                "and resume with trainer.resume=auto."
             ) from err
         if final.exists():  # a checkpoint of this step from a run that resumed before it
             shutil.rmtree(final)
@@ -260,21 +325,17 @@ class CheckpointStore:
         self,
         tmp: Path,
         step: int,
-        learner: Learner,
-        sampler: PromptSampler,
+        learner: LearnerAPI,
+        prompts: PromptStream,
         cfg: RunConfig,
         results: dict[str, Any],
         metrics: dict[str, Any],
     ) -> dict[str, int]:
         """Write every file of the checkpoint into `tmp` and sync them to disk; returns {file name:
         size in bytes}."""
-        for file, attr in _MODULES.items():
-            module = getattr(learner, attr)
-            if module is not None:
-                save_model(module, str(tmp / file))
-        torch.save(learner.state_dict(), tmp / "trainer.pt")
+        learner.save(tmp)
         torch.save(rng_state(), tmp / "rng.pt")
-        state = {"step": step, "sampler": sampler.state_dict(), "results": results, "metrics": metrics}
+        state = {"step": step, "prompt_stream": prompts.state_dict(), "results": results, "metrics": metrics}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
         (tmp / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
         files = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
@@ -327,8 +388,8 @@ def find_resume_checkpoint(resume: str, run_dir: Path) -> Checkpoint | None:
     if resume == "never":
         if own is not None:
             raise CheckpointError(
-                f"trainer.resume=never, but {store.root} holds checkpoints (latest: step {own.step}); continue that run "
-                "with trainer.resume=auto, or start this one in a new hydra.run.dir"
+                f"trainer.resume=never, but {store.root} holds checkpoints (latest: step {own.step}); "
+                "continue that run with trainer.resume=auto, or start this one in a new hydra.run.dir"
             )
         return None
     path = Path(resume).expanduser().resolve()

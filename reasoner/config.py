@@ -15,6 +15,10 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from reasoner.algorithms import registry
+from reasoner.algorithms.registry import Entry
+from reasoner.prompts import Template
+
 #: the Hydra config directory (``conf/``: reasoner-train's config.yaml, reasoner-eval's eval.yaml).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -24,44 +28,9 @@ class Backend(str, Enum):
     hf = "hf"
 
 
-class Template(str, Enum):
-    plain = "plain"  # the model's chat template, user turn only
-    r1 = "r1"  # R1-Zero style system prompt: <think> ... </think> then the boxed answer
-    code = "code"  # user turn asks for a complete Python program in a ```python block
-
-
-class LossAgg(str, Enum):
-    token_mean = "token_mean"  # Σ ℓ / tokens in the batch (DAPO Eq. 12)
-    seq_mean_token_mean = "seq_mean_token_mean"  # mean over sequences of each one's token mean (GRPO)
-    seq_mean_token_sum_norm = "seq_mean_token_sum_norm"  # Σ ℓ / (sequences * rollout.max_tokens) (Dr. GRPO)
-
-
-class KLEstimator(str, Enum):
-    k1 = "k1"
-    k2 = "k2"
-    k3 = "k3"
-
-
 class KLPlacement(str, Enum):
     loss = "loss"  # L += β · agg(kl)  (GRPO style)
     reward = "reward"  # r_t -= β · kl_t before returns/advantages (PPO / REINFORCE++ style)
-
-
-class Estimator(str, Enum):
-    grpo = "grpo"  # (R - group mean) / (group std + adv_eps); scale_by_std=false: Dr. GRPO
-    rloo = "rloo"  # leave-one-out group baseline
-    reinforce_pp = "reinforce_pp"  # token returns whitened over the batch
-    reinforce_pp_baseline = "reinforce_pp_baseline"  # group mean subtracted, then as reinforce_pp
-    gae = "gae"  # learned critic (value head on a copy of the policy backbone) + GAE
-
-
-class PolicyLoss(str, Enum):
-    ppo_clip = "ppo_clip"  # token-level ratio, clipped surrogate (PPO / GRPO / DAPO)
-    gspo = "gspo"  # sequence-level length-normalized ratio (GSPO)
-
-
-#: estimators that build per-token returns, so the KL can be a per-token reward.
-TOKEN_LEVEL_ESTIMATORS = (Estimator.reinforce_pp, Estimator.reinforce_pp_baseline, Estimator.gae)
 
 
 class BadRow(str, Enum):
@@ -84,6 +53,14 @@ class StageKind(str, Enum):
 class ModelConfig:
     #: ``embedded:smollm2-135m``, a local HF-format directory, or a Hugging Face hub id.
     path: str = "embedded:smollm2-135m"
+
+    def __post_init__(self) -> None:
+        check(
+            "model.path",
+            self.path,
+            bool(self.path.strip()),
+            "embedded:smollm2-135m, a local HF model directory or a hub id",
+        )
 
 
 @dataclass
@@ -112,6 +89,22 @@ class DataConfig:
     decontaminate: list[str] = field(default_factory=lambda: ["aime24", "aime25", "amc23", "math500", "gsm8k"])
     decontaminate_ngram: int = 8
 
+    def __post_init__(self) -> None:
+        check("data.heldout_n", self.heldout_n, self.heldout_n >= 1, ">= 1")
+        check(
+            "data.train",
+            self.train,
+            bool(self.train.strip()),
+            "a source: arithmetic, vendored:NAME, a file path or an HF dataset id",
+        )
+        check(
+            "data.heldout",
+            self.heldout,
+            bool(self.heldout.strip()),
+            "a source: arithmetic, vendored:NAME, a file path or an HF dataset id",
+        )
+        check("data.decontaminate_ngram", self.decontaminate_ngram, self.decontaminate_ngram >= 1, ">= 1")
+
 
 @dataclass
 class SFTConfig:
@@ -133,6 +126,15 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     #: batches of similar-length examples (less padding; off by default, as in transformers).
     group_by_length: bool = False
+
+    def __post_init__(self) -> None:
+        check("sft.terse_fraction", self.terse_fraction, 0 <= self.terse_fraction <= 1, "in [0, 1]")
+        check("sft.examples", self.examples, self.examples >= 1, ">= 1")
+        check("sft.epochs", self.epochs, self.epochs >= 1, ">= 1")
+        check("sft.lr", self.lr, self.lr > 0, "> 0")
+        check("sft.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        check("sft.micro_batch_size", self.micro_batch_size, self.micro_batch_size >= 1, ">= 1")
+        check("sft.max_tokens", self.max_tokens, self.max_tokens >= 1, ">= 1")
 
 
 @dataclass
@@ -157,6 +159,24 @@ class RejectionConfig:
     #: drop completions that hit ``max_tokens`` even when judged correct (they never ended).
     drop_truncated: bool = True
 
+    def __post_init__(self) -> None:
+        check("rejection.problems", self.problems, self.problems >= 1, ">= 1")
+        check("rejection.samples", self.samples, self.samples >= 1, ">= 1")
+        check("rejection.temperature", self.temperature, self.temperature > 0, "> 0 (sampling several completions)")
+        check("rejection.top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]")
+        check(
+            "rejection.max_tokens",
+            self.max_tokens,
+            self.max_tokens >= 1,
+            ">= 1 (cut to what fits in rollout.max_model_len after the longest prompt)",
+        )
+        check(
+            "rejection.keep_per_problem",
+            self.keep_per_problem,
+            1 <= self.keep_per_problem <= self.samples,
+            "in [1, rejection.samples]",
+        )
+
 
 @dataclass
 class StageConfig:
@@ -177,58 +197,164 @@ class RecipeConfig:
     stages: list[StageConfig] = field(default_factory=list)
 
 
+def check(name: str, value: Any, ok: bool, allowed: str) -> None:
+    """Raise ``ValueError("config field NAME=VALUE is not allowed: must be ALLOWED")`` unless `ok`."""
+    if not ok:
+        raise ValueError(f"config field {name}={value!r} is not allowed: must be {allowed}")
+
+
+def check_registered(name: str, kind: str, value: str) -> Entry:
+    """The registry entry `value` of `kind` (`reasoner.algorithms.registry.get`).
+
+    Raises:
+        ValueError: unknown name; the message names the field and lists the valid names.
+    """
+    try:
+        return registry.get(kind, value)
+    except registry.UnknownAlgorithm as err:
+        raise ValueError(f"config field {name}={value!r} is not allowed: {err}") from None
+
+
+@dataclass
+class ClipConfig:
+    """The clipped surrogate's range [1 - low, 1 + high] (PPO eps = 0.2; DAPO clip-higher 0.28)."""
+
+    low: float = 0.2
+    high: float = 0.2
+    #: dual-clip constant c > 1 for A < 0 (veRL uses 3.0); 0 = off.
+    dual: float = 0.0
+
+    def __post_init__(self) -> None:
+        check("algorithm.clip.low", self.low, 0 < self.low < 1, "in (0, 1)")
+        check("algorithm.clip.high", self.high, self.high > 0, "> 0")
+        check("algorithm.clip.dual", self.dual, self.dual == 0 or self.dual > 1, "0 (off) or > 1")
+
+
+@dataclass
+class KLConfig:
+    """KL to the reference policy."""
+
+    #: coefficient β; 0 loads no reference model.
+    beta: float = 0.0
+    #: a registered KL estimator (k1, k2, k3: Schulman 2020).
+    estimator: str = "k3"
+    placement: KLPlacement = KLPlacement.loss
+    #: adaptive β (Ziegler et al. 2019): target mean per-token KL (nats); 0 = fixed β.
+    target: float = 0.0
+    horizon: int = 10000
+
+    def __post_init__(self) -> None:
+        check("algorithm.kl.beta", self.beta, self.beta >= 0, ">= 0")
+        check_registered("algorithm.kl.estimator", "kl", self.estimator)
+        ok = self.target == 0 or (self.target > 0 and self.beta > 0)
+        check("algorithm.kl.target", self.target, ok, "0 (fixed β) or > 0 with algorithm.kl.beta > 0")
+        check("algorithm.kl.horizon", self.horizon, self.horizon >= 1, ">= 1")
+
+
+@dataclass
+class CriticConfig:
+    """The learned critic of estimators that need one (``gae``): GAE's discount γ and λ
+    (Open-Reasoner-Zero: 1, 1), the value-loss clip range, the critic's learning rate."""
+
+    gamma: float = 1.0
+    gae_lambda: float = 1.0
+    value_clip: float = 0.2
+    lr: float = 5e-5
+
+    def __post_init__(self) -> None:
+        check("algorithm.critic.gamma", self.gamma, 0 <= self.gamma <= 1, "in [0, 1]")
+        check("algorithm.critic.gae_lambda", self.gae_lambda, 0 <= self.gae_lambda <= 1, "in [0, 1]")
+        check("algorithm.critic.value_clip", self.value_clip, self.value_clip > 0, "> 0")
+        check("algorithm.critic.lr", self.lr, self.lr > 0, "> 0")
+
+
+@dataclass
+class SamplingConfig:
+    """Groups and DAPO dynamic sampling."""
+
+    #: G, completions sampled per prompt.
+    group_size: int = 8
+    #: keep only groups whose correctness is mixed (0 < correct < G; without a correctness term,
+    #: groups whose rewards vary); sample more prompts until the batch has
+    #: trainer.prompts_per_step groups or `max_rounds` generation rounds have run (DAPO §3.3).
+    dynamic: bool = False
+    max_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        check("algorithm.sampling.group_size", self.group_size, self.group_size >= 2, ">= 2 (GRPO needs a group)")
+        check("algorithm.sampling.max_rounds", self.max_rounds, self.max_rounds >= 1, ">= 1")
+
+
+@dataclass
+class ShapingConfig:
+    """Length terms added to the reward (computed in `reasoner.rewards.add_length_terms`); kept
+    with the algorithm because the recipes that use them (DAPO, Kimi k1.5) define them."""
+
+    #: DAPO soft overlong punishment: L_cache tokens before rollout.max_tokens (= L_max); 0 = off.
+    overlong_buffer: int = 0
+    #: Kimi k1.5 length reward weight (0 = off), switched on after this many RL steps.
+    length_weight: float = 0.0
+    length_warmup: int = 0
+
+    def __post_init__(self) -> None:
+        check("algorithm.shaping.overlong_buffer", self.overlong_buffer, self.overlong_buffer >= 0, ">= 0")
+        check("algorithm.shaping.length_weight", self.length_weight, self.length_weight >= 0, ">= 0")
+        check("algorithm.shaping.length_warmup", self.length_warmup, self.length_warmup >= 0, ">= 0")
+
+
 @dataclass
 class AlgorithmConfig:
-    """The RL algorithm, as named knobs. The recipes in ``conf/algorithm/`` set them as their
-    papers do; the defaults here are GRPO's (``algorithm=grpo``)."""
+    """The RL algorithm, as named knobs grouped by concern. The recipes in ``conf/algorithm/``
+    set them as their papers do; the defaults here are GRPO's (``algorithm=grpo``)."""
 
     #: the recipe's label (logged); the behaviour comes from the fields below.
     name: str = "grpo"
-    #: G, completions sampled per prompt.
-    group_size: int = 8
-    estimator: Estimator = Estimator.grpo
+    #: a registered advantage estimator (`reasoner.algorithms.registry`): grpo, rloo,
+    #: reinforce_pp, reinforce_pp_baseline, gae, or your own.
+    estimator: str = "grpo"
     #: `grpo` estimator: divide the group-centred reward by the group std (Bessel-corrected) + adv_eps.
     scale_by_std: bool = True
     adv_eps: float = 1e-6
-    policy_loss: PolicyLoss = PolicyLoss.ppo_clip
-    #: clipped-surrogate range [1 - clip_low, 1 + clip_high] (PPO eps = 0.2; DAPO clip-higher 0.28).
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    #: dual-clip constant c > 1 for A < 0 (veRL uses 3.0); 0 = off.
-    dual_clip: float = 0.0
-    loss_agg: LossAgg = LossAgg.token_mean
+    #: a registered policy loss: ppo_clip (token ratio), gspo (sequence ratio), or your own.
+    policy_loss: str = "ppo_clip"
+    #: a registered loss aggregation: token_mean (DAPO Eq. 12), seq_mean_token_mean (GRPO),
+    #: seq_mean_token_sum_norm (Dr. GRPO), or your own.
+    loss_agg: str = "token_mean"
     #: passes over each rollout batch, and optimizer steps per pass (the batch is shuffled and
     #: split into this many mini-batches). Old log-probs are computed once, before the first pass.
     ppo_epochs: int = 1
     mini_batches: int = 1
-    #: KL-to-reference coefficient β; 0 loads no reference model.
-    kl_beta: float = 0.0
-    kl_estimator: KLEstimator = KLEstimator.k3
-    kl_placement: KLPlacement = KLPlacement.loss
-    #: adaptive β (Ziegler et al. 2019): target mean per-token KL (nats); 0 = fixed β.
-    kl_target: float = 0.0
-    kl_horizon: int = 10000
     #: entropy bonus: L -= entropy_coef · agg(entropy).
     entropy_coef: float = 0.0
     #: truncated importance sampling for sampler-vs-learner mismatch: each token's loss is
     #: weighted by min(π_old / π_sampler, tis_cap); 0 = off (veRL's TIS uses 2.0).
     tis_cap: float = 0.0
-    #: `gae` estimator: discount γ and GAE λ (Open-Reasoner-Zero: 1, 1), value clip range, critic lr.
-    gamma: float = 1.0
-    gae_lambda: float = 1.0
-    value_clip: float = 0.2
-    critic_lr: float = 5e-5
-    #: DAPO soft overlong punishment: L_cache tokens before rollout.max_tokens (= L_max); 0 = off.
-    overlong_buffer: int = 0
     #: drop truncated completions (finish_reason="length") from the loss (DAPO overlong filtering).
     mask_truncated: bool = False
-    #: Kimi k1.5 length reward weight (0 = off), switched on after this many RL steps.
-    length_reward_weight: float = 0.0
-    length_reward_warmup: int = 0
-    #: DAPO dynamic sampling: keep only groups with 0 < correct < G, resample prompts until the
-    #: batch has trainer.prompts_per_step groups or this many generation rounds have run.
-    dynamic_sampling: bool = False
-    dynamic_sampling_max_rounds: int = 3
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    kl: KLConfig = field(default_factory=KLConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+
+    def __post_init__(self) -> None:
+        estimator = check_registered("algorithm.estimator", "advantage", self.estimator)
+        check_registered("algorithm.policy_loss", "policy_loss", self.policy_loss)
+        check_registered("algorithm.loss_agg", "loss_agg", self.loss_agg)
+        check("algorithm.adv_eps", self.adv_eps, self.adv_eps >= 0, ">= 0")
+        check("algorithm.ppo_epochs", self.ppo_epochs, self.ppo_epochs >= 1, ">= 1")
+        check("algorithm.mini_batches", self.mini_batches, self.mini_batches >= 1, ">= 1")
+        check("algorithm.entropy_coef", self.entropy_coef, self.entropy_coef >= 0, ">= 0")
+        check("algorithm.tis_cap", self.tis_cap, self.tis_cap == 0 or self.tis_cap >= 1, "0 (off) or >= 1")
+        token_level = [n for n in registry.names("advantage") if registry.get("advantage", n).token_level]
+        ok = self.kl.placement is KLPlacement.loss or estimator.token_level
+        allowed = f"'loss' for estimators without per-token returns (reward is allowed for {', '.join(token_level)})"
+        check("algorithm.kl.placement", self.kl.placement.value, ok, allowed)
+
+    @property
+    def needs_critic(self) -> bool:
+        """Whether the estimator reads critic values (the job then builds a critic)."""
+        return registry.get("advantage", self.estimator).needs_critic
 
 
 @dataclass
@@ -243,38 +369,61 @@ class RolloutConfig:
     kv_cache_gb: int = 1
     gpu_memory_utilization: float = 0.3
     #: vLLM without graph capture / torch.compile (``LLM(enforce_eager=...)``): the engine starts
-    #: in ~10 s on CPU. False compiles the model: 80-100 s more per engine start on CPU, then
-    #: ~1.3x the tokens/s (SmolLM2-135M, 16 x 128 tokens, 2 cores: ~460 vs ~350); on GPU it
-    #: enables CUDA graphs. Set it False for long runs.
+    #: in seconds on CPU. False compiles the model: a longer start per engine, then more tokens/s
+    #: (BENCHMARKS.md "Profile of the GRPO step"); on GPU it enables CUDA graphs. Set it False for
+    #: long runs.
     enforce_eager: bool = True
     #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
     sync_check: bool = True
     #: allowed increase (nats/token) of the mean |logprob difference| in that check over its value
-    #: before training (same checkpoint on both sides; ~0.01 for arithmetic, ~0.06 for a long
-    #: MBPP program on SmolLM2-135M). A missed tied-LM-head reload adds ~1.2; one missed update
-    #: ~0.02 (caught as misses pile up).
+    #: before training (same checkpoint on both sides); the floors and the size of a missed update
+    #: are in BENCHMARKS.md "Weight sync" (`reasoner.rollout.sync`).
     sync_check_tol: float = 0.05
+
+    def __post_init__(self) -> None:
+        check("rollout.temperature", self.temperature, self.temperature > 0, "> 0 for RL sampling")
+        check("rollout.top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]")
+        check(
+            "rollout.max_tokens",
+            self.max_tokens,
+            0 < self.max_tokens < self.max_model_len,
+            "in (0, rollout.max_model_len)",
+        )
+        check("rollout.kv_cache_gb", self.kv_cache_gb, self.kv_cache_gb >= 1, ">= 1")
+        check(
+            "rollout.gpu_memory_utilization",
+            self.gpu_memory_utilization,
+            0 < self.gpu_memory_utilization <= 1,
+            "in (0, 1]",
+        )
+        check("rollout.sync_check_tol", self.sync_check_tol, self.sync_check_tol >= 0, ">= 0")
 
 
 @dataclass
 class RewardConfig:
+    """The reward: a weighted sum of terms (`reasoner.rewards`), each scoring (problem, prompt,
+    completion). The correctness term is the verifier's; the format term checks the answer's
+    shape; `terms` adds any others (a learned reward model, an LLM judge, a rule of your own)."""
+
     #: the correctness verifier, built by `verifiers.registry.build_verifier`: a Hydra
-    #: ``_target_`` node (class path + keyword arguments) or ``{name: NAME, ...}`` for one
-    #: registered in the ``reasoner.verifiers`` entry-point group; set by conf/reward/*.yaml.
+    #: ``_target_`` node (class path + its own keyword arguments, e.g. the math verifier's
+    #: ``timeout_s``, ``workers``, ``fallbacks``) or ``{name: NAME, ...}`` for one registered in
+    #: the ``reasoner.verifiers`` entry-point group; set by conf/reward/*.yaml. The held-out
+    #: evaluation judges with it too.
     verifier: Any = None
-    #: reward = correct_weight * VerifyResult.score (+ the format term); score is 1/0 for
-    #: math, the fraction of tests passed for code with scoring=fraction.
+    #: weight of the correctness term, VerifyResult.score: 1/0 for math, the fraction of tests
+    #: passed for code with scoring=fraction.
     correct_weight: float = 1.0
-    #: weight of the format reward (a final \\boxed{} answer; with template=r1, a think block too).
+    #: weight of the format term (a final \\boxed{} answer; with template=r1, a think block too).
     format_weight: float = 0.0
-    #: wall-clock budget per verification, seconds (enforced by killing a worker process or
-    #: the sandbox); conf/reward/*.yaml pass it to the verifier.
-    timeout_s: float = 1.0
-    #: verifier worker processes (about 0.4 GB resident each; verifying a GRPO batch of 64
-    #: arithmetic answers takes < 0.05 s on one, so the default keeps memory low).
-    workers: int = 1
-    #: answer fallbacks when a completion has no \\boxed{}: "phrase", "last_number".
-    answer_fallbacks: list[str] = field(default_factory=list)
+    #: more terms, each a Hydra node ``{_target_: pkg.Term, weight: W, ...}`` building a
+    #: `reasoner.rewards.RewardTerm` (the other keys are its keyword arguments).
+    terms: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for i, term in enumerate(self.terms):
+            ok = isinstance(term, dict) and "_target_" in term and "weight" in term
+            check(f"reward.terms[{i}]", term, ok, "a node with _target_ and weight")
 
 
 @dataclass
@@ -294,11 +443,13 @@ class TrainerConfig:
     #: torch intra-op threads; 0 = all cores.
     threads: int = 0
     #: keep freed memory in the process heap for the next step (glibc: large blocks from the
-    #: heap, not fresh mmaps; no trimming) instead of handing it back to the OS after every step.
-    #: The learner's large per-step tensors then reuse pages instead of page-faulting fresh,
-    #: zeroed ones: a GRPO update of 2 x 8 x 128 tokens on the embedded default took 8.1-10.2 s
-    #: instead of 14.7-18.8 s (BENCHMARKS.md). The price: the process keeps its peak heap.
+    #: heap, not fresh mmaps; no trimming) instead of handing it back to the OS after every step:
+    #: the learner's large per-step tensors then reuse pages instead of page-faulting fresh,
+    #: zeroed ones (BENCHMARKS.md "Profile of the GRPO step"). The price: the process keeps its
+    #: peak heap.
     reuse_heap: bool = True
+    #: metrics sinks (`reasoner.metrics_log`): jsonl (metrics.jsonl), tensorboard.
+    loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
     #: evaluate the held-out set on the model as loaded (``base``) before anything else.
     eval_base: bool = True
     #: held-out evaluation sampling: temperature 0 is greedy.
@@ -334,6 +485,40 @@ class TrainerConfig:
     #: gradient (each such optimizer step is skipped and logged as policy/skipped_updates).
     max_nonfinite_steps: int = 3
 
+    def __post_init__(self) -> None:
+        check("trainer.steps", self.steps, self.steps >= 0, ">= 0")
+        check("trainer.prompts_per_step", self.prompts_per_step, self.prompts_per_step >= 1, ">= 1")
+        check("trainer.micro_batch_size", self.micro_batch_size, self.micro_batch_size >= 1, ">= 1")
+        check("trainer.eval_every", self.eval_every, self.eval_every >= 0, ">= 0")
+        check(
+            "trainer.eval_benchmarks",
+            self.eval_benchmarks,
+            not self.eval_benchmarks or self.eval_every > 0,
+            "empty unless trainer.eval_every > 0",
+        )
+        check("trainer.eval_benchmark_samples", self.eval_benchmark_samples, self.eval_benchmark_samples >= 1, ">= 1")
+        check(
+            "trainer.eval_benchmark_problems", self.eval_benchmark_problems, self.eval_benchmark_problems >= 1, ">= 1"
+        )
+        check("trainer.lr", self.lr, self.lr > 0, "> 0")
+        check("trainer.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
+        check("trainer.grad_clip", self.grad_clip, self.grad_clip > 0, "> 0")
+        check("trainer.threads", self.threads, self.threads >= 0, ">= 0 (0 = all cores)")
+        check("trainer.eval_temperature", self.eval_temperature, self.eval_temperature >= 0, ">= 0 (0 = greedy)")
+        check("trainer.eval_max_tokens", self.eval_max_tokens, self.eval_max_tokens >= 1, ">= 1")
+        check("trainer.lr_warmup_steps", self.lr_warmup_steps, self.lr_warmup_steps >= 0, ">= 0")
+        check(
+            "trainer.resume", self.resume, bool(self.resume.strip()), "'auto', 'never' or a checkpoint / run directory"
+        )
+        check(
+            "trainer.checkpoint_every",
+            self.checkpoint_every,
+            self.checkpoint_every >= 0,
+            ">= 0 (0 = only after the last step and on a signal)",
+        )
+        check("trainer.keep_last", self.keep_last, self.keep_last >= 1, ">= 1")
+        check("trainer.max_nonfinite_steps", self.max_nonfinite_steps, self.max_nonfinite_steps >= 1, ">= 1")
+
 
 @dataclass
 class RunConfig:
@@ -348,164 +533,18 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
-        a, t = self.algorithm, self.trainer
-        checks = [
-            (
-                "algorithm.group_size",
-                self.algorithm.group_size,
-                self.algorithm.group_size >= 2,
-                ">= 2 (GRPO needs a group)",
-            ),
-            ("algorithm.clip_low", self.algorithm.clip_low, 0 < self.algorithm.clip_low < 1, "in (0, 1)"),
-            ("algorithm.clip_high", self.algorithm.clip_high, self.algorithm.clip_high > 0, "> 0"),
-            ("algorithm.kl_beta", self.algorithm.kl_beta, self.algorithm.kl_beta >= 0, ">= 0"),
-            ("algorithm.dual_clip", a.dual_clip, a.dual_clip == 0 or a.dual_clip > 1, "0 (off) or > 1"),
-            ("algorithm.ppo_epochs", a.ppo_epochs, a.ppo_epochs >= 1, ">= 1"),
-            (
-                "algorithm.mini_batches",
-                a.mini_batches,
-                1 <= a.mini_batches <= self.trainer.prompts_per_step * a.group_size,
-                "in [1, trainer.prompts_per_step * algorithm.group_size]",
-            ),
-            (
-                "algorithm.kl_placement",
-                a.kl_placement.value,
-                a.kl_placement is KLPlacement.loss or a.estimator in TOKEN_LEVEL_ESTIMATORS,
-                "'loss' for the group estimators (the KL is a per-token reward only for reinforce_pp, reinforce_pp_baseline, gae)",
-            ),
-            (
-                "algorithm.kl_target",
-                a.kl_target,
-                a.kl_target == 0 or (a.kl_target > 0 and a.kl_beta > 0),
-                "0 (fixed β) or > 0 with algorithm.kl_beta > 0",
-            ),
-            ("algorithm.kl_horizon", a.kl_horizon, a.kl_horizon >= 1, ">= 1"),
-            ("algorithm.entropy_coef", a.entropy_coef, a.entropy_coef >= 0, ">= 0"),
-            ("algorithm.tis_cap", a.tis_cap, a.tis_cap == 0 or a.tis_cap >= 1, "0 (off) or >= 1"),
-            ("algorithm.gamma", a.gamma, 0 <= a.gamma <= 1, "in [0, 1]"),
-            ("algorithm.gae_lambda", a.gae_lambda, 0 <= a.gae_lambda <= 1, "in [0, 1]"),
-            ("algorithm.value_clip", a.value_clip, a.value_clip > 0, "> 0"),
-            ("algorithm.critic_lr", a.critic_lr, a.critic_lr > 0, "> 0"),
-            (
-                "algorithm.overlong_buffer",
-                a.overlong_buffer,
-                0 <= a.overlong_buffer < self.rollout.max_tokens,
-                "in [0, rollout.max_tokens)",
-            ),
-            ("algorithm.length_reward_weight", a.length_reward_weight, a.length_reward_weight >= 0, ">= 0"),
-            ("algorithm.length_reward_warmup", a.length_reward_warmup, a.length_reward_warmup >= 0, ">= 0"),
-            (
-                "algorithm.dynamic_sampling_max_rounds",
-                a.dynamic_sampling_max_rounds,
-                a.dynamic_sampling_max_rounds >= 1,
-                ">= 1",
-            ),
-            ("trainer.steps", self.trainer.steps, self.trainer.steps >= 0, ">= 0"),
-            ("trainer.prompts_per_step", self.trainer.prompts_per_step, self.trainer.prompts_per_step >= 1, ">= 1"),
-            ("trainer.micro_batch_size", self.trainer.micro_batch_size, self.trainer.micro_batch_size >= 1, ">= 1"),
-            ("trainer.eval_every", self.trainer.eval_every, self.trainer.eval_every >= 0, ">= 0"),
-            (
-                "trainer.eval_benchmarks",
-                self.trainer.eval_benchmarks,
-                not self.trainer.eval_benchmarks or self.trainer.eval_every > 0,
-                "empty unless trainer.eval_every > 0",
-            ),
-            (
-                "trainer.eval_benchmark_samples",
-                self.trainer.eval_benchmark_samples,
-                self.trainer.eval_benchmark_samples >= 1,
-                ">= 1",
-            ),
-            (
-                "trainer.eval_benchmark_problems",
-                self.trainer.eval_benchmark_problems,
-                self.trainer.eval_benchmark_problems >= 1,
-                ">= 1",
-            ),
-            ("trainer.lr", self.trainer.lr, self.trainer.lr > 0, "> 0"),
-            ("trainer.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
-            ("trainer.grad_clip", t.grad_clip, t.grad_clip > 0, "> 0"),
-            ("trainer.threads", t.threads, t.threads >= 0, ">= 0 (0 = all cores)"),
-            ("trainer.eval_temperature", t.eval_temperature, t.eval_temperature >= 0, ">= 0 (0 = greedy)"),
-            ("trainer.eval_max_tokens", t.eval_max_tokens, t.eval_max_tokens >= 1, ">= 1"),
-            ("trainer.lr_warmup_steps", t.lr_warmup_steps, t.lr_warmup_steps >= 0, ">= 0"),
-            ("trainer.resume", t.resume, bool(t.resume.strip()), "'auto', 'never' or a checkpoint / run directory"),
-            (
-                "trainer.checkpoint_every",
-                t.checkpoint_every,
-                t.checkpoint_every >= 0,
-                ">= 0 (0 = only after the last step and on a signal)",
-            ),
-            ("trainer.keep_last", t.keep_last, t.keep_last >= 1, ">= 1"),
-            ("trainer.max_nonfinite_steps", t.max_nonfinite_steps, t.max_nonfinite_steps >= 1, ">= 1"),
-            ("rollout.temperature", self.rollout.temperature, self.rollout.temperature > 0, "> 0 for RL sampling"),
-            ("rollout.top_p", self.rollout.top_p, 0 < self.rollout.top_p <= 1, "in (0, 1]"),
-            (
-                "rollout.max_tokens",
-                self.rollout.max_tokens,
-                0 < self.rollout.max_tokens < self.rollout.max_model_len,
-                "in (0, rollout.max_model_len)",
-            ),
-            ("reward.timeout_s", self.reward.timeout_s, self.reward.timeout_s > 0, "> 0"),
-            ("reward.workers", self.reward.workers, self.reward.workers >= 1, ">= 1"),
-            ("data.heldout_n", self.data.heldout_n, self.data.heldout_n >= 1, ">= 1"),
-            ("sft.terse_fraction", self.sft.terse_fraction, 0 <= self.sft.terse_fraction <= 1, "in [0, 1]"),
-            ("sft.examples", self.sft.examples, self.sft.examples >= 1, ">= 1"),
-            ("sft.epochs", self.sft.epochs, self.sft.epochs >= 1, ">= 1"),
-            ("sft.lr", self.sft.lr, self.sft.lr > 0, "> 0"),
-            ("sft.batch_size", self.sft.batch_size, self.sft.batch_size >= 1, ">= 1"),
-            ("sft.micro_batch_size", self.sft.micro_batch_size, self.sft.micro_batch_size >= 1, ">= 1"),
-            ("sft.max_tokens", self.sft.max_tokens, self.sft.max_tokens >= 1, ">= 1"),
-            ("rollout.kv_cache_gb", self.rollout.kv_cache_gb, self.rollout.kv_cache_gb >= 1, ">= 1"),
-            (
-                "rollout.gpu_memory_utilization",
-                self.rollout.gpu_memory_utilization,
-                0 < self.rollout.gpu_memory_utilization <= 1,
-                "in (0, 1]",
-            ),
-            ("rollout.sync_check_tol", self.rollout.sync_check_tol, self.rollout.sync_check_tol >= 0, ">= 0"),
-            ("algorithm.adv_eps", a.adv_eps, a.adv_eps >= 0, ">= 0"),
-            (
-                "data.train",
-                self.data.train,
-                bool(self.data.train.strip()),
-                "a source: arithmetic, vendored:NAME, a file path or an HF dataset id",
-            ),
-            (
-                "data.heldout",
-                self.data.heldout,
-                bool(self.data.heldout.strip()),
-                "a source: arithmetic, vendored:NAME, a file path or an HF dataset id",
-            ),
-            (
-                "model.path",
-                self.model.path,
-                bool(self.model.path.strip()),
-                "embedded:smollm2-135m, a local HF model directory or a hub id",
-            ),
-            ("data.decontaminate_ngram", self.data.decontaminate_ngram, self.data.decontaminate_ngram >= 1, ">= 1"),
-            ("rejection.problems", self.rejection.problems, self.rejection.problems >= 1, ">= 1"),
-            ("rejection.samples", self.rejection.samples, self.rejection.samples >= 1, ">= 1"),
-            (
-                "rejection.temperature",
-                self.rejection.temperature,
-                self.rejection.temperature > 0,
-                "> 0 (sampling several completions)",
-            ),
-            ("rejection.top_p", self.rejection.top_p, 0 < self.rejection.top_p <= 1, "in (0, 1]"),
-            (
-                "rejection.max_tokens",
-                self.rejection.max_tokens,
-                self.rejection.max_tokens >= 1,
-                ">= 1 (cut to what fits in rollout.max_model_len after the longest prompt)",
-            ),
-            (
-                "rejection.keep_per_problem",
-                self.rejection.keep_per_problem,
-                1 <= self.rejection.keep_per_problem <= self.rejection.samples,
-                "in [1, rejection.samples]",
-            ),
-        ]
+        """The rules that join two groups (each group checks its own fields when it is built)."""
+        a, t, r = self.algorithm, self.trainer, self.rollout
+        batch = t.prompts_per_step * a.sampling.group_size
+        check(
+            "algorithm.mini_batches",
+            a.mini_batches,
+            a.mini_batches <= batch,
+            "<= trainer.prompts_per_step * algorithm.sampling.group_size",
+        )
+        ok = a.shaping.overlong_buffer < r.max_tokens
+        check("algorithm.shaping.overlong_buffer", a.shaping.overlong_buffer, ok, "< rollout.max_tokens")
+        checks = []
         names = [s.name for s in self.recipe.stages]
         for i, stage in enumerate(self.recipe.stages):
             checks.append(
@@ -525,94 +564,13 @@ class RunConfig:
                 )
             )
         for name, value, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"config field {name}={value!r} is not allowed: must be {allowed}")
-        if not (
-            isinstance(self.reward.verifier, dict)
-            and ("_target_" in self.reward.verifier or "name" in self.reward.verifier)
-        ):
+            check(name, value, ok, allowed)
+        verifier = self.reward.verifier
+        if not (isinstance(verifier, dict) and ("_target_" in verifier or "name" in verifier)):
             raise ValueError(
-                f"config field reward.verifier={self.reward.verifier!r} is not allowed: must be a node with "
+                f"config field reward.verifier={verifier!r} is not allowed: must be a node with "
                 "'_target_' or 'name' (choose a reward group such as reward=math or reward=code)"
             )
-        for fb in self.reward.answer_fallbacks:
-            if fb not in ("phrase", "last_number"):
-                raise ValueError(
-                    f"config field reward.answer_fallbacks has {fb!r}: allowed are 'phrase', 'last_number'"
-                )
-
-
-#: fields a resumed run may change: the budget, checkpoint / evaluation cadence, memory and
-#: parallelism settings, the sampler backend and the weight-sync check. None of them is part of
-#: the training state, so the run continues as it would have. Any other change is refused on
-#: resume (`resume_changes`).
-RESUME_SAFE_FIELDS = frozenset(
-    {
-        "trainer.steps",
-        "trainer.resume",
-        "trainer.checkpoint_every",
-        "trainer.keep_last",
-        "trainer.best_metric",
-        "trainer.best_mode",
-        "trainer.eval_every",
-        "trainer.eval_benchmarks",
-        "trainer.eval_benchmark_samples",
-        "trainer.eval_benchmark_problems",
-        "trainer.threads",
-        "trainer.reuse_heap",
-        "trainer.micro_batch_size",
-        "trainer.save_checkpoint",
-        "trainer.max_nonfinite_steps",
-        "rollout.backend",
-        "rollout.kv_cache_gb",
-        "rollout.gpu_memory_utilization",
-        "rollout.max_model_len",
-        "rollout.enforce_eager",
-        "rollout.sync_check",
-        "rollout.sync_check_tol",
-        "reward.workers",
-        "reward.timeout_s",
-        "reward.verifier.workers",
-        "reward.verifier.timeout_s",
-    }
-)
-
-
-def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
-    """The resolved config as ``{"trainer.steps": 30, ...}`` (dotted field -> value; enums by name)."""
-    from omegaconf import OmegaConf
-
-    tree = (
-        cfg
-        if isinstance(cfg, dict)
-        else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
-    )
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}.{key}" if prefix else str(key))
-        else:
-            flat[prefix] = node
-
-    walk(tree, "")
-    return flat
-
-
-def resume_changes(
-    saved: dict[str, Any], current: dict[str, Any]
-) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
-    """Fields whose value differs between a checkpoint's config and the current one, both as
-    `flat_config` gives them, split into (allowed on resume, refused): field -> (saved, current).
-    A field present on one side only counts as changed (its value on the other side is
-    ``"<absent>"``)."""
-    allowed, refused = {}, {}
-    for name in sorted(saved.keys() | current.keys()):
-        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
-        if old != new:
-            (allowed if name in RESUME_SAFE_FIELDS else refused)[name] = (old, new)
-    return allowed, refused
 
 
 def register_configs() -> None:

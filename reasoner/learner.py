@@ -1,46 +1,45 @@
-"""The policy update from a `TrainBatch`: advantages, then PPO epochs over mini-batches, each
-mini-batch one optimizer step accumulated over micro-batches.
+"""The learner: owns the policy (and reference, critic) and their optimizers, and is the only
+code that touches them. The RL step talks to it through `LearnerAPI`:
 
-Order of work for one rollout batch (every whole-batch quantity is computed once, up front):
-1. `prepare`: one no-gradient pass in micro-batches for what the update must hold fixed: old
-   log-probs (only when the policy moves before the batch is used up: several epochs or
-   mini-batches, or a KL reward), reference log-probs (β > 0), critic values (``gae``); then
-   the advantages (and critic targets) of the whole batch.
-2. ``ppo_epochs`` passes; each shuffles the batch into ``mini_batches`` mini-batches and takes
-   one optimizer step per mini-batch, micro-batched with loss normalizers counted over the
-   mini-batch, so the gradient does not depend on ``trainer.micro_batch_size``.
+1. `score(batch)`: one no-gradient pass in micro-batches for what the update must hold fixed:
+   old log-probs (only when the policy moves before the batch is used up: several epochs or
+   mini-batches, or a KL reward), reference log-probs (β > 0), critic values (when the estimator
+   needs a critic). With one epoch and one mini-batch (GRPO's default, TRL's
+   ``num_iterations=1``) the policy that sampled the batch is the one being updated, so the old
+   log-probs are the current ones, detached, and no extra pass is needed.
+2. (the step computes the advantages, `reasoner.rl_step.estimate_advantages`)
+3. `update(batch)`: ``ppo_epochs`` passes; each shuffles the batch into ``mini_batches``
+   mini-batches and takes one optimizer step per mini-batch, micro-batched with loss normalizers
+   counted over the mini-batch, so the gradient does not depend on ``trainer.micro_batch_size``.
+4. `export_weights()` for the rollout engine, `sequence_logprobs` for the sync check, `save` /
+   `load` for checkpoints, `export_pretrained` for the final model.
 
-With one epoch and one mini-batch (GRPO's default, TRL's ``num_iterations=1``) the policy that
-sampled the batch is the one being updated, so the old log-probs are the current ones, detached,
-and no extra forward pass is needed.
+The policy loss, its aggregation and the KL estimator are looked up by name in
+`reasoner.algorithms.registry`. Only tokens the policy generated (the loss mask) are scored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator, Protocol
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
+from safetensors.torch import load_model, save_model
 
-from reasoner.algorithms import aggregate
-from reasoner.algorithms.advantages import (
-    grpo_advantages,
-    masked_whiten,
-    reinforce_pp_advantages,
-    rloo_advantages,
-    token_rewards,
-)
-from reasoner.algorithms.kl import adaptive_kl_coef, kl_estimate
-from reasoner.algorithms.policy_loss import clipped_surrogate, gspo_surrogate, truncated_is_weights
-from reasoner.algorithms.value import clipped_value_loss, gae
-from reasoner.config import AlgorithmConfig, Estimator, KLPlacement, LossAgg, PolicyLoss, TrainerConfig
-from reasoner.logprobs import PaddedBatch, completion_logprobs, pad_batch
-from reasoner.types import TrainBatch
+from reasoner.algorithms import aggregate, registry
+from reasoner.algorithms.kl import adaptive_kl_coef
+from reasoner.algorithms.policy_loss import truncated_is_weights
+from reasoner.algorithms.value import clipped_value_loss
+from reasoner.config import AlgorithmConfig, KLPlacement, TrainerConfig
+from reasoner.logprobs import PaddedBatch, autocast, completion_logprobs, pad_batch, sequence_logprobs
+from reasoner.rollout.sync import named_weights
+from reasoner.types import Rows, TrainBatch
 
-Rows = list[torch.Tensor]  # one 1-D tensor per sequence, over its completion tokens
+#: module files of a checkpoint, by the learner's module they hold
+_MODULES = ("policy.safetensors", "reference.safetensors", "critic.safetensors")
+_STATE = "trainer.pt"
 
 
 @dataclass
@@ -50,9 +49,7 @@ class UpdateStats:
     log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
     optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
     the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
-    skipped for a non-finite loss or gradient norm (not in optimizer_steps). prepare_seconds:
-    wall seconds of `Learner.prepare` (old / reference log-probs, critic values, advantages),
-    part of the update's time."""
+    skipped for a non-finite loss or gradient norm (not in optimizer_steps)."""
 
     loss: float
     kl: float
@@ -65,7 +62,6 @@ class UpdateStats:
     value_loss: float
     optimizer_steps: int
     skipped_steps: int = 0
-    prepare_seconds: float = field(default=0.0, compare=False)
 
     @classmethod
     def skipped(cls) -> UpdateStats:
@@ -78,21 +74,35 @@ class NonFiniteUpdateError(FloatingPointError):
     """Too many consecutive RL steps had a non-finite loss or gradient (``trainer.max_nonfinite_steps``)."""
 
 
-@dataclass
-class Prepared:
-    """What `prepare` fixes before the epochs, per sequence (`Rows`); None when not needed."""
+class LearnerAPI(Protocol):
+    """What the RL step, the sync check and checkpoints need from a learner; a sharded
+    multi-process learner implements the same methods.
 
-    advantages: Rows
-    old_logp: Rows | None
-    ref_logp: Rows | None
-    old_values: Rows | None
-    returns: Rows | None
+    - ``kl_coef``: β now (it moves with an adaptive target).
+    - ``score(batch) -> batch``: the batch with ``old_logp``, ``ref_logp``, ``values`` filled as
+      the algorithm needs them.
+    - ``update(batch) -> UpdateStats``: train on a batch with advantages.
+    - ``export_weights()``: the policy's ``(name, tensor)`` pairs in HF names, for the engine.
+    - ``sequence_logprobs(token_ids, prompt_len, bf16)``: the policy's log-probs of one sequence.
+    - ``save(path)`` / ``load(path)``: weights and optimizer state to / from a checkpoint directory.
+    - ``export_pretrained(path, tokenizer)``: the policy as an HF model directory.
+    """
 
+    kl_coef: float
 
-def autocast(enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA (weights and optimizer state stay fp32)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+    def score(self, batch: TrainBatch) -> TrainBatch: ...
+
+    def update(self, batch: TrainBatch) -> UpdateStats: ...
+
+    def export_weights(self) -> Iterator[tuple[str, torch.Tensor]]: ...
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]: ...
+
+    def save(self, path: Path) -> None: ...
+
+    def load(self, path: Path) -> None: ...
+
+    def export_pretrained(self, path: Path, tokenizer: Any) -> None: ...
 
 
 def _place(rows: Rows, idx: list[int], mask: torch.Tensor) -> torch.Tensor:
@@ -115,7 +125,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 
 
 class Learner:
-    """Owns the policy's (and critic's) optimizer; `update` trains on one rollout batch.
+    """The single-process `LearnerAPI`: the policy, reference and critic in this process.
 
     An optimizer step whose loss or gradient norm is not finite is skipped (no parameter,
     optimizer, scheduler or β change) and counted in `UpdateStats.skipped_steps`.
@@ -129,11 +139,11 @@ class Learner:
         pad_id: padding token id.
         temperature: the rollout temperature (log-probs are taken at it).
         max_tokens: the generation budget L_max (``seq_mean_token_sum_norm``'s constant).
-        ref_model: frozen reference policy; required iff ``algo.kl_beta > 0``.
-        critic: a `ValueModel`; required iff ``algo.estimator == gae``.
+        ref_model: frozen reference policy; required iff ``algo.kl.beta > 0``.
+        critic: a `ValueModel`; required iff the estimator needs a critic.
     Raises:
-        ValueError: kl_beta > 0 without a reference model; gae without a critic or a critic
-            without gae.
+        ValueError: kl.beta > 0 without a reference model; an estimator that needs a critic
+            without one, or a critic with an estimator that does not use it.
     """
 
     def __init__(
@@ -142,21 +152,23 @@ class Learner:
         algo: AlgorithmConfig,
         trainer: TrainerConfig,
         pad_id: int,
-        temperature: float = 1.0,
-        max_tokens: int = 128,
+        temperature: float,
+        max_tokens: int,
         ref_model: torch.nn.Module | None = None,
         critic: torch.nn.Module | None = None,
     ) -> None:
-        if algo.kl_beta > 0 and ref_model is None:
-            raise ValueError("algorithm.kl_beta > 0 needs a reference model")
-        if (algo.estimator is Estimator.gae) != (critic is not None):
-            raise ValueError("algorithm.estimator=gae needs a critic, and only gae uses one")
+        if algo.kl.beta > 0 and ref_model is None:
+            raise ValueError("algorithm.kl.beta > 0 needs a reference model")
+        if algo.needs_critic != (critic is not None):
+            raise ValueError(f"algorithm.estimator={algo.estimator}: a critic is needed iff the estimator uses one")
         self.model, self.algo, self.trainer = model, algo, trainer
         self.pad_id, self.temperature, self.max_tokens = pad_id, temperature, max_tokens
         self.ref_model, self.critic = ref_model, critic
-        self.kl_coef = algo.kl_beta
-        # fused: one kernel per parameter, no full-model temporaries (peak memory); 0.13 s per
-        # step on the embedded default against 0.4-0.5 s for the per-tensor loop (2 cores)
+        self.kl_coef = algo.kl.beta
+        self._policy_loss = registry.get("policy_loss", algo.policy_loss).fn
+        self._aggregate = registry.get("loss_agg", algo.loss_agg).fn
+        self._kl = registry.get("kl", algo.kl.estimator).fn
+        # fused: one kernel per parameter, no full-model temporaries (BENCHMARKS.md "Profile of the GRPO step")
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=trainer.lr, weight_decay=trainer.weight_decay, fused=True
         )
@@ -164,13 +176,13 @@ class Learner:
             self.optimizer, lambda s: warmup_factor(s, trainer.lr_warmup_steps)
         )
         self.critic_optimizer = (
-            torch.optim.AdamW(critic.parameters(), lr=algo.critic_lr, weight_decay=trainer.weight_decay, fused=True)
+            torch.optim.AdamW(critic.parameters(), lr=algo.critic.lr, weight_decay=trainer.weight_decay, fused=True)
             if critic is not None
             else None
         )
         self._shuffle = torch.Generator().manual_seed(trainer.seed)
 
-    # ------------------------------------------------------------------ public
+    # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
         """Optimizer(s), LR scheduler, β and shuffling-generator state (for `torch.save`)."""
@@ -183,13 +195,13 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what `state_dict` returned (the weights are restored separately).
+        """Restore what `state_dict` returned (the weights are restored by `load`).
 
         Raises:
             ValueError: the state has a critic optimizer and this learner no critic, or the reverse.
         """
         if (state["critic_optimizer"] is None) != (self.critic_optimizer is None):
-            raise ValueError("checkpoint and run disagree on having a critic (algorithm.estimator=gae)")
+            raise ValueError("checkpoint and run disagree on having a critic (algorithm.estimator)")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.critic_optimizer is not None:
@@ -197,26 +209,89 @@ class Learner:
         self.kl_coef = float(state["kl_coef"])
         self._shuffle.set_state(state["shuffle"])
 
+    def _modules(self) -> dict[str, torch.nn.Module | None]:
+        return dict(zip(_MODULES, (self.model, self.ref_model, self.critic)))
+
+    def save(self, path: Path) -> None:
+        """Write the fp32 weights (``policy``, ``reference``, ``critic`` ``.safetensors``, those
+        that exist) and `state_dict` (``trainer.pt``) into the directory `path`."""
+        for file, module in self._modules().items():
+            if module is not None:
+                save_model(module, str(Path(path) / file))
+        torch.save(self.state_dict(), Path(path) / _STATE)
+
+    def load(self, path: Path) -> None:
+        """Restore what `save` wrote.
+
+        Raises:
+            ValueError: the directory has reference or critic weights this learner has not, or the
+                reverse (the message names them).
+        """
+        for file, module in self._modules().items():
+            if (module is None) != (not (Path(path) / file).exists()):
+                raise ValueError(f"checkpoint {path} and this run disagree on {file.split('.')[0]} weights")
+            if module is not None:
+                load_model(module, str(Path(path) / file))
+        self.load_state_dict(torch.load(Path(path) / _STATE, weights_only=True))
+
+    def export_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The policy's weights by HF name (`reasoner.rollout.sync.named_weights`)."""
+        return named_weights(self.model)
+
+    def export_pretrained(self, path: Path, tokenizer: Any) -> None:
+        """Write the policy as an HF model directory (bf16 safetensors + tokenizer), loadable by
+        vLLM and transformers; the in-memory model stays fp32."""
+        self.model.to(torch.bfloat16).save_pretrained(str(path), safe_serialization=True)
+        tokenizer.save_pretrained(str(path))
+        self.model.to(torch.float32)
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
+        """The policy's log-probs of the tokens after `prompt_len` (nats; `reasoner.logprobs.sequence_logprobs`)."""
+        return sequence_logprobs(self.model, token_ids, prompt_len, bf16)
+
+    # ------------------------------------------------------------------ the step's calls
+
+    def score(self, batch: TrainBatch) -> TrainBatch:
+        """Old / reference log-probs and critic values, as the algorithm needs them (no gradient);
+        returns the batch with them filled (`Rows` over the policy tokens, or None)."""
+        a = self.algo
+        need_old = a.ppo_epochs > 1 or a.mini_batches > 1 or self._kl_reward
+        n = len(batch)
+        old: Rows = [None] * n if need_old else []
+        ref: Rows = [None] * n if self.ref_model is not None else []
+        values: Rows = [None] * n if self.critic is not None else []
+        if need_old or ref or values:
+            self.model.eval()
+            with torch.no_grad():
+                for idx in self._micro_batches(batch, list(range(n))):
+                    padded = self._pad(batch, idx)
+                    mask = padded.target_mask
+                    with autocast(self.trainer.bf16_autocast):
+                        if need_old:
+                            _put(old, idx, completion_logprobs(self.model, padded, self.temperature)[0], mask)
+                        if self.ref_model is not None:
+                            _put(ref, idx, completion_logprobs(self.ref_model, padded, self.temperature)[0], mask)
+                        if self.critic is not None:
+                            _put(values, idx, self.critic(padded), mask)
+        return replace(batch, old_logp=old or None, ref_logp=ref or None, values=values or None)
+
+    @property
+    def _kl_reward(self) -> bool:
+        return self.algo.kl.beta > 0 and self.algo.kl.placement is KLPlacement.reward
+
     def update(self, batch: TrainBatch) -> UpdateStats:
-        """Train on one rollout batch (``ppo_epochs`` x ``mini_batches`` optimizer steps)."""
+        """Train on one rollout batch (``ppo_epochs`` x ``mini_batches`` optimizer steps).
+
+        Raises:
+            ValueError: the batch has no advantages (the step's advantage phase fills them).
+        """
+        if batch.advantages is None:
+            raise ValueError("the batch has no advantages: run score, then the advantage estimator, then update")
         a = self.algo
         self.model.train()
-        start = time.perf_counter()
-        prep = self.prepare(batch)
-        prepare_seconds = time.perf_counter() - start
         rows = [i for i in range(len(batch)) if not (a.mask_truncated and batch.truncated[i])]
-        totals = {
-            "loss": 0.0,
-            "value_loss": 0.0,
-            "grad_norm": 0.0,
-            "kl": 0.0,
-            "entropy": 0.0,
-            "clip": 0.0,
-            "tokens": 0,
-            "mismatch": 0.0,
-            "mismatch_n": 0,
-            "tis_capped": 0.0,
-        }
+        totals = dict.fromkeys(("loss", "value_loss", "grad_norm", "kl", "entropy", "clip", "mismatch"), 0.0)
+        totals.update(tokens=0, mismatch_n=0, tis_capped=0.0)
         steps = skipped = 0
         for epoch in range(a.ppo_epochs):
             order = torch.tensor(rows)
@@ -225,7 +300,7 @@ class Learner:
             for part in torch.tensor_split(order, a.mini_batches):
                 if not len(part):
                     continue
-                sums = self.accumulate(batch, prep, part.tolist())
+                sums = self.accumulate(batch, part.tolist())
                 loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
                 grad_norm = self._optimizer_step(math.isfinite(loss + value_loss))
                 if grad_norm is None:
@@ -240,8 +315,8 @@ class Learner:
                         totals[key] += value
         tokens = max(totals["tokens"], 1)
         kl = totals["kl"] / tokens
-        if a.kl_target and not skipped:
-            self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl_target, a.kl_horizon, len(batch))
+        if a.kl.target and not skipped:
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl.target, a.kl.horizon, len(batch))
         per_step = {k: totals[k] / steps if steps else float("nan") for k in ("loss", "grad_norm", "value_loss")}
         return UpdateStats(
             loss=per_step["loss"],
@@ -255,75 +330,18 @@ class Learner:
             value_loss=per_step["value_loss"],
             optimizer_steps=steps,
             skipped_steps=skipped,
-            prepare_seconds=prepare_seconds,
         )
 
-    def prepare(self, batch: TrainBatch) -> Prepared:
-        """Old / reference log-probs and critic values (no gradient), then the advantages."""
-        a = self.algo
-        kl_reward = a.kl_beta > 0 and a.kl_placement is KLPlacement.reward
-        need_old = a.ppo_epochs > 1 or a.mini_batches > 1 or kl_reward
-        n = len(batch)
-        old: Rows = [None] * n if need_old else []
-        ref: Rows = [None] * n if self.ref_model is not None else []
-        values: Rows = [None] * n if self.critic is not None else []
-        with torch.no_grad():
-            for idx in self._micro_batches(batch, list(range(n))):
-                padded = self._pad(batch, idx)
-                mask = padded.target_mask
-                with autocast(self.trainer.bf16_autocast):
-                    if need_old:
-                        _put(old, idx, completion_logprobs(self.model, padded, self.temperature)[0], mask)
-                    if self.ref_model is not None:
-                        _put(ref, idx, completion_logprobs(self.ref_model, padded, self.temperature)[0], mask)
-                    if self.critic is not None:
-                        _put(values, idx, self.critic(padded), mask)
-        lengths = torch.tensor(batch.completion_lengths)
-        mask = torch.arange(int(lengths.max())) < lengths[:, None]  # (N, T)
-        kl = None
-        if kl_reward:
-            kl = pad_sequence([kl_estimate(o, r, a.kl_estimator.value) for o, r in zip(old, ref)], batch_first=True)
-        rewards = batch.rewards.float().reshape(-1, batch.group_size)
-        returns = None
-        if a.estimator is Estimator.grpo:
-            adv = grpo_advantages(rewards, a.scale_by_std, a.adv_eps).reshape(-1, 1) * mask
-        elif a.estimator is Estimator.rloo:
-            adv = rloo_advantages(rewards).reshape(-1, 1) * mask
-        elif a.estimator is Estimator.gae:
-            token_r = token_rewards(rewards.reshape(-1), mask, kl, self.kl_coef)
-            adv, ret = gae(token_r, pad_sequence(values, batch_first=True), mask, a.gamma, a.gae_lambda)
-            adv, returns = masked_whiten(adv, mask), _split(ret, lengths)
-        else:
-            adv = reinforce_pp_advantages(
-                rewards, mask, kl, self.kl_coef, baseline=a.estimator is Estimator.reinforce_pp_baseline
-            )
-        return Prepared(
-            advantages=_split(adv, lengths),
-            old_logp=old or None,
-            ref_logp=ref or None,
-            old_values=values or None,
-            returns=returns,
-        )
-
-    def accumulate(self, batch: TrainBatch, prep: Prepared, rows: list[int]) -> dict[str, float]:
+    def accumulate(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
         """Forward + backward of one mini-batch (`rows`), micro-batched; no optimizer step.
 
-        Loss normalizers count the mini-batch, so the accumulated gradient is the mini-batch's
-        gradient for any micro-batch size. Returns sums for the stats.
+        Loss normalizers count the mini-batch's policy tokens and sequences, so the accumulated
+        gradient is the mini-batch's gradient for any micro-batch size. Returns sums for the stats.
         """
         a = self.algo
-        total_tokens = sum(batch.completion_lengths[i] for i in rows)
-        sums = {
-            "loss": 0.0,
-            "value_loss": 0.0,
-            "kl": 0.0,
-            "entropy": 0.0,
-            "clip": 0.0,
-            "tokens": total_tokens,
-            "mismatch": 0.0,
-            "mismatch_n": 0,
-            "tis_capped": 0.0,
-        }
+        total_tokens = sum(batch.policy_lengths[i] for i in rows)
+        sums = dict.fromkeys(("loss", "value_loss", "kl", "entropy", "clip", "mismatch", "tis_capped"), 0.0)
+        sums.update(tokens=total_tokens, mismatch_n=0)
         for idx in self._micro_batches(batch, rows):
             padded = self._pad(batch, idx)
             mask = padded.target_mask
@@ -332,35 +350,31 @@ class Learner:
                 logp, entropy = completion_logprobs(
                     self.model, padded, self.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0
                 )
-            old = logp.detach() if prep.old_logp is None else _place(prep.old_logp, idx, mask)
-            adv = _place(prep.advantages, idx, mask)
-            if a.policy_loss is PolicyLoss.gspo:
-                per_token, clipped = gspo_surrogate(logp, old, adv, maskf, a.clip_low, a.clip_high)
-            else:
-                per_token, clipped = clipped_surrogate(logp, old, adv, a.clip_low, a.clip_high, a.dual_clip)
+            old = logp.detach() if batch.old_logp is None else _place(batch.old_logp, idx, mask)
+            adv = _place(batch.advantages, idx, mask)
+            per_token, clipped = self._policy_loss(logp, old, adv, maskf, a)
             sampler, has_sampler = self._sampler_logp(batch, idx, mask, old)
             if a.tis_cap:
                 weights, capped = truncated_is_weights(old, sampler, a.tis_cap)
                 per_token = per_token * weights
                 sums["tis_capped"] += float((capped.float() * maskf).sum())
             if self.ref_model is not None:
-                ref = _place(prep.ref_logp, idx, mask)
-                if a.kl_placement is KLPlacement.loss:
-                    kl = kl_estimate(logp, ref, a.kl_estimator.value)
+                ref = _place(batch.ref_logp, idx, mask)
+                if a.kl.placement is KLPlacement.loss:
+                    kl = self._kl(logp, ref)
                     per_token = per_token + self.kl_coef * kl
                 else:
-                    kl = kl_estimate(old, ref, a.kl_estimator.value)
+                    kl = self._kl(old, ref)
                 sums["kl"] += float((kl.detach() * maskf).sum())
             if a.entropy_coef:
                 per_token = per_token - a.entropy_coef * entropy
-            loss = self._aggregate(per_token, maskf, total_tokens, len(rows))
+            loss = self._aggregate(per_token, maskf, total_tokens, len(rows), self.max_tokens)
             loss.backward()
             if self.critic is not None:
                 with autocast(self.trainer.bf16_autocast):
                     values = self.critic(padded)
-                value_loss = clipped_value_loss(
-                    values, _place(prep.old_values, idx, mask), _place(prep.returns, idx, mask), a.value_clip
-                )
+                old_values, returns = _place(batch.values, idx, mask), _place(batch.returns, idx, mask)
+                value_loss = clipped_value_loss(values, old_values, returns, a.critic.value_clip)
                 value_loss = aggregate.token_mean(value_loss, maskf, total_tokens)
                 value_loss.backward()
                 sums["value_loss"] += float(value_loss.detach())
@@ -389,27 +403,23 @@ class Learner:
         return [order[s : s + mb] for s in range(0, len(order), mb)]
 
     def _pad(self, batch: TrainBatch, idx: list[int]) -> PaddedBatch:
-        return pad_batch([batch.sequences[i] for i in idx], [batch.prompt_lens[i] for i in idx], self.pad_id)
-
-    def _aggregate(
-        self, per_token: torch.Tensor, mask: torch.Tensor, total_tokens: int, total_seqs: int
-    ) -> torch.Tensor:
-        agg = self.algo.loss_agg
-        if agg is LossAgg.token_mean:
-            return aggregate.token_mean(per_token, mask, total_tokens)
-        if agg is LossAgg.seq_mean_token_mean:
-            return aggregate.seq_mean_token_mean(per_token, mask, total_seqs)
-        return aggregate.seq_mean_token_sum_norm(per_token, mask, total_seqs, self.max_tokens)
+        return pad_batch(
+            [batch.sequences[i] for i in idx],
+            [batch.prompt_lens[i] for i in idx],
+            self.pad_id,
+            [batch.loss_masks[i] for i in idx],
+        )
 
     @staticmethod
     def _sampler_logp(
         batch: TrainBatch, idx: list[int], mask: torch.Tensor, old: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The sampler's log-probs in micro-batch layout, and where they exist; where a sequence
-        has none (or a length that does not match), the learner's old log-probs stand in."""
+        has none (or a count that does not match its policy tokens), the learner's old
+        log-probs stand in."""
         rows, has = [], []
         for i in idx:
-            lp, n = batch.sampler_logprobs[i], batch.completion_lengths[i]
+            lp, n = batch.sampler_logprobs[i], batch.policy_lengths[i]
             ok = len(lp) == n
             rows.append(torch.tensor(lp, dtype=torch.float32) if ok else torch.full((n,), float("nan")))
             has.append(torch.full((n,), float(ok)))
@@ -425,9 +435,8 @@ class Learner:
         finite = loss_finite and bool(torch.isfinite(grad_norm))
         optimizers = [self.optimizer]
         if self.critic is not None:
-            finite = finite and bool(
-                torch.isfinite(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.trainer.grad_clip))
-            )
+            critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.trainer.grad_clip)
+            finite = finite and bool(torch.isfinite(critic_norm))
             optimizers.append(self.critic_optimizer)
         for opt in optimizers:
             if finite:
@@ -437,8 +446,3 @@ class Learner:
             return None
         self.scheduler.step()
         return float(grad_norm)
-
-
-def _split(x: torch.Tensor, lengths: torch.Tensor) -> Rows:
-    """(N, T) completion layout -> per-sequence rows of their lengths."""
-    return [x[i, : int(n)].float() for i, n in enumerate(lengths)]

@@ -15,32 +15,53 @@ on prompts falls by the number of rows per distinct prompt.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 
 
+def autocast(enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU or CUDA (weights and optimizer state stay fp32)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 @dataclass
 class PaddedBatch:
-    """Right-padded micro-batch. Shapes (n, L); `target_mask` (n, L-1) marks completion targets."""
+    """Right-padded micro-batch. Shapes (n, L); `completion_mask` (n, L-1) marks the targets that
+    are completion tokens, `target_mask` (n, L-1) those of them the policy generated (its loss
+    mask): only these are scored."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     target_mask: torch.Tensor
     prompt_lens: list[int]
+    completion_mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.completion_mask is None:
+            self.completion_mask = self.target_mask
 
 
-def pad_batch(sequences: list[list[int]], prompt_lens: list[int], pad_id: int) -> PaddedBatch:
-    """Right-pad sequences; target t (predicting token t+1) is a completion token iff t+1 >= P_i."""
+def pad_batch(
+    sequences: list[list[int]], prompt_lens: list[int], pad_id: int, loss_masks: list[list[int]] | None = None
+) -> PaddedBatch:
+    """Right-pad sequences; target t (predicting token t+1) is a completion token iff t+1 >= P_i,
+    and a target iff also its flag in `loss_masks` (T_i flags per sequence; default all ones) is 1."""
     n, length = len(sequences), max(len(s) for s in sequences)
     ids = torch.full((n, length), pad_id, dtype=torch.long)
     attn = torch.zeros((n, length), dtype=torch.long)
-    target = torch.zeros((n, length - 1), dtype=torch.bool)
+    completion = torch.zeros((n, length - 1), dtype=torch.bool)
     for i, (seq, p) in enumerate(zip(sequences, prompt_lens)):
         ids[i, : len(seq)] = torch.tensor(seq)
         attn[i, : len(seq)] = 1
-        target[i, p - 1 : len(seq) - 1] = True
-    return PaddedBatch(ids, attn, target, list(prompt_lens))
+        completion[i, p - 1 : len(seq) - 1] = True
+    target = completion
+    if loss_masks is not None:
+        target = completion.clone()
+        target[completion] = torch.tensor([f for m in loss_masks for f in m], dtype=torch.bool)
+    return PaddedBatch(ids, attn, target, list(prompt_lens), completion)
 
 
 def completion_logprobs(
@@ -65,6 +86,8 @@ def completion_logprobs(
     """
     mask = batch.target_mask
     h = _shared_prompt_hidden(model.get_decoder(), batch)
+    if h is not None and batch.completion_mask is not mask:
+        h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
     if h is None:
         hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         h = hidden[:, :-1][mask]  # (M, H)
@@ -85,8 +108,8 @@ def completion_logprobs(
 
 
 def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: int = 0) -> torch.Tensor | None:
-    """Hidden states (M, H) at the target positions of `batch` (row-major, the order of
-    ``hidden[:, :-1][target_mask]``), computing each distinct prompt once; None when no two
+    """Hidden states (M, H) at the completion positions of `batch` (row-major, the order of
+    ``hidden[:, :-1][completion_mask]``), computing each distinct prompt once; None when no two
     rows share a prompt (the caller runs the full rows). `pad_id` fills padding (never attended)."""
     n = batch.input_ids.shape[0]
     plens = batch.prompt_lens
@@ -129,3 +152,12 @@ def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: 
         if comp_len[i]:
             parts += [last[owner[i]][None], out.last_hidden_state[i, : comp_len[i] - 1]]
     return torch.cat(parts)
+
+
+def sequence_logprobs(model: torch.nn.Module, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
+    """log p(token_t | tokens_<t) for each t >= `prompt_len` of one sequence (nats), under bf16
+    autocast when `bf16` (to match a bf16 sampler); the model is put in eval mode."""
+    model.eval()
+    with torch.no_grad(), autocast(bf16):
+        logp, _ = completion_logprobs(model, pad_batch([token_ids], [prompt_len], 0))
+    return logp[0, prompt_len - 1 :].tolist()

@@ -1,22 +1,32 @@
-"""Metrics stream: one JSON object per step in ``metrics.jsonl`` plus TensorBoard events."""
+"""Metrics sinks behind one small interface (`Logger`: JSON Lines and TensorBoard today), and
+the one-line step summary printed to the console."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torch.utils.tensorboard import SummaryWriter
 
 
-class MetricsLogger:
-    """Append per-step metrics to ``run_dir/metrics.jsonl`` and ``run_dir/tensorboard``.
+class Logger(Protocol):
+    """A metrics sink: ``log(step, metrics)`` once per RL step, ``close()`` at the end. Numbers,
+    plus ``data/problem_ids`` (a list) that sinks without lists skip."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlLogger:
+    """Append one JSON object per step to ``run_dir/metrics.jsonl``.
 
     A run that starts at step `start_step` (0 for a new run, the checkpoint's step on resume)
     keeps the stream's records up to that step and drops later ones (written after the
     checkpoint by the run that stopped, and about to be redone), so the stream continues with
-    no step twice; TensorBoard purges its later events the same way.
+    no step twice.
 
     Args:
         run_dir: the run directory.
@@ -28,24 +38,27 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, start_step: int = 0, history: Path | None = None) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         source = self.path if history is None else Path(history)
-        kept = (
-            [
-                line
-                for line in source.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start_step
-            ]
-            if source.is_file()
-            else []
-        )
+        lines = source.read_text().splitlines() if source.is_file() else []
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= start_step]
         tmp = self.path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardLogger:
+    """Scalars to ``run_dir/tensorboard``; a run starting at `start_step` purges later events."""
+
+    def __init__(self, run_dir: Path, start_step: int = 0) -> None:
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=start_step + 1)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        """Append one record; numbers also go to TensorBoard (lists only to the JSON stream)."""
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, step)
@@ -53,6 +66,27 @@ class MetricsLogger:
 
     def close(self) -> None:
         self.writer.close()
+
+
+#: ``trainer.loggers`` names
+LOGGERS = ("jsonl", "tensorboard")
+
+
+def make_loggers(names: list[str], run_dir: Path, start_step: int, history: Path | None) -> list[Logger]:
+    """The configured sinks (``trainer.loggers``), continuing a resumed run's streams.
+
+    Raises:
+        ValueError: an unknown name (the valid ones are listed).
+    """
+    made: list[Logger] = []
+    for name in names:
+        if name == "jsonl":
+            made.append(JsonlLogger(run_dir, start_step, history))
+        elif name == "tensorboard":
+            made.append(TensorBoardLogger(run_dir, start_step))
+        else:
+            raise ValueError(f"config field trainer.loggers has {name!r}: known loggers are {', '.join(LOGGERS)}")
+    return made
 
 
 def compact_line(step: int, m: dict[str, Any]) -> str:
@@ -64,9 +98,9 @@ def compact_line(step: int, m: dict[str, Any]) -> str:
         f"| len {m['response/len_mean']:.0f}/{m['response/len_max']:.0f} trunc {m['response/truncated_frac']:.2f} "
         f"zero-var {m['groups/zero_var_frac']:.2f} | kl {m['policy/kl']:.4f} ent {m['policy/entropy']:.3f} "
         f"clip {m['policy/clip_frac']:.3f} gnorm {m['policy/grad_norm']:.2f} "
-        f"| gen {m['time/generate']:.1f}s ver {m['time/verify']:.1f}s learn {m.get('time/learner', 0.0):.1f}s "
-        f"(logp {m.get('time/ref_old_logprobs', 0.0):.1f}s) "
-        f"sync {m.get('time/weight_sync', 0.0):.1f}s | {m['perf/tokens_per_s']:.0f} tok/s"
+        f"| gen {m['time/generate']:.1f}s reward {m['time/reward']:.1f}s logp {m.get('time/logprobs', 0.0):.1f}s "
+        f"update {m.get('time/update', 0.0):.1f}s sync {m.get('time/sync', 0.0):.1f}s "
+        f"| {m['perf/tokens_per_s']:.0f} tok/s"
         + (f" | {rounds:.0f} rounds" if rounds > 1 else "")
         + (
             f" | {m['policy/skipped_updates']:.0f} updates skipped (non-finite)"

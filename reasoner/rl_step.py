@@ -1,215 +1,269 @@
-"""One RL step, top to bottom: sample prompts, generate, verify, shape rewards, (dynamic sampling),
-update (advantages and losses: `Learner`), sync."""
+"""One RL step, top to bottom; every phase is one timed call:
+
+    generate    the engine samples G completions for each of B prompts
+    reward      the weighted reward terms, then the length terms (`reasoner.rewards`)
+    filter      DAPO dynamic sampling: keep groups with mixed correctness, refill (loops back)
+    logprobs    the learner's no-gradient pass: old / reference log-probs, critic values
+    advantages  the registered estimator (`reasoner.algorithms.registry`)
+    update      the learner's optimizer steps
+    sync        the new weights into the engine, and the log-prob check (`reasoner.rollout.sync`)
+
+The step talks to the learner only through `reasoner.learner.LearnerAPI`, and returns a
+`StepResult` whose metric names are the phases' (``time/<phase>``) and the records'.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
 
 import torch
 
-from reasoner.config import RunConfig
-from reasoner.data import prompt_ids
-from reasoner.learner import Learner, UpdateStats
-from reasoner.rewards import add_length_terms, score
-from reasoner.rollout.base import RolloutEngine, check_sync, sync_weights
-from reasoner.types import Problem, PromptBatch, RolloutBatch, ScoredBatch, TrainBatch
-from verifiers.base import Verifier
+from reasoner.algorithms.registry import AdvantageInput
+from reasoner.algorithms.registry import get as get_algorithm
+from reasoner.config import AlgorithmConfig, KLPlacement, RolloutConfig
+from reasoner.data.stream import PromptStream
+from reasoner.learner import LearnerAPI, UpdateStats
+from reasoner.prompts import Template, prompt_ids
+from reasoner.rewards import Reward, add_length_terms, policy_lengths
+from reasoner.rollout.base import RolloutEngine
+from reasoner.rollout.sync import SyncProbe, check_sync, push_weights
+from reasoner.types import PromptBatch, RolloutBatch, Rows, ScoredBatch, TrainBatch
 
-
-class PromptSampler:
-    """Cycles through problems in a seeded shuffled order, reshuffling each epoch (epoch e's
-    order is a shuffle seeded by ``seed + e``), so (epoch, position) fixes the rest of the stream."""
-
-    def __init__(self, problems: Sequence[Problem], seed: int) -> None:
-        if not problems:
-            raise ValueError("no training problems")
-        self.problems, self.seed = list(problems), seed
-        self.epoch, self.pos = 0, 0
-        self._order = self._shuffled()
-        digest = hashlib.sha256()
-        for p in self.problems:
-            digest.update("\x1f".join((p.id, p.problem, p.answer)).encode("utf-8", "surrogatepass") + b"\x1e")
-        self.digest = digest.hexdigest()[:16]
-
-    def state_dict(self) -> dict[str, int | str]:
-        """Position in the stream (epoch, position), shuffling seed, and the training set's size
-        and digest (sha256 of ids, problems and answers, so a resume can tell it is the same set)."""
-        return {
-            "seed": self.seed,
-            "epoch": self.epoch,
-            "pos": self.pos,
-            "size": len(self.problems),
-            "digest": self.digest,
-        }
-
-    def load_state_dict(self, state: dict[str, int | str]) -> None:
-        """Continue from a `state_dict`.
-
-        Raises:
-            ValueError: the training set or seed differs from the one the state was taken on.
-        """
-        mine = self.state_dict()
-        for key in ("seed", "size", "digest"):
-            if state[key] != mine[key]:
-                raise ValueError(
-                    f"the training data differs from the checkpoint's: {key} {state[key]!r} there, {mine[key]!r} now "
-                    f"(the checkpoint's set: {state['size']} problems, digest {state['digest']}); resume needs the same data"
-                )
-        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self._order = self._shuffled()
-
-    def _shuffled(self) -> list[int]:
-        order = list(range(len(self.problems)))
-        random.Random(self.seed + self.epoch).shuffle(order)
-        return order
-
-    def next_batch(self, b: int) -> list[Problem]:
-        out = []
-        while len(out) < b:
-            if self.pos == len(self._order):
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._order = self._shuffled()
-            out.append(self.problems[self._order[self.pos]])
-            self.pos += 1
-        return out
-
-
-@dataclass
-class SyncProbe:
-    """A fixed prompt + completion whose log-probs are compared after every weight sync."""
-
-    token_ids: list[int]
-    prompt_len: int
-    #: the probe's drift (nats/token) before training, sampler and learner on one checkpoint
-    baseline: float = 0.0
+PHASES = ("generate", "reward", "filter", "logprobs", "advantages", "update", "sync")
 
 
 class Timer:
-    """Named wall-clock phases, in seconds."""
+    """Wall-clock seconds per named phase (repeated phases add up)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        begin = time.perf_counter()
         yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begin
+
+
+@dataclass
+class StepResult:
+    """What one RL step did.
+
+    Attributes:
+        step: the step number (1-based).
+        scored: everything generated and scored in the step (every dynamic-sampling round).
+        kept: indices (into ``scored``'s prompts) of the groups trained on.
+        rounds: generation rounds run.
+        length_metrics: the mean of each length term added (``reward/...``).
+        stats: the update's figures (`UpdateStats.skipped` when nothing was trained on).
+        sync_drift: the sync check's log-prob drift (nats/token); NaN when not checked.
+        seconds: wall seconds per phase (`PHASES`), and ``step`` for the whole step.
+    """
+
+    step: int
+    scored: ScoredBatch
+    kept: list[int]
+    rounds: int
+    length_metrics: dict[str, float]
+    stats: UpdateStats
+    sync_drift: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        """Flat metrics: ``reward/``, ``response/``, ``groups/`` over every completion of the step;
+        ``policy/`` over the groups trained on (NaN when none); ``sync/``; ``time/<phase>``;
+        ``data/problem_ids`` (the ids of the problems drawn, in order: the only non-number)."""
+        s, stats = self.scored, self.stats
+        completions = s.rollouts.completions
+        lengths = policy_lengths(s).float().reshape(-1)
+        verdicts = [v for row in s.verdicts for v in row]
+        correct = s.correct if s.correct is not None else torch.full(s.rewards.shape, float("nan"))
+        policy = {k: float(v) for k, v in vars(stats).items() if k not in ("optimizer_steps", "skipped_steps")}
+        return {
+            "reward/mean": float(s.rewards.mean()),
+            "reward/accuracy": float(correct.float().mean()),
+            **{f"reward/{name}": float(v.mean()) for name, v in s.terms.items() if name != "correct"},
+            "reward/verify_timeouts": float(sum(v.reason == "timeout" for v in verdicts)),
+            "reward/verify_errors": float(sum(v.reason.startswith("error") for v in verdicts)),
+            **self.length_metrics,
+            "response/len_mean": float(lengths.mean()),
+            "response/len_max": float(lengths.max()),
+            "response/truncated_frac": sum(c.truncated for g in completions for c in g) / lengths.numel(),
+            "groups/zero_var_frac": float((s.rewards.std(dim=1) == 0).float().mean()),
+            "groups/trained": float(len(self.kept)),
+            "groups/sampling_rounds": float(self.rounds),
+            **{f"policy/{k}": v for k, v in policy.items()},
+            "policy/optimizer_steps": float(stats.optimizer_steps),
+            "policy/skipped_updates": float(stats.skipped_steps),
+            "sync/logprob_diff": self.sync_drift,
+            **{f"time/{k}": v for k, v in self.seconds.items()},
+            "perf/tokens_per_s": float(lengths.sum()) / self.seconds["step"],
+            "data/problem_ids": [p.id for p in s.rollouts.prompts.problems],
+        }
+
+
+def render_prompts(tokenizer: Any, problems: list, template: Template) -> PromptBatch:
+    """The problems' chat-templated prompts, as token ids and as text (`reasoner.prompts.prompt_ids`)."""
+    ids = [prompt_ids(tokenizer, p.problem, template) for p in problems]
+    return PromptBatch(problems, ids, [tokenizer.decode(x) for x in ids])
+
+
+def generate(engine: RolloutEngine, prompts: PromptBatch, group_size: int, r: RolloutConfig) -> RolloutBatch:
+    """G = `group_size` completions of each prompt at the rollout temperature, top-p and budget."""
+    return RolloutBatch(prompts, engine.generate(prompts.prompt_ids, group_size, r.temperature, r.top_p, r.max_tokens))
+
+
+def informative_groups(scored: ScoredBatch) -> list[int]:
+    """Indices of the groups dynamic sampling keeps (DAPO §3.3): mixed correctness
+    (0 < correct < G), or, without a correctness term, rewards that are not all equal."""
+    if scored.correct is not None:
+        n, g = scored.correct.sum(dim=1), scored.correct.shape[1]
+        return [i for i in range(len(n)) if 0 < n[i] < g]
+    return [i for i in range(scored.rewards.shape[0]) if scored.rewards[i].std() > 0]
 
 
 def to_train_batch(scored: ScoredBatch) -> TrainBatch:
-    """Flatten (B, G) groups into N = B*G sequences (group-major) with their rewards."""
-    seqs, plens, sampler, truncated = [], [], [], []
+    """Flatten (B, G) groups into N = B*G sequences (group-major) with their rewards and loss masks."""
+    seqs, plens, sampler, truncated, masks = [], [], [], [], []
     for prompt, group in zip(scored.rollouts.prompts.prompt_ids, scored.rollouts.completions):
         for c in group:
             seqs.append(prompt + c.token_ids)
             plens.append(len(prompt))
             sampler.append(c.logprobs)
             truncated.append(c.truncated)
-    return TrainBatch(seqs, plens, scored.rewards.reshape(-1), scored.rewards.shape[1], sampler, truncated)
+            masks.append(c.loss_mask)
+    rewards = scored.rewards.reshape(-1)
+    return TrainBatch(seqs, plens, rewards, scored.rewards.shape[1], sampler, truncated, masks)
+
+
+def _pad_rows(rows: Rows) -> torch.Tensor:
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+
+
+def kl_reward_rows(batch: TrainBatch, algo: AlgorithmConfig) -> Rows | None:
+    """Per-token KL estimates (``algorithm.kl.estimator``) of the old policy against the
+    reference, when the KL is a per-token reward (``algorithm.kl.placement=reward``, β > 0) and
+    the batch has both log-probs; else None."""
+    if algo.kl.beta == 0 or algo.kl.placement is not KLPlacement.reward or batch.ref_logp is None:
+        return None
+    kl = get_algorithm("kl", algo.kl.estimator).fn
+    return [kl(o, r) for o, r in zip(batch.old_logp, batch.ref_logp)]
+
+
+def estimate_advantages(batch: TrainBatch, algo: AlgorithmConfig, kl_coef: float) -> TrainBatch:
+    """The batch with ``advantages`` (and ``returns``, for a critic) from the registered
+    estimator ``algorithm.estimator``, over each sequence's policy tokens.
+
+    Args:
+        batch: a scored batch (`LearnerAPI.score`): values filled when the estimator needs them,
+            old and reference log-probs when the KL is a per-token reward (`kl_reward_rows`).
+        algo: the algorithm config (the estimator reads its hyperparameters).
+        kl_coef: β now (`LearnerAPI.kl_coef`).
+    """
+    kl = kl_reward_rows(batch, algo)
+    lengths = torch.tensor(batch.policy_lengths)
+    mask = torch.arange(max(int(lengths.max()), 1)) < lengths[:, None]  # (N, T)
+    width = mask.shape[1]
+
+    def padded(rows: Rows | None) -> torch.Tensor | None:
+        if rows is None:
+            return None
+        x = _pad_rows(rows)
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+    x = AdvantageInput(batch.rewards, batch.group_size, mask, padded(batch.values), padded(kl), kl_coef)
+    adv, returns = get_algorithm("advantage", algo.estimator).fn(x, algo)
+
+    def split(t: torch.Tensor) -> Rows:
+        return [t[i, : int(n)].float() for i, n in enumerate(lengths)]
+
+    return replace(batch, advantages=split(adv), returns=None if returns is None else split(returns))
 
 
 def sample_groups(
-    sampler: PromptSampler, engine: RolloutEngine, verifier: Verifier, tokenizer: Any, cfg: RunConfig, timer: Timer
-) -> tuple[ScoredBatch, list[int], int]:
-    """Generate and verify groups for B = trainer.prompts_per_step prompts.
+    step: int,
+    prompts: PromptStream,
+    b: int,
+    tokenizer: Any,
+    template: Template,
+    engine: RolloutEngine,
+    reward: Reward,
+    algo: AlgorithmConfig,
+    rollout: RolloutConfig,
+    t: Timer,
+) -> tuple[ScoredBatch, list[int], int, dict[str, float]]:
+    """The generate, reward and filter phases of step `step`, timed in `t`, for B = `b` prompts.
 
-    Without dynamic sampling: one round, every group is trained on. With it (DAPO §3.3): only
-    groups whose correctness is mixed (0 < correct < G) are kept; another B prompts are sampled
-    while fewer than B groups are kept, for at most ``algorithm.dynamic_sampling_max_rounds``
-    rounds (then the batch is trained on as it is, maybe smaller, maybe empty).
+    Without dynamic sampling one round is generated and every group kept. With it (DAPO §3.3),
+    only informative groups are kept (`informative_groups`), and another B prompts are drawn
+    while fewer than B are kept, for at most ``algorithm.sampling.max_rounds`` rounds (then the
+    batch is trained on as it is, maybe smaller, maybe empty). The length terms are added last,
+    to every round.
 
     Returns:
-        (everything generated, indices of the groups to train on (at most B), rounds run).
+        (everything generated and scored, indices of the groups kept (at most B), rounds run,
+        the mean of each length term).
     """
-    a, r, b = cfg.algorithm, cfg.rollout, cfg.trainer.prompts_per_step
     rounds: list[ScoredBatch] = []
-    keep: list[int] = []
+    kept: list[int] = []
     while True:
-        problems = sampler.next_batch(b)
-        prompts = PromptBatch(problems, [prompt_ids(tokenizer, p.problem, cfg.data.template) for p in problems])
-        with timer("generate"):
-            completions = engine.generate(prompts.prompt_ids, a.group_size, r.temperature, r.top_p, r.max_tokens)
-        with timer("verify"):
-            scored = score(RolloutBatch(prompts, completions), verifier, cfg.reward, cfg.data.template)
-        offset = b * len(rounds)
-        rounds.append(scored)
-        if not a.dynamic_sampling:
-            return scored, list(range(b)), 1
-        n_correct = scored.correct.sum(dim=1)
-        keep += [offset + i for i in range(b) if 0 < n_correct[i] < a.group_size]
-        if len(keep) >= b or len(rounds) == a.dynamic_sampling_max_rounds:
-            return ScoredBatch.cat(rounds), keep[:b], len(rounds)
+        with t("generate"):
+            batch_prompts = render_prompts(tokenizer, prompts.next_batch(b), template)
+            rollouts = generate(engine, batch_prompts, algo.sampling.group_size, rollout)
+        with t("reward"):
+            rounds.append(reward(rollouts))
+        with t("filter"):
+            offset = b * (len(rounds) - 1)
+            kept += [offset + i for i in (informative_groups(rounds[-1]) if algo.sampling.dynamic else range(b))]
+        if not algo.sampling.dynamic or len(kept) >= b or len(rounds) == algo.sampling.max_rounds:
+            break
+    with t("reward"):
+        scored = ScoredBatch.cat(rounds) if len(rounds) > 1 else rounds[0]
+        scored, length_metrics = add_length_terms(scored, algo.shaping, rollout.max_tokens, step)
+    return scored, kept[:b], len(rounds), length_metrics
 
 
 def rl_step(
-    sampler: PromptSampler,
-    engine: RolloutEngine,
-    verifier: Verifier,
-    learner: Learner,
+    step: int,
+    prompts: PromptStream,
     tokenizer: Any,
-    cfg: RunConfig,
+    template: Template,
+    engine: RolloutEngine,
+    reward: Reward,
+    learner: LearnerAPI,
+    algo: AlgorithmConfig,
+    rollout: RolloutConfig,
+    prompts_per_step: int,
     probe: SyncProbe | None,
-    step: int = 1,
-) -> dict[str, Any]:
-    """Run RL step `step` (1-based); return its metrics (keys prefixed by phase: reward/,
-    response/, groups/, policy/, sync/, time/), plus ``data/problem_ids``, the ids of the
-    problems drawn in the step in order (a list, the only non-number). Reward and response
-    figures cover every completion generated in the step; the policy figures, the groups
-    trained on. When dynamic sampling keeps no group, the update and weight sync are skipped and
-    policy figures are NaN; ``policy/skipped_updates`` counts optimizer steps skipped for a
-    non-finite loss or gradient, ``reward/verify_errors`` the verifier crashes (scored 0)."""
-    timer, start = Timer(), time.perf_counter()
-    generated, keep, rounds = sample_groups(sampler, engine, verifier, tokenizer, cfg, timer)
-    generated, length_metrics = add_length_terms(generated, cfg.algorithm, cfg.rollout.max_tokens, step)
-    stats = UpdateStats.skipped()
-    sync_diff = float("nan")
-    if keep:
-        with timer("learner"):
-            stats = learner.update(to_train_batch(generated.take(keep)))
-        with timer("weight_sync"):
-            sync_weights(engine, learner.model)
+) -> StepResult:
+    """Run RL step `step` (1-based), phase by phase (module docstring).
+
+    When no group is kept (`sample_groups`), the learner's phases and the sync are skipped and
+    the policy figures are NaN.
+
+    Raises:
+        reasoner.rollout.RolloutEngineError: the engine failed.
+        reasoner.rollout.sync.WeightSyncError: the engine does not run the trained weights.
+    """
+    t, begin = Timer(), time.perf_counter()
+    scored, kept, rounds, length_metrics = sample_groups(
+        step, prompts, prompts_per_step, tokenizer, template, engine, reward, algo, rollout, t
+    )
+    stats, drift = UpdateStats.skipped(), float("nan")
+    if kept:
+        batch = to_train_batch(scored.take(kept))
+        with t("logprobs"):
+            batch = learner.score(batch)
+        with t("advantages"):
+            batch = estimate_advantages(batch, algo, learner.kl_coef)
+        with t("update"):
+            stats = learner.update(batch)
+        with t("sync"):
+            push_weights(engine, learner.export_weights())
             if probe is not None:
-                sync_diff = check_sync(
-                    engine, learner.model, probe.token_ids, probe.prompt_len, cfg.rollout.sync_check_tol, probe.baseline
-                )
-    completions = generated.rollouts.completions
-    lengths = torch.tensor([len(c.token_ids) for g in completions for c in g], dtype=torch.float32)
-    elapsed = time.perf_counter() - start
-    timeouts = sum(v.reason == "timeout" for row in generated.verdicts for v in row)
-    errors = sum(v.reason.startswith("error") for row in generated.verdicts for v in row)
-    return {
-        "reward/mean": float(generated.rewards.mean()),
-        "reward/accuracy": float(generated.correct.float().mean()),
-        "reward/verify_timeouts": float(timeouts),
-        "reward/verify_errors": float(errors),
-        **length_metrics,
-        "response/len_mean": float(lengths.mean()),
-        "response/len_max": float(lengths.max()),
-        "response/truncated_frac": sum(c.truncated for g in completions for c in g) / lengths.numel(),
-        "groups/zero_var_frac": float((generated.rewards.std(dim=1) == 0).float().mean()),
-        "groups/trained": float(len(keep)),
-        "groups/sampling_rounds": float(rounds),
-        "policy/loss": stats.loss,
-        "policy/kl": stats.kl,
-        "policy/kl_coef": stats.kl_coef,
-        "policy/entropy": stats.entropy,
-        "policy/clip_frac": stats.clip_frac,
-        "policy/grad_norm": stats.grad_norm,
-        "policy/sampler_logprob_mismatch": stats.logprob_mismatch,
-        "policy/tis_clip_frac": stats.tis_clip_frac,
-        "policy/value_loss": stats.value_loss,
-        "policy/optimizer_steps": float(stats.optimizer_steps),
-        "policy/skipped_updates": float(stats.skipped_steps),
-        "sync/logprob_diff": sync_diff,
-        **{f"time/{k}": v for k, v in timer.seconds.items()},
-        **({"time/ref_old_logprobs": stats.prepare_seconds} if keep else {}),
-        "time/step": elapsed,
-        "perf/tokens_per_s": float(lengths.sum()) / elapsed,
-        "data/problem_ids": [p.id for p in generated.rollouts.prompts.problems],
-    }
+                drift = check_sync(engine, learner.sequence_logprobs, probe, rollout.sync_check_tol)
+    t.seconds["step"] = time.perf_counter() - begin
+    return StepResult(step, scored, kept, rounds, length_metrics, stats, drift, t.seconds)

@@ -1,13 +1,13 @@
 """Supervised fine-tuning (cold start, rejection-sampling SFT): chat template, loss on
 completion tokens only.
 
-Each example is the chat-templated prompt followed by the target (`reasoner.data.target_text`:
+Each example is the chat-templated prompt followed by the target (`reasoner.prompts.target_text`:
 the worked solution in the target format, or a rejection-sampled completion verbatim) and the
 end-of-turn token. The loss is the token-mean negative log-likelihood of the target tokens of a
 batch (prompt tokens are masked out), accumulated over micro-batches, so it does not depend on
 the micro-batch size. With ``sft.group_by_length``, batches are length-grouped
-(`length_grouped_batches`): padding stays small without packing sequences into one row. Optional gradient checkpointing. AdamW with
-linear warm-up (first 5% of steps) and linear decay to zero.
+(`length_grouped_batches`): padding stays small without packing sequences into one row.
+Optional gradient checkpointing. AdamW with linear warm-up (first 5% of steps) and linear decay to zero.
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from typing import Any, Sequence
 import torch
 
 from reasoner.algorithms.aggregate import token_mean
-from reasoner.config import RunConfig, SFTConfig, Template
-from reasoner.data import load_problems, prompt_ids, target_text
-from reasoner.decontaminate import training_pool
-from reasoner.learner import autocast
-from reasoner.logprobs import completion_logprobs, pad_batch
+from reasoner.config import SFTConfig
+from reasoner.logprobs import autocast, completion_logprobs, pad_batch
+from reasoner.prompts import Template, prompt_ids, target_text
 from reasoner.types import Problem
 
 
@@ -39,39 +37,6 @@ class SFTStats:
     final_loss: float
     tokens: int
     seconds: float
-
-
-def load_sft_problems(
-    cfg: RunConfig, heldout: Sequence[Problem], exclude: Sequence[str] = ()
-) -> tuple[list[Problem], dict]:
-    """The SFT examples of ``sft.source``: loaded (texts in `exclude` left out), deduplicated
-    (same problem and target), cleaned of problems that overlap ``data.decontaminate``
-    benchmarks or the `heldout` set (`reasoner.decontaminate`), then the first
-    ``sft.examples``. Returns (problems, the cleaning report: counts and dropped ids with reasons).
-
-    Raises:
-        FileNotFoundError, reasoner.data.BadRowError: see `reasoner.data.load_problems`.
-        ValueError: nothing is left after cleaning.
-    """
-    d, s = cfg.data, cfg.sft
-    problems = load_problems(
-        s.source,
-        n=s.examples if s.source == "arithmetic" else None,
-        seed=cfg.trainer.seed + 3,
-        levels=list(d.arithmetic_levels),
-        exclude=exclude,
-        on_bad_row=d.on_bad_row.value,
-        terse_fraction=s.terse_fraction,
-    )
-    return training_pool(
-        problems,
-        d.decontaminate,
-        d.decontaminate_ngram,
-        [p.problem for p in heldout],
-        s.examples,
-        f"sft.source={s.source}",
-        key="problem+solution",
-    )
 
 
 def build_examples(

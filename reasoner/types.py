@@ -32,10 +32,12 @@ class Problem:
 
 @dataclass
 class PromptBatch:
-    """B problems and their chat-templated prompt token ids (B lists of P_i ints)."""
+    """B problems, their chat-templated prompt token ids (B lists of P_i ints) and the same
+    prompts as text (what reward terms see)."""
 
     problems: list[Problem]
     prompt_ids: list[list[int]]
+    texts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -45,14 +47,33 @@ class Completion:
     Attributes:
         token_ids: T_i completion token ids (EOS included when the model stopped).
         text: decoded completion (special tokens skipped).
-        logprobs: T_i sampler log-probabilities of the sampled tokens (nats), or empty.
+        logprobs: sampler log-probabilities (nats) of the tokens the policy generated, one per
+            1 in `loss_mask`, or empty.
         finish_reason: ``"stop"`` (EOS / stop string) or ``"length"`` (hit max_tokens).
+        loss_mask: T_i flags, 1 for a token the policy sampled, 0 for one it did not (a tool's
+            output inside a multi-turn episode): only 1s are trained on, scored for the KL and
+            counted as response length. All ones when not given.
+
+    Raises:
+        ValueError: `loss_mask` and `token_ids` differ in length.
     """
 
     token_ids: list[int]
     text: str
     logprobs: list[float]
     finish_reason: str
+    loss_mask: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_mask is None:
+            self.loss_mask = [1] * len(self.token_ids)
+        elif len(self.loss_mask) != len(self.token_ids):
+            raise ValueError(f"loss_mask has {len(self.loss_mask)} flags for {len(self.token_ids)} tokens")
+
+    @property
+    def policy_tokens(self) -> int:
+        """Tokens the policy generated (the 1s of `loss_mask`)."""
+        return sum(self.loss_mask)
 
     @property
     def truncated(self) -> bool:
@@ -74,21 +95,28 @@ class ScoredBatch:
     Attributes:
         rollouts: the sampled batch.
         verdicts: ``verdicts[b][g]``, the correctness verifier's result.
-        rewards: (B, G) float32 shaped rewards (correctness + format terms).
-        correct: (B, G) bool.
+        rewards: (B, G) float32 rewards (the weighted terms, then the length terms).
+        correct: (B, G) bool, from the correctness term; None when no term judges correctness
+            (dynamic sampling then keeps groups whose rewards vary).
+        terms: each term's unweighted (B, G) values, by term name (for the metrics).
     """
 
     rollouts: RolloutBatch
     verdicts: list[list[VerifyResult]]
     rewards: torch.Tensor
-    correct: torch.Tensor
+    correct: torch.Tensor | None
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def take(self, groups: list[int]) -> ScoredBatch:
         """The sub-batch of the given prompt indices (their whole groups)."""
         r = self.rollouts
-        prompts = PromptBatch([r.prompts.problems[i] for i in groups], [r.prompts.prompt_ids[i] for i in groups])
+        p = r.prompts
+        texts = [p.texts[i] for i in groups] if p.texts else []
+        prompts = PromptBatch([p.problems[i] for i in groups], [p.prompt_ids[i] for i in groups], texts)
         rollouts = RolloutBatch(prompts, [r.completions[i] for i in groups])
-        return ScoredBatch(rollouts, [self.verdicts[i] for i in groups], self.rewards[groups], self.correct[groups])
+        correct = None if self.correct is None else self.correct[groups]
+        terms = {k: v[groups] for k, v in self.terms.items()}
+        return ScoredBatch(rollouts, [self.verdicts[i] for i in groups], self.rewards[groups], correct, terms)
 
     @staticmethod
     def cat(batches: list[ScoredBatch]) -> ScoredBatch:
@@ -96,29 +124,40 @@ class ScoredBatch:
         prompts = PromptBatch(
             [p for b in batches for p in b.rollouts.prompts.problems],
             [p for b in batches for p in b.rollouts.prompts.prompt_ids],
+            [t for b in batches for t in b.rollouts.prompts.texts],
         )
         rollouts = RolloutBatch(prompts, [g for b in batches for g in b.rollouts.completions])
         return ScoredBatch(
             rollouts,
             [v for b in batches for v in b.verdicts],
             torch.cat([b.rewards for b in batches]),
-            torch.cat([b.correct for b in batches]),
+            None if batches[0].correct is None else torch.cat([b.correct for b in batches]),
+            {k: torch.cat([b.terms[k] for b in batches]) for k in batches[0].terms},
         )
+
+
+Rows = list[torch.Tensor]  # one 1-D float tensor per sequence, over its policy tokens
 
 
 @dataclass
 class TrainBatch:
     """N = B*G sequences ready for the learner (unpadded; the learner pads per micro-batch),
-    group-major: sequence b*G + g is completion g of prompt b.
+    group-major: sequence b*G + g is completion g of prompt b. Per-token quantities are `Rows`
+    over each sequence's policy tokens (the 1s of its loss mask), in order.
 
     Attributes:
         sequences: N lists of L_i token ids (prompt then completion).
         prompt_lens: N prompt lengths P_i, in tokens.
-        rewards: (N,) float32 shaped outcome rewards (advantages are computed by the learner).
+        rewards: (N,) float32 outcome rewards.
         group_size: G.
-        sampler_logprobs: N lists of T_i sampler log-probs (mismatch metric and truncated IS),
-            maybe empty.
+        sampler_logprobs: N lists of the sampler's log-probs of the policy tokens (mismatch
+            metric and truncated IS), maybe empty.
         truncated: N flags, True where the completion hit the token budget.
+        loss_masks: N lists of T_i flags over the completion tokens (`Completion.loss_mask`).
+        old_logp, ref_logp, values: filled by `Learner.score` when the algorithm needs them:
+            the log-probs under the policy before the update and under the reference (nats),
+            the critic's values.
+        advantages, returns: filled by the advantage phase (returns: the critic's targets).
     """
 
     sequences: list[list[int]]
@@ -127,10 +166,26 @@ class TrainBatch:
     group_size: int
     sampler_logprobs: list[list[float]]
     truncated: list[bool]
+    loss_masks: list[list[int]] = field(default_factory=list)
+    old_logp: Rows | None = None
+    ref_logp: Rows | None = None
+    values: Rows | None = None
+    advantages: Rows | None = None
+    returns: Rows | None = None
+
+    def __post_init__(self) -> None:
+        if not self.loss_masks:
+            self.loss_masks = [[1] * n for n in self.completion_lengths]
 
     def __len__(self) -> int:
         return len(self.sequences)
 
     @property
     def completion_lengths(self) -> list[int]:
+        """T_i, completion tokens of each sequence."""
         return [len(s) - p for s, p in zip(self.sequences, self.prompt_lens)]
+
+    @property
+    def policy_lengths(self) -> list[int]:
+        """Policy tokens of each sequence (the 1s of its loss mask): the tokens trained on."""
+        return [sum(m) for m in self.loss_masks]

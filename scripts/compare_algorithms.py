@@ -31,7 +31,7 @@ def run_one(algorithm: str, run_dir: Path, overrides: list[str]) -> None:
     if (run_dir / "summary.json").exists():
         print(f"[{algorithm}] done already: {run_dir}")
         return
-    cmd = [sys.executable, "-m", "reasoner.train", f"algorithm={algorithm}", f"hydra.run.dir={run_dir}", *overrides]
+    cmd = [sys.executable, "-m", "reasoner.jobs.cli", f"algorithm={algorithm}", f"hydra.run.dir={run_dir}", *overrides]
     print(f"[{algorithm}] {' '.join(cmd)}", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)

@@ -4,7 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from reasoner.train import CONF_DIR
+from reasoner.config import CONF_DIR
 
 SCRIPT = Path(CONF_DIR).parent / "scripts" / "compare_algorithms.py"
 TINY = [

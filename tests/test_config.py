@@ -10,7 +10,8 @@ from omegaconf.errors import ValidationError
 
 from reasoner.config import Backend, RunConfig, register_configs
 from reasoner.models import resolve_model_path
-from reasoner.train import CONF_DIR, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
 
 register_configs()
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from reasoner import arithmetic
-from reasoner.config import Template
+from reasoner.prompts import Template
 from reasoner.data import BadRowError, load_problems, messages, target_text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reasoner.data import load_problems
-from reasoner.decontaminate import OverlapFilter, benchmark_filter, decontaminate, normalize
+from reasoner.data.decontaminate import OverlapFilter, benchmark_filter, decontaminate, normalize
 from reasoner.types import Problem
 
 

@@ -10,7 +10,8 @@ from transformers import AutoTokenizer
 from reasoner.config import register_configs
 from reasoner.rewards import add_length_terms
 from reasoner.rl_step import PromptSampler, Timer, sample_groups, to_train_batch
-from reasoner.train import CONF_DIR, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
 from reasoner.types import Completion, Problem
 from verifiers.base import VerifyResult
 

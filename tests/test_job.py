@@ -1,4 +1,4 @@
-"""Process set-up shared by the jobs: `reasoner.job.reuse_heap` keeps freed memory for reuse."""
+"""Process set-up shared by the jobs: `reasoner.jobs.common.reuse_heap` keeps freed memory for reuse."""
 
 import json
 import subprocess
@@ -13,7 +13,7 @@ import pytest
 # the allocator's settings are process-wide.
 PROBE = """
 import json, resource, sys, torch
-from reasoner.job import reuse_heap
+from reasoner.jobs.common import reuse_heap
 ok = reuse_heap() if sys.argv[1] == "reuse" else None
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

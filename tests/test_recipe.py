@@ -12,9 +12,10 @@ from hydra import compose, initialize_config_dir
 
 from eval.samples import Sample
 from reasoner.config import RejectionConfig, StageConfig, StageKind, Template, register_configs
-from reasoner.recipe import RecipeError, run_recipe, stage_config
-from reasoner.rejection import select
-from reasoner.train import CONF_DIR, to_run_config
+from reasoner.jobs.recipe import RecipeError, run_recipe, stage_config
+from reasoner.jobs.rejection import select
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
 
 register_configs()
 TESTS = Path(__file__).resolve().parent
@@ -173,7 +174,7 @@ def test_sigterm_stops_the_running_stage_and_the_same_command_resumes(tiny_model
     cmd = [
         sys.executable,
         "-m",
-        "reasoner.train",
+        "reasoner.jobs.cli",
         "recipe=r1_zero_cpu",
         two,
         f"hydra.run.dir={tmp_path}",

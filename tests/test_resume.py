@@ -25,7 +25,9 @@ from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, fi
 from reasoner.config import register_configs
 from reasoner.learner import NonFiniteUpdateError
 from reasoner.rollout import RolloutEngineError
-from reasoner.train import CONF_DIR, run, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
+from reasoner.jobs.rl import run
 from verifiers.base import VerifyResult
 
 register_configs()
@@ -176,7 +178,9 @@ import sys, time
 from pathlib import Path
 from hydra import compose, initialize_config_dir
 import reasoner.checkpoint as ck
-from reasoner.train import CONF_DIR, run, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
+from reasoner.jobs.rl import run
 
 run_dir, marker, slow_step = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
@@ -247,7 +251,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     log = tmp_path / "stderr.txt"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reasoner.train", f"hydra.run.dir={run_dir}", *overrides],
+            [sys.executable, "-m", "reasoner.jobs.cli", f"hydra.run.dir={run_dir}", *overrides],
             env=_env(),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -273,7 +277,9 @@ FULL_DISK_DRIVER = """
 import resource, signal, sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from reasoner.train import CONF_DIR, run, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
+from reasoner.jobs.rl import run
 
 with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
     cfg = to_run_config(compose(config_name="config", overrides=sys.argv[2:]))
@@ -401,7 +407,7 @@ def test_resume_with_vllm_keeps_data_order_step_count_and_optimizer_state(tiny_m
     ]
 
     def cli(run_dir, steps):
-        cmd = [sys.executable, "-m", "reasoner.train", f"hydra.run.dir={run_dir}", *vllm, f"trainer.steps={steps}"]
+        cmd = [sys.executable, "-m", "reasoner.jobs.cli", f"hydra.run.dir={run_dir}", *vllm, f"trainer.steps={steps}"]
         subprocess.run(cmd, env=_env(), cwd=ROOT, check=True, stdout=subprocess.DEVNULL, timeout=900)
 
     straight, halves = tmp_path / "straight", tmp_path / "halves"

@@ -14,8 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from reasoner.config import SFTConfig, Template, register_configs
 from reasoner.data import BadRowError, clean_solution, load_problems, target_text
 from reasoner.sft import length_grouped_batches, load_sft_problems, run_sft
-from reasoner.sft_job import run_sft_job
-from reasoner.train import CONF_DIR, to_run_config
+from reasoner.jobs.sft import run_sft_job
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
 from verifiers.format import verify_format
 
 register_configs()

@@ -9,7 +9,9 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
 from reasoner.config import register_configs
-from reasoner.train import CONF_DIR, run, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
+from reasoner.jobs.rl import run
 
 register_configs()
 

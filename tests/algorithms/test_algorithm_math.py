@@ -1,5 +1,5 @@
 """Estimators, policy losses, value loss, aggregation, KL coefficient and length terms against
-values computed by hand from the formulas (../shared/REFERENCE_FORMULAS.md)."""
+values computed by hand from the formulas (each function's docstring cites its paper and equation)."""
 
 import math
 

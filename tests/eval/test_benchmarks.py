@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from eval.benchmarks import BUILTIN, get_benchmark, registered
-from reasoner.config import Template
+from reasoner.prompts import Template
 
 
 @pytest.mark.parametrize(

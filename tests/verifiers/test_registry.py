@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from reasoner.config import register_configs
-from reasoner.train import CONF_DIR, to_run_config
+from reasoner.config import CONF_DIR
+from reasoner.jobs.cli import to_run_config
 from verifiers.code import CodeVerifier
 from verifiers.registry import build_verifier
 

@@ -2,10 +2,10 @@
 previous stage's model, each in its own process and directory, resumable stage by stage.
 
 Stage kinds (`reasoner.config.StageKind`):
-- ``sft``: `reasoner.sft_job.run_sft_job`; after a ``rejection_sampling`` stage its
+- ``sft``: `reasoner.jobs.sft.run_sft_job`; after a ``rejection_sampling`` stage its
   ``sft.source`` defaults to that stage's ``data.jsonl``.
-- ``rl``: `reasoner.train.run` with the cold start off (it is its own stage).
-- ``rejection_sampling``: `reasoner.rejection.run_rejection`; the model is not changed.
+- ``rl``: `reasoner.jobs.rl.run` with the cold start off (it is its own stage).
+- ``rejection_sampling``: `reasoner.jobs.rejection.run_rejection`; the model is not changed.
 
 A stage's config is the run's config with ``model.path`` set to the current model, the
 previous stage's data where it applies, then the stage's own ``overrides``. The held-out set
@@ -32,7 +32,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from reasoner.config import RunConfig, StageConfig, StageKind, flat_config
+from reasoner.checkpoint import flat_config
+from reasoner.config import RunConfig, StageConfig, StageKind, register_configs
+from reasoner.jobs.rejection import run_rejection
+from reasoner.jobs.rl import run_main
+from reasoner.jobs.sft import run_sft_job
 
 log = logging.getLogger("reasoner")
 
@@ -118,7 +122,7 @@ def _run_child(path: Path) -> None:
         # its own session: a terminal's Ctrl-C reaches the stage once, through `forward` (a second
         # copy straight from the terminal would count as the "exit at once" second signal)
         child = subprocess.Popen(
-            [sys.executable, "-m", "reasoner.recipe", str(path)],
+            [sys.executable, "-m", "reasoner.jobs.recipe", str(path)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -219,25 +223,17 @@ def results_table(name: str, base: dict | None, results: list[StageResult]) -> s
 def run_stage(path: Path) -> None:
     """The child side of `_run_child`: run the stage whose ``config.yaml`` and ``stage.json``
     are in `path`, writing its outputs there."""
-    from reasoner.config import register_configs
-
     register_configs()
     kind = StageKind(json.loads((path / "stage.json").read_text())["kind"])
     cfg: RunConfig = OmegaConf.to_object(
         OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path / "config.yaml"))
     )  # type: ignore[assignment]
     if kind is StageKind.sft:
-        from reasoner.sft_job import run_sft_job
-
         run_sft_job(cfg, path)
     elif kind is StageKind.rejection_sampling:
-        from reasoner.rejection import run_rejection
-
         run_rejection(cfg, path)
     else:
-        from reasoner.train import run_main
-
-        run_main(cfg, path, [sys.executable, "-m", "reasoner.recipe", str(path)])
+        run_main(cfg, path, [sys.executable, "-m", "reasoner.jobs.recipe", str(path)])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ A completion is kept when the verifier marks it correct, it was not truncated (u
 ``<think>...</think>`` block, then a boxed answer); at most ``rejection.keep_per_problem`` per
 problem, the shortest first with ``rejection.shortest`` (else in sampling order), identical
 texts once. Problems are drawn from ``rejection.source`` without the held-out set, after the
-evaluation-overlap filter (`reasoner.decontaminate`).
+evaluation-overlap filter (`reasoner.data.decontaminate`).
 
 Output, ``run_dir/data.jsonl``: one row per kept completion, ``{"id", "problem", "answer",
 "solution": <the completion>, "target": "verbatim", "provenance": {...}}`` (model, source
@@ -26,15 +26,13 @@ from typing import Sequence
 from eval.benchmarks import Benchmark, Sampling
 from eval.runner import fit_max_tokens, longest_prompt, sample_benchmark
 from eval.samples import Sample
-from reasoner.config import RejectionConfig, RunConfig, Template
+from reasoner.config import RejectionConfig, RunConfig
 from reasoner.data import load_problems
-from reasoner.decontaminate import training_pool
-from reasoner.job import load_heldout, peak_rss_gb, setup_process
-from reasoner.models import load_tokenizer, resolve_model_path
-from reasoner.rollout import make_engine
+from reasoner.data.decontaminate import training_pool
+from reasoner.jobs.common import open_run, overlap_filter, peak_rss_gb
+from reasoner.prompts import Template
 from reasoner.types import Problem
 from verifiers.format import verify_format
-from verifiers.registry import build_verifier
 
 log = logging.getLogger("reasoner")
 
@@ -106,13 +104,11 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         ValueError: no problem is left after the overlap filter, or a prompt fills the context.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    began = time.perf_counter()
     r, d, tr = cfg.rejection, cfg.data, cfg.trainer
-    setup_process(tr)
-    model_path = resolve_model_path(cfg.model.path)
-    tokenizer = load_tokenizer(model_path)
-    heldout = load_heldout(cfg)
-    seen = [p.problem for p in heldout]
+    run = open_run(cfg, tr.seed)
+    tokenizer, engine, verifier, model_path = run.tokenizer, run.engine, run.verifier, run.model_path
+    seen = [p.problem for p in run.heldout]
     pool = load_problems(
         r.source,
         n=r.problems if r.source == "arithmetic" else None,
@@ -122,10 +118,8 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         on_bad_row=d.on_bad_row.value,
     )
     problems, cleaning = training_pool(
-        pool, d.decontaminate, d.decontaminate_ngram, seen, r.problems, f"rejection.source={r.source}"
+        pool, overlap_filter(cfg, run.heldout), r.problems, f"rejection.source={r.source}"
     )
-    engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
-    verifier = build_verifier(cfg.reward.verifier)
     bench = Benchmark(
         "rejection",
         r.source,
@@ -151,7 +145,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         "sampled_mean_tokens": sum(s.tokens for s in samples) / max(len(samples), 1),
         "cleaning": cleaning,
         "model": str(model_path),
-        "wall_seconds": time.perf_counter() - t0,
+        "wall_seconds": time.perf_counter() - began,
         **peak_rss_gb(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

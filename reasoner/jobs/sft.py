@@ -25,12 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
 from reasoner.config import CONF_DIR, RunConfig, register_configs
-from reasoner.job import HeldoutEval, export_policy, load_heldout, peak_rss_gb, release_free_heap, setup_process
-from reasoner.models import load_tokenizer, resolve_model_path
-from reasoner.rollout import make_engine
-from reasoner.rollout.base import sync_weights
-from reasoner.sft import load_sft_problems, run_sft
-from verifiers.registry import build_verifier
+from reasoner.jobs.common import cold_start, export_policy, open_run, peak_rss_gb
 
 log = logging.getLogger("reasoner")
 
@@ -45,41 +40,31 @@ def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
         ValueError: no SFT example is left after cleaning, or none fits ``sft.max_tokens``.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    tr = cfg.trainer
-    setup_process(tr)
-    model_path = resolve_model_path(cfg.model.path)
-    tokenizer = load_tokenizer(model_path)
-    heldout = load_heldout(cfg)
-    problems, cleaning = load_sft_problems(cfg, heldout, exclude=[p.problem for p in heldout])
-    log.info("sft data: %d examples from %s (%s)", len(problems), cfg.sft.source, cleaning)
-    engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, tr.seed)
-    verifier = build_verifier(cfg.reward.verifier)
-    heldout_eval = HeldoutEval(cfg, engine, tokenizer, heldout, verifier)
-    if tr.eval_base:
-        heldout_eval("base")
-    policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    stats = run_sft(policy, tokenizer, problems, cfg.data.template, cfg.sft, tr.bf16_autocast, tr.seed)
-    log.info("sft: %s", stats)
-    release_free_heap()
-    sync_weights(engine, policy)
-    heldout_eval("after_sft")
-    export_policy(policy, tokenizer, run_dir / "checkpoint")
-    verifier.close()
+    began = time.perf_counter()
+    run = open_run(cfg, cfg.trainer.seed)
+    if cfg.trainer.eval_base:
+        run.heldout_eval("base")
+    policy = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
+    stats, cleaning = cold_start(cfg, run, policy, exclude=[p.problem for p in run.heldout])
+    run.heldout_eval("after_sft")
+    export_policy(policy, run.tokenizer, run_dir / "checkpoint")
+    run.verifier.close()
+    heldout = run.heldout
     summary = {
-        "heldout": {k: v.as_dict() for k, v in heldout_eval.evals.items()},
+        "heldout": {k: v.as_dict() for k, v in run.heldout_eval.evals.items()},
         "heldout_n": len(heldout),
         "sft": vars(stats),
         "data": cleaning,
-        "model": str(model_path),
+        "model": run.model_path,
         "checkpoint": str(run_dir / "checkpoint"),
-        "wall_seconds": time.perf_counter() - t0,
+        "wall_seconds": time.perf_counter() - began,
         **peak_rss_gb(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     for name, e in summary["heldout"].items():
         print(
-            f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  mean length {e['mean_len']:.1f} tokens, {100 * e['well_formed']:.0f}% well formed"
+            f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  "
+            f"mean length {e['mean_len']:.1f} tokens, {100 * e['well_formed']:.0f}% well formed"
         )
     return summary
 

@@ -100,19 +100,6 @@ class Decontaminated:
         }
 
 
-def benchmark_filter(names: Sequence[str], ngram: int = 8, extra: Iterable[tuple[str, str]] = ()) -> OverlapFilter:
-    """An `OverlapFilter` over every problem of the registered benchmarks `names`
-    (`eval.benchmarks`) plus `extra` ``(set name, text)`` pairs (a run's held-out set).
-
-    Raises:
-        ValueError: an unknown benchmark name.
-    """
-    from eval.benchmarks import get_benchmark
-
-    texts = [(name, p.problem) for name in names for p in get_benchmark(name).problems()]
-    return OverlapFilter([*texts, *extra], ngram)
-
-
 def decontaminate(
     problems: Sequence[Problem], overlap_filter: OverlapFilter | None, key: str = "problem"
 ) -> Decontaminated:
@@ -136,21 +123,20 @@ def decontaminate(
 
 def training_pool(
     problems: Sequence[Problem],
-    benchmarks: Sequence[str],
-    ngram: int,
-    heldout: Sequence[str],
+    overlap_filter: OverlapFilter | None,
     limit: int | None,
     field: str,
     key: str = "problem",
 ) -> tuple[list[Problem], dict]:
     """The training problems a job may use: `problems` deduplicated (`decontaminate` with
-    `key`), without those overlapping the `benchmarks` or the `heldout` texts, the first `limit`
-    of the rest. Returns (problems, `Decontaminated.report`); drops are logged.
+    `key`), without those `overlap_filter` flags (the evaluation sets and the held-out set, as the
+    job built it), the first `limit` of the rest. Returns (problems, `Decontaminated.report`);
+    drops are logged.
 
     Raises:
         ValueError: nothing is left; the message names the config `field` that chose the source.
     """
-    cleaned = decontaminate(problems, benchmark_filter(benchmarks, ngram, [("heldout", t) for t in heldout]), key=key)
+    cleaned = decontaminate(problems, overlap_filter, key=key)
     report = cleaned.report()
     if cleaned.duplicates or cleaned.overlaps:
         log.warning(

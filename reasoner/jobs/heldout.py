@@ -1,20 +1,25 @@
-"""Held-out accuracy of the current rollout-engine weights (one sample per problem), through the
-benchmark evaluator's sampling-and-scoring path."""
+"""The held-out set of a run and its evaluation: accuracy of the engine's current weights (one
+sample per problem), through the benchmark evaluator's sampling-and-scoring path (`eval.runner`)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from eval.benchmarks import Benchmark
+from eval.benchmarks import Benchmark, Sampling
 from eval.metrics import Proportion, wilson
 from eval.runner import sample_benchmark
+from reasoner.config import RunConfig
+from reasoner.data import load_problems
 from reasoner.rollout.base import RolloutEngine
 from reasoner.types import Problem
 from verifiers.base import Verifier
 from verifiers.format import verify_format
 from verifiers.language import language_consistency
+
+log = logging.getLogger("reasoner")
 
 
 @dataclass
@@ -80,3 +85,68 @@ def evaluate(
         seconds=time.perf_counter() - start,
         language_consistency=sum(language_consistency(s.completion) for s in samples) / n,
     )
+
+
+def load_heldout(cfg: RunConfig) -> list[Problem]:
+    """The run's held-out problems (``data.heldout``, the first ``data.heldout_n`` of the
+    ``trainer.seed + 1`` shuffle): the same set for every job of a seed.
+
+    Raises:
+        FileNotFoundError, reasoner.data.BadRowError, ValueError: see `load_problems`.
+    """
+    d = cfg.data
+    return load_problems(
+        d.heldout,
+        split=d.heldout_split,
+        n=d.heldout_n,
+        seed=cfg.trainer.seed + 1,
+        levels=list(d.arithmetic_levels),
+        on_bad_row=d.on_bad_row.value,
+    )
+
+
+class HeldoutEval:
+    """Evaluates the engine's current weights on the held-out set (one greedy sample per problem
+    by default, `evaluate`) and keeps each result under a name.
+
+    Args:
+        cfg: the run's config (template, verifier spec, ``trainer.eval_*``).
+        engine: the rollout engine.
+        tokenizer: the policy's tokenizer.
+        problems: the held-out problems (`load_heldout`).
+        verifier: the run's reward verifier.
+        evals: results so far (a resumed run's), by name.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        engine: RolloutEngine,
+        tokenizer: Any,
+        problems: list[Problem],
+        verifier: Verifier,
+        evals: dict[str, EvalResult] | None = None,
+    ) -> None:
+        d, tr = cfg.data, cfg.trainer
+        self.bench = Benchmark(
+            "heldout",
+            d.heldout,
+            d.template,
+            dict(cfg.reward.verifier),
+            Sampling(1, tr.eval_temperature, 1.0, tr.eval_max_tokens),
+            d.heldout_split,
+        )
+        self.engine, self.tokenizer, self.problems, self.verifier = engine, tokenizer, problems, verifier
+        self.evals: dict[str, EvalResult] = dict(evals or {})
+
+    def __call__(self, name: str) -> EvalResult:
+        """Evaluate now, store and log the result as `name`, and return it."""
+        e = self.evals[name] = evaluate(self.engine, self.tokenizer, self.bench, self.problems, self.verifier)
+        log.info(
+            "held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)",
+            name,
+            e.accuracy,
+            e.mean_len,
+            100 * e.well_formed,
+        )
+        return e

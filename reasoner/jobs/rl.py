@@ -1,0 +1,435 @@
+"""An RL run: set-up, cold start, the loop of RL steps with after-step hooks, the summary.
+
+Run directory (Hydra's output dir): ``.hydra/`` (resolved config), ``metrics.jsonl``,
+``tensorboard/``, ``checkpoints/`` (resumable, `reasoner.checkpoint`), ``checkpoint/`` (the
+final policy: safetensors + tokenizer, loadable by vLLM and transformers), ``summary.json``.
+Held-out accuracy is measured three times: base model, after the cold start, after RL.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM
+
+from eval.metrics import diff_interval, paired_diff_interval
+from eval.runner import PeriodicEval
+from reasoner.checkpoint import (
+    RESUME_SAFE_FIELDS,
+    Checkpoint,
+    CheckpointError,
+    CheckpointStore,
+    find_resume_checkpoint,
+    flat_config,
+    resume_changes,
+)
+from reasoner.config import RunConfig
+from reasoner.critic import ValueModel
+from reasoner.data import load_problems
+from reasoner.data.stream import PromptStream
+from reasoner.interrupt import StopRequest, TrainingInterrupted
+from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap
+from reasoner.jobs.heldout import EvalResult
+from reasoner.learner import Learner, NonFiniteUpdateError
+from reasoner.logprobs import sequence_logprobs
+from reasoner.metrics_log import Logger, compact_line, make_loggers
+from reasoner.rewards import Reward, build_reward
+from reasoner.rl_step import rl_step
+from reasoner.rollout import RolloutEngineError
+from reasoner.rollout.sync import LearnerLogprobs, SyncProbe, check_sync, make_probe, push_weights, sync_drift
+
+log = logging.getLogger("reasoner")
+
+
+@dataclass
+class RLRun:
+    """Everything a run holds between its stages (`setup` builds it)."""
+
+    cfg: RunConfig
+    run_dir: Path
+    ctx: RunContext
+    stop: StopRequest
+    start_step: int
+    ckpt: Checkpoint | None
+    train: list
+    results: dict
+    probe: SyncProbe | None
+    reward: Reward
+    began: float
+    learner: Learner | None = None
+    prompts: PromptStream | None = None
+    saved: Path | None = None
+    saved_step: int | None = None
+    metrics: dict = field(default_factory=dict)
+
+
+class AfterStep(Protocol):
+    """A hook run after every RL step, in order; it may add metrics (evaluations) or act on them
+    (logging, checkpoints, guards)."""
+
+    def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None: ...
+
+
+def run(cfg: RunConfig, run_dir: Path) -> dict:
+    """Run the whole job described by `cfg`, writing outputs under `run_dir`; return the summary.
+
+    Continues from a checkpoint when ``trainer.resume`` finds one (`reasoner.checkpoint`): the
+    weights, optimizer, data position, RNG streams and results so far are restored, and the
+    run goes on from the next step as if it had not stopped. SIGTERM / SIGINT stop it at the next
+    step boundary with a checkpoint (a second signal ends it at once).
+
+    Raises:
+        TrainingInterrupted: a signal stopped the run (after writing a checkpoint).
+        NonFiniteUpdateError: ``trainer.max_nonfinite_steps`` consecutive steps had a
+            non-finite loss or gradient (their updates were skipped; a checkpoint is written).
+        RolloutEngineError: the rollout engine failed; no checkpoint is written after it.
+        CheckpointError: ``trainer.resume`` names no usable checkpoint, or the config changed in a
+            way a resume cannot honour (the message names the fields).
+    """
+    with StopRequest() as stop:
+        state = setup(cfg, run_dir, stop)
+        policy = AutoModelForCausalLM.from_pretrained(state.ctx.model_path, dtype=torch.float32)
+        if state.ckpt is None:
+            start_policy(state, policy)
+        build_learner(state, policy)
+        del policy  # the learner owns it from here
+        loop(state)
+        return summarize(state)
+
+
+def check_resume_config(ckpt: Checkpoint, cfg: RunConfig) -> None:
+    """Log the config changes a resume allows; refuse the others, naming each field.
+
+    Raises:
+        CheckpointError: a field outside `RESUME_SAFE_FIELDS` changed.
+    """
+    allowed, refused = resume_changes(ckpt.config, flat_config(cfg))
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise CheckpointError(
+            f"cannot resume from {ckpt.path}: the config changed in fields a resumed run cannot honour: {listed}. "
+            f"Restore them, or start a new run (a new hydra.run.dir, or trainer.resume=never). "
+            f"Fields that may change on resume: {', '.join(sorted(RESUME_SAFE_FIELDS))}"
+        )
+    for k, (old, new) in allowed.items():
+        log.info("resume: %s changed from %r to %r", k, old, new)
+
+
+def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> RLRun:
+    """Find a checkpoint to resume, open the run (`open_run`), load the RL prompts, build the
+    reward and the sync probe; evaluate the base model on a new run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    began, tr, d = time.perf_counter(), cfg.trainer, cfg.data
+    ckpt = find_resume_checkpoint(tr.resume, run_dir)
+    if ckpt is not None:
+        check_resume_config(ckpt, cfg)
+    start = 0 if ckpt is None else ckpt.step
+    results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
+    # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
+    # seeding it with seed + step makes a resume from a given checkpoint repeatable
+    evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
+    ctx = open_run(cfg, tr.seed + start, evals)
+    seen = [p.problem for p in ctx.heldout]
+    # procedural data: one problem per prompt of the planned steps; a resumed run regenerates the
+    # set it started with (trainer.steps may have changed since)
+    n_train = None
+    if d.train == "arithmetic":
+        n_train = ckpt.state["prompt_stream"]["size"] if ckpt else max(tr.steps * tr.prompts_per_step, 1)
+    train = load_problems(
+        d.train,
+        split=d.train_split,
+        n=n_train,
+        seed=tr.seed + 2 + d.train_seed,
+        levels=list(d.arithmetic_levels),
+        exclude=seen,
+        on_bad_row=d.on_bad_row.value,
+    )
+    log.info("data: %d RL prompts (%s), %d held-out (%s)", len(train), d.train, len(ctx.heldout), d.heldout)
+    probe = make_probe(ctx.tokenizer, d.template, ctx.heldout[0]) if cfg.rollout.sync_check else None
+    reward = build_reward(cfg.reward, d.template, ctx.verifier)
+    state = RLRun(cfg, run_dir, ctx, stop, start, ckpt, train, results, probe, reward, began)
+    if ckpt is None and tr.eval_base:
+        ctx.heldout_eval("base")
+    return state
+
+
+def start_policy(state: RLRun, policy: torch.nn.Module) -> None:
+    """A new run: measure the sync probe's floor on the base `policy`, then the cold start (when
+    ``sft.enabled``) and its held-out evaluation. Writes the cold-started weights to the engine."""
+    cfg, ctx = state.cfg, state.ctx
+    logprobs = _model_logprobs(policy)
+    if state.probe is not None:
+        state.probe = replace(state.probe, baseline=sync_drift(ctx.engine, logprobs, state.probe))
+    if state.stop.signum is not None:
+        raise TrainingInterrupted(state.stop.signum, 0, None)
+    if cfg.sft.enabled:
+        exclude = [p.problem for p in ctx.heldout] + [p.problem for p in state.train]
+        stats, cleaning = cold_start(cfg, ctx, policy, exclude)
+        state.results["sft"] = {**vars(stats), "data": cleaning}
+        if state.probe is not None:
+            check_sync(ctx.engine, logprobs, state.probe, cfg.rollout.sync_check_tol)
+        ctx.heldout_eval("after_sft")
+
+
+def _model_logprobs(model: torch.nn.Module) -> LearnerLogprobs:
+    """The sync check's learner side for a model not yet in a learner (the cold start)."""
+    return lambda ids, plen, bf16: sequence_logprobs(model, ids, plen, bf16)
+
+
+def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
+    """The learner around `policy` (a reference copy when β > 0, a critic when the estimator
+    needs one), the prompt stream, and on resume everything the checkpoint restores."""
+    cfg, ctx, tr = state.cfg, state.ctx, state.cfg.trainer
+    a = cfg.algorithm
+    ref = copy.deepcopy(policy).eval().requires_grad_(False) if a.kl.beta > 0 else None
+    critic = ValueModel(policy) if a.needs_critic else None
+    pad = ctx.tokenizer.pad_token_id
+    learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
+    state.learner, state.prompts = learner, PromptStream(state.train, tr.seed)
+    if state.ckpt is not None:
+        state.ckpt.restore(learner, state.prompts)
+        push_weights(ctx.engine, learner.export_weights())
+        if state.probe is not None:  # the floor of this engine with the restored weights on both sides
+            state.probe = replace(state.probe, baseline=sync_drift(ctx.engine, learner.sequence_logprobs, state.probe))
+        log.info("resumed from %s: step %d of %d", state.ckpt.path, state.start_step, tr.steps)
+        state.saved, state.saved_step = state.ckpt.path, state.start_step
+        state.metrics = state.ckpt.state["metrics"]
+    if state.probe is not None:
+        tol = cfg.rollout.sync_check_tol
+        log.info(
+            "sync check: probe drift before training %.4f nats/token (allowed increase %g)", state.probe.baseline, tol
+        )
+
+
+# ------------------------------------------------------------------ the loop and its hooks
+
+
+def heldout_hook(run: RLRun, step: int, metrics: dict[str, Any]) -> None:
+    """Every ``trainer.eval_every`` steps (not the last, which the final evaluation covers):
+    held-out accuracy and format compliance into the step's metrics."""
+    every, last = run.cfg.trainer.eval_every, run.cfg.trainer.steps
+    if every and step % every == 0 and step < last:
+        mid = run.ctx.heldout_eval(f"step_{step}")
+        run.ctx.heldout_eval.evals.pop(f"step_{step}")
+        metrics["eval/heldout_accuracy"] = mid.accuracy.value
+        metrics["eval/heldout_well_formed"] = mid.well_formed
+
+
+class BenchmarkHook:
+    """Every ``trainer.eval_every`` steps: the ``trainer.eval_benchmarks`` metrics (`PeriodicEval`)."""
+
+    def __init__(self, cfg: RunConfig, ctx: RunContext) -> None:
+        tr = cfg.trainer
+        self.every = tr.eval_every
+        self.evaluator = PeriodicEval(
+            tr.eval_benchmarks,
+            tr.eval_benchmark_problems,
+            tr.eval_benchmark_samples,
+            tr.eval_max_tokens,
+            ctx.tokenizer,
+            cfg.rollout.max_model_len,
+        )
+        self.active = bool(tr.eval_benchmarks)
+
+    def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
+        if self.active and step % self.every == 0:
+            began = time.perf_counter()
+            metrics.update(self.evaluator(run.ctx.engine))
+            metrics["time/benchmark_eval"] = time.perf_counter() - began
+
+
+class LogHook:
+    """The step's metrics to every configured sink (``trainer.loggers``) and one console line."""
+
+    def __init__(self, loggers: list[Logger]) -> None:
+        self.loggers = loggers
+
+    def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
+        for sink in self.loggers:
+            sink.log(step, metrics)
+        tqdm.write(compact_line(step, metrics))
+
+
+class CheckpointHook:
+    """Checkpoints on the ``trainer.checkpoint_every`` cadence, after the last step and on a
+    stop request; counts consecutive steps with skipped (non-finite) updates and stops the run
+    after ``trainer.max_nonfinite_steps`` of them, with a checkpoint.
+
+    Raises (when called):
+        NonFiniteUpdateError: too many non-finite steps in a row (names the checkpoint).
+    """
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self.store, self.nonfinite = store, 0
+
+    def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
+        tr = run.cfg.trainer
+        skipped = metrics["policy/skipped_updates"]
+        self.nonfinite = self.nonfinite + 1 if skipped else 0
+        if self.nonfinite:
+            log.warning(
+                "step %d: %d optimizer step(s) skipped for a non-finite loss or gradient (%d such step(s) in a row)",
+                step,
+                skipped,
+                self.nonfinite,
+            )
+        due = tr.checkpoint_every and step % tr.checkpoint_every == 0
+        if due or step == tr.steps or run.stop.signum is not None or self.nonfinite >= tr.max_nonfinite_steps:
+            save(run, self.store, step)
+        if self.nonfinite >= tr.max_nonfinite_steps:
+            raise NonFiniteUpdateError(
+                f"steps {step - self.nonfinite + 1}-{step} all had a non-finite loss or gradient "
+                f"(trainer.max_nonfinite_steps={tr.max_nonfinite_steps}); their updates were skipped, so "
+                f"checkpoint {run.saved} holds the weights and optimizer state from before them (and the data "
+                "position after them). Look for a learning rate too high or non-finite rewards."
+            )
+
+
+def save(run: RLRun, store: CheckpointStore, step: int) -> None:
+    """Write the checkpoint of `step` (weights and optimizer through the learner, the prompt
+    stream, the results so far, the step's metrics) and remember it as the last intact one."""
+    run.results["evals"] = {k: asdict(v) for k, v in run.ctx.heldout_eval.evals.items()}
+    run.saved = store.save(step, run.learner, run.prompts, run.cfg, run.results, run.metrics)
+    run.saved_step = step
+
+
+def loop(run: RLRun) -> None:
+    """RL steps from the one after the start to ``trainer.steps``, each followed by the hooks
+    (held-out and benchmark evaluation, logging, checkpoints and the non-finite guard).
+
+    Raises:
+        TrainingInterrupted: a stop request (after a checkpoint of the last finished step).
+        RolloutEngineError: the engine failed (the message names the last intact checkpoint).
+        NonFiniteUpdateError: see `CheckpointHook`.
+    """
+    cfg, tr, ctx = run.cfg, run.cfg.trainer, run.ctx
+    store = CheckpointStore(run.run_dir / "checkpoints", tr.keep_last, tr.best_metric, tr.best_mode)
+    store.clean_partial()
+    ckpt = run.ckpt
+    other_run = ckpt is not None and ckpt.path.parent.parent.resolve() != run.run_dir.resolve()
+    history = ckpt.path.parent.parent / "metrics.jsonl" if other_run else None
+    loggers = make_loggers(list(tr.loggers), run.run_dir, run.start_step, history)
+    benchmarks = BenchmarkHook(cfg, ctx)
+    hooks: list[AfterStep] = [heldout_hook, benchmarks, LogHook(loggers), CheckpointHook(store)]
+    if ckpt is not None:
+        ckpt.restore_rng()  # last: everything above may draw random numbers
+    done = run.start_step
+    bar = tqdm(
+        range(run.start_step + 1, tr.steps + 1),
+        desc=cfg.algorithm.name,
+        unit="step",
+        dynamic_ncols=True,
+        initial=run.start_step,
+        total=tr.steps,
+    )
+    for step in bar:
+        if run.stop.signum is not None:
+            break
+        try:
+            result = rl_step(
+                step,
+                run.prompts,
+                ctx.tokenizer,
+                cfg.data.template,
+                ctx.engine,
+                run.reward,
+                run.learner,
+                cfg.algorithm,
+                cfg.rollout,
+                tr.prompts_per_step,
+                run.probe,
+            )
+            run.metrics = result.metrics()
+            for hook in hooks[:2]:  # evaluations use the engine too
+                hook(run, step, run.metrics)
+        except RolloutEngineError as err:
+            last = (
+                f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: resume from it with "
+                "trainer.resume=auto"
+                if run.saved
+                else "no checkpoint was written yet"
+            )
+            raise RolloutEngineError(f"{err}\nRL step {step} did not finish; {last}") from err
+        for hook in hooks[2:]:
+            hook(run, step, run.metrics)
+        done = step
+        if not tr.reuse_heap:
+            release_free_heap()
+    if run.stop.signum is not None:
+        if run.saved_step != done:
+            save(run, store, done)
+        raise TrainingInterrupted(run.stop.signum, done, run.saved)
+    for sink in loggers:
+        sink.close()
+    benchmarks.evaluator.close()
+
+
+def summarize(run: RLRun) -> dict:
+    """Export the final policy (``trainer.save_checkpoint``), free the learner, evaluate the
+    held-out set after RL, write and print ``summary.json``; return it."""
+    cfg, ctx = run.cfg, run.ctx
+    if cfg.trainer.save_checkpoint:
+        run.learner.export_pretrained(run.run_dir / "checkpoint", ctx.tokenizer)
+    run.learner = None  # the optimizer state (2x the fp32 weights) is not needed past the last step
+    release_free_heap()
+    ctx.heldout_eval("after_rl")
+    ctx.verifier.close()
+    evals = ctx.heldout_eval.evals
+    summary: dict = {f"heldout_{k}": v.accuracy.value for k, v in evals.items()}
+    summary["heldout_n"] = len(ctx.heldout)
+    summary["heldout"] = {k: v.as_dict() for k, v in evals.items()}
+    if "after_sft" in evals and "after_rl" in evals:
+        before, after = evals["after_sft"], evals["after_rl"]
+        summary["rl_gain"] = after.accuracy.value - before.accuracy.value
+        summary["rl_gain_ci95_paired"] = list(paired_diff_interval(before.per_problem, after.per_problem))
+        summary["rl_gain_ci95_unpaired"] = list(diff_interval(before.accuracy, after.accuracy))
+    summary["sft"] = run.results["sft"]
+    summary["sync_probe_baseline"] = None if run.probe is None else run.probe.baseline
+    summary["steps"] = cfg.trainer.steps
+    summary["resumed_from_step"] = None if run.ckpt is None else run.start_step
+    summary["last_checkpoint"] = None if run.saved is None else str(run.saved)
+    summary["algorithm"] = cfg.algorithm.name
+    summary["wall_seconds"] = time.perf_counter() - run.began
+    summary.update(peak_rss_gb())
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print_summary(summary)
+    return summary
+
+
+def print_summary(summary: dict) -> None:
+    """The held-out figures with their 95% intervals, the RL gain, wall time and peak memory."""
+    print("\nheld-out accuracy (n=%d, greedy, Wilson 95%% interval)" % summary["heldout_n"])
+    for name, e in summary["heldout"].items():
+        print(
+            f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  "
+            f"mean length {e['mean_len']:.1f} tokens"
+        )
+    if "rl_gain" in summary:
+        plo, phi = summary["rl_gain_ci95_paired"]
+        ulo, uhi = summary["rl_gain_ci95_unpaired"]
+        print(
+            f"  RL gain ({summary['algorithm']}) over cold start: {100 * summary['rl_gain']:+.1f} points, "
+            f"95% interval [{100 * plo:+.1f}, {100 * phi:+.1f}] paired (same problems), "
+            f"[{100 * ulo:+.1f}, {100 * uhi:+.1f}] unpaired"
+        )
+    print(f"  wall {summary['wall_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_gb']:.2f} GB")
+
+
+def run_main(cfg: RunConfig, run_dir: Path, command: list[str]) -> None:
+    """`reasoner.jobs.rl.run`; when a signal stops it, print how to resume (`command`) and exit
+    with status 128 + the signal number."""
+    try:
+        run(cfg, run_dir)
+    except TrainingInterrupted as stopped:
+        print(f"{stopped}\nresume with: {' '.join(shlex.quote(a) for a in command)}", file=sys.stderr, flush=True)
+        sys.exit(128 + stopped.signum)

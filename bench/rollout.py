@@ -25,9 +25,9 @@ from bench.report import child_result, machine, machine_line, print_result, save
 def measure(backend: str, prompts: int, samples: int, max_tokens: int, repeats: int) -> dict:
     """Run in a child process: tokens/s of `repeats` generate calls of the workload."""
     from reasoner.config import Backend, RolloutConfig
-    from reasoner.prompts import Template, prompt_ids
     from reasoner.data import load_problems
     from reasoner.models import load_tokenizer, resolve_model_path
+    from reasoner.prompts import Template, prompt_ids
     from reasoner.rollout import make_engine
 
     path = resolve_model_path("embedded:smollm2-135m")
@@ -81,12 +81,14 @@ def main() -> None:
         "machine": info,
     }
     body = (
-        f"`python -m bench.rollout --prompts {args.prompts} --samples {args.samples} --max-tokens {args.max_tokens} --repeats {args.repeats}`\n\n"
+        f"`python -m bench.rollout --prompts {args.prompts} --samples {args.samples} --max-tokens {args.max_tokens} "
+        f"--repeats {args.repeats}`\n\n"
         f"Workload: {workload} (level-2 arithmetic prompts, T 1, top-p 1), embedded SmolLM2-135M-Instruct; "
         f"each backend in its own process, one untimed warm-up call, then {args.repeats} timed `generate` calls. "
         f"{machine_line(info)}\n\n"
         + table([("vLLM (bf16), generated tokens/s", vllm), ("transformers `generate` (fp32), generated tokens/s", hf)])
-        + f"\n\nvLLM / transformers, ratio of medians: **{ratio:.2f}x**. Tokens generated per call: vLLM {runs['vllm']['tokens']}, transformers {runs['hf']['tokens']}.\n"
+        + f"\n\nvLLM / transformers, ratio of medians: **{ratio:.2f}x**. "
+        f"Tokens generated per call: vLLM {runs['vllm']['tokens']}, transformers {runs['hf']['tokens']}.\n"
     )
     save("rollout", result, "Rollout: vLLM vs transformers backend (`bench/rollout.py`)", body)
     print(body)

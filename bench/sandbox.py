@@ -79,7 +79,8 @@ def main() -> None:
         for workers in (1, 2):
             rows[f"HumanEval programs/s, {workers} worker(s)"].append(throughput(workers))
     print(
-        f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}, repeats: {args.repeats}, runs per overhead figure: {args.runs}"
+        f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}, repeats: {args.repeats}, "
+        f"runs per overhead figure: {args.runs}"
     )
     print("| measure | min | median |\n|---|---:|---:|")
     for name, values in rows.items():

@@ -3,8 +3,8 @@
     python -m bench.step [--runs 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128]
 
 Method: `--runs` separate runs of ``reasoner-train`` (``python -m reasoner.jobs.cli``, vLLM backend
-with ``rollout.enforce_eager=false``, embedded SmolLM2-135M-Instruct, no cold start, level-2 arithmetic, GRPO with the k3 KL to a
-frozen reference at beta 0.04 so the reference pass is timed too) of `--steps` RL steps of
+with ``rollout.enforce_eager=false``, embedded SmolLM2-135M-Instruct, no cold start, level-2 arithmetic, GRPO with
+the k3 KL to a frozen reference at beta 0.04 so the reference pass is timed too) of `--steps` RL steps of
 `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens. Per run, the
 phase times the trainer logs (``time/*`` in metrics.jsonl) over steps 2..S (step 1 warms
 kernels and caches) are averaged; the table gives min / median over runs. Phases: generate
@@ -64,7 +64,8 @@ class Workload:
             "trainer.eval_max_tokens=16",
             "trainer.save_checkpoint=false",
             "trainer.checkpoint_every=0",
-            "rollout.enforce_eager=false",  # compiled vLLM: ~1.3x tokens/s for ~90 s more start-up (not in the per-step times)
+            # compiled vLLM: ~1.3x tokens/s for ~90 s more start-up (not in the per-step times)
+            "rollout.enforce_eager=false",
         ]
 
 
@@ -131,9 +132,12 @@ def main() -> None:
     rows.append(("peak RSS of the trainer process, MB", spread(rss)))
     result = {"workload": vars(work), "runs": per_run, "peak_rss_mb": rss, "machine": info}
     body = (
-        f"`python -m bench.step --runs {args.runs} --steps {args.steps} --prompts {args.prompts} --group {args.group} --max-tokens {args.max_tokens}`\n\n"
-        f"Workload: {args.prompts} prompts x {args.group} completions, at most {args.max_tokens} tokens, GRPO with k3 KL "
-        f"(beta {work.beta}), vLLM backend compiled (`rollout.enforce_eager=false`), embedded SmolLM2-135M-Instruct; per run the mean over steps 2-{args.steps}, "
+        f"`python -m bench.step --runs {args.runs} --steps {args.steps} --prompts {args.prompts} --group {args.group} "
+        f"--max-tokens {args.max_tokens}`\n\n"
+        f"Workload: {args.prompts} prompts x {args.group} completions, at most {args.max_tokens} tokens, "
+        f"GRPO with k3 KL "
+        f"(beta {work.beta}), vLLM backend compiled (`rollout.enforce_eager=false`), embedded SmolLM2-135M-Instruct; "
+        f"per run the mean over steps 2-{args.steps}, "
         f"then min / median / max over {args.runs} runs. {machine_line(info)}\n\n" + table(rows) + "\n"
     )
     save("step", result, "GRPO step breakdown (`bench/step.py`)", body)

@@ -28,9 +28,9 @@ def measure(backend: str, repeats: int) -> dict:
     from transformers import AutoModelForCausalLM
 
     from reasoner.config import Backend, RolloutConfig
+    from reasoner.logprobs import sequence_logprobs
     from reasoner.models import resolve_model_path
     from reasoner.rollout import make_engine
-    from reasoner.logprobs import sequence_logprobs
     from reasoner.rollout.sync import SyncProbe, check_sync, named_weights, push_weights, sync_drift
 
     path = resolve_model_path("embedded:smollm2-135m")

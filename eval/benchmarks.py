@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from reasoner.prompts import Template
 from reasoner.data import load_problems
+from reasoner.prompts import Template
 from reasoner.types import Problem
 
 ENTRY_POINT_GROUP = "reasoner.benchmarks"
@@ -134,7 +134,8 @@ def registered() -> dict[str, Benchmark]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in BUILTIN:
             raise ValueError(
-                f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r} reuses the built-in benchmark name {ep.name!r}"
+                f"entry point {ep.value!r} in group {ENTRY_POINT_GROUP!r} reuses the built-in benchmark name "
+                f"{ep.name!r}"
             )
         obj = ep.load()
         bench = obj() if callable(obj) else obj

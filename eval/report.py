@@ -25,14 +25,16 @@ def markdown(summaries: Sequence[BenchmarkSummary], model: str) -> str:
         "unbiased estimator (Chen et al. 2021); maj@n: majority vote over the n samples' answers; "
         "[95% interval] over problems.",
         "",
-        "| benchmark | problems | n | T | top-p | max tokens | avg@n | pass@n | maj@n | mean len | median len | truncated |",
+        "| benchmark | problems | n | T | top-p | max tokens | avg@n | pass@n | maj@n | mean len | median len "
+        "| truncated |",
         "|---|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|",
     ]
     for s in summaries:
         n, sp = s.sampling.n, s.sampling
         maj = _pct(s.maj_at[n]) if s.maj_at else "n/a"
         lines.append(
-            f"| {s.benchmark} | {s.problems} | {n} | {sp.temperature:g} | {sp.top_p:g} | {sp.max_tokens} | {_pct(s.avg)} "
+            f"| {s.benchmark} | {s.problems} | {n} | {sp.temperature:g} | {sp.top_p:g} | {sp.max_tokens} "
+            f"| {_pct(s.avg)} "
             f"| {_pct(s.pass_at[n])} | {maj} | {s.mean_len:.1f} | {s.median_len:.1f} | {100 * s.truncated:.1f}% |"
         )
     for s in summaries:
@@ -127,7 +129,8 @@ def compare(
     (`eval.metrics.diff_interval`). "beyond noise" says whether 0 lies outside that interval.
     """
     lines = [
-        f"| benchmark | metric | {label_a} | {label_b} | {label_b} - {label_a} | 95% interval | interval | beyond noise |",
+        f"| benchmark | metric | {label_a} | {label_b} | {label_b} - {label_a} "
+        "| 95% interval | interval | beyond noise |",
         "|---|---|---|---|---:|---|---|---|",
     ]
     for name in [n for n in a if n in b]:
@@ -151,6 +154,7 @@ def compare(
                 lo, hi = diff_interval(pa, pb)
             lines.append(
                 f"| {name} | {metric} | {_pct(pa)} | {_pct(pb)} | {100 * (pb.value - pa.value):+.1f} "
-                f"| [{100 * lo:+.1f}, {100 * hi:+.1f}] | {'paired' if paired else 'unpaired'} | {'yes' if lo > 0 or hi < 0 else 'no'} |"
+                f"| [{100 * lo:+.1f}, {100 * hi:+.1f}] | {'paired' if paired else 'unpaired'} "
+                f"| {'yes' if lo > 0 or hi < 0 else 'no'} |"
             )
     return "\n".join(lines) + "\n"

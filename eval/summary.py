@@ -135,7 +135,8 @@ def summarize(
         got = by_problem.get(p.id, {})
         if len(got) < n:
             raise ValueError(
-                f"{bench.name}: problem {p.id!r} has {len(got)} of its {n} samples (run the evaluation to completion first)"
+                f"{bench.name}: problem {p.id!r} has {len(got)} of its {n} samples "
+                "(run the evaluation to completion first)"
             )
         rows.append([got[i] for i in range(n)])
     correct = [sum(s.correct for s in row) for row in rows]

@@ -61,6 +61,7 @@ class StopRequest:
             return
         self.signum = signum
         log.warning(
-            "%s received: finishing the current step, then writing a checkpoint and exiting (send it again to exit at once)",
+            "%s received: finishing the current step, then writing a checkpoint and exiting "
+            "(send it again to exit at once)",
             name,
         )

@@ -70,7 +70,8 @@ def load_tokenizer(model_path: str) -> Any:
         return AutoTokenizer.from_pretrained(model_path)
     except OSError as err:
         raise FileNotFoundError(
-            f"model.path={model_path!r}: no such local directory (looked for {Path(model_path).expanduser().resolve()}) "
+            f"model.path={model_path!r}: no such local directory "
+            f"(looked for {Path(model_path).expanduser().resolve()}) "
             f"and not loadable as a Hugging Face hub id ({type(err).__name__}: {str(err).splitlines()[0]})"
         ) from err
 

@@ -26,7 +26,6 @@ R1_SYSTEM = (
 )
 
 
-
 def messages(problem: str, template: Template) -> list[dict[str, str]]:
     """Chat messages for a problem under a prompt template."""
     if template == Template.r1:

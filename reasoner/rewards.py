@@ -132,7 +132,7 @@ class Reward:
         b, g = len(rollouts.completions), len(rollouts.completions[0])
         prompts = rollouts.prompts
         problems = [p for p in prompts.problems for _ in range(g)]
-        texts = [t for t in (prompts.texts or [''] * b) for _ in range(g)]
+        texts = [t for t in (prompts.texts or [""] * b) for _ in range(g)]
         completions = [c for group in rollouts.completions for c in group]
         rewards = torch.zeros(b * g)
         correct, verdicts, values = None, None, {}
@@ -201,4 +201,3 @@ def add_length_terms(
         rewards = rewards + shaping.length_weight * bonus
         metrics["reward/length_reward"] = float(bonus.mean())
     return replace(scored, rewards=rewards), metrics
-

@@ -47,7 +47,8 @@ def table(results: dict[str, tuple[list[dict], dict]]) -> str:
     """Markdown table: held-out accuracy after the cold start and after RL (Wilson 95%), the
     paired gain, mean response length, training accuracy over the last steps and wall time."""
     lines = [
-        "| algorithm | held-out after cold start | held-out after RL [95% CI] | gain (paired 95% CI) | mean length after RL | train acc, last 5 steps | wall (min) |",
+        "| algorithm | held-out after cold start | held-out after RL [95% CI] | gain (paired 95% CI) "
+        "| mean length after RL | train acc, last 5 steps | wall (min) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, (rows, s) in results.items():
@@ -57,13 +58,15 @@ def table(results: dict[str, tuple[list[dict], dict]]) -> str:
         gain_txt = (
             "n/a"
             if gain is None
-            else f"{100 * gain:+.1f} [{100 * s['rl_gain_ci95_paired'][0]:+.1f}, {100 * s['rl_gain_ci95_paired'][1]:+.1f}]"
+            else f"{100 * gain:+.1f} [{100 * s['rl_gain_ci95_paired'][0]:+.1f}, "
+            f"{100 * s['rl_gain_ci95_paired'][1]:+.1f}]"
         )
         tail = [r["reward/accuracy"] for r in rows[-5:]]
         lines.append(
             f"| {name} | {'n/a' if sft is None else f'{100 * sft:.1f}%'} "
             f"| {100 * after['accuracy']:.1f}% [{100 * after['ci_low']:.1f}, {100 * after['ci_high']:.1f}] "
-            f"| {gain_txt} | {after['mean_len']:.1f} | {100 * sum(tail) / max(len(tail), 1):.1f}% | {s['wall_seconds'] / 60:.1f} |"
+            f"| {gain_txt} | {after['mean_len']:.1f} | {100 * sum(tail) / max(len(tail), 1):.1f}% "
+            f"| {s['wall_seconds'] / 60:.1f} |"
         )
     n = next(iter(results.values()))[1]["heldout_n"] if results else 0
     return "\n".join(lines) + f"\n\nHeld-out: n={n} problems, greedy decoding.\n"

@@ -18,7 +18,8 @@ def smol_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(smol_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 128-wide Llama (head_dim 64: vLLM CPU attention needs it) with random weights and SmolLM2's tokenizer + chat template."""
+    """A 2-layer, 128-wide Llama (head_dim 64: vLLM CPU attention needs it) with random weights and SmolLM2's
+    tokenizer + chat template."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(smol_dir)

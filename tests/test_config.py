@@ -8,10 +8,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from reasoner.config import Backend, RunConfig, register_configs
-from reasoner.models import resolve_model_path
-from reasoner.config import CONF_DIR
+from reasoner.config import CONF_DIR, Backend, RunConfig, register_configs
 from reasoner.jobs.cli import to_run_config
+from reasoner.models import resolve_model_path
 
 register_configs()
 
@@ -56,8 +55,8 @@ def test_bad_enum_value_lists_choices():
 
 
 def test_out_of_range_value_names_field_and_rule():
-    with pytest.raises(ValueError, match=r"algorithm.group_size=1 .*>= 2"):
-        to_run_config(_compose(["algorithm.group_size=1"]))
+    with pytest.raises(ValueError, match=r"algorithm.sampling.group_size=1 .*>= 2"):
+        to_run_config(_compose(["algorithm.sampling.group_size=1"]))
 
 
 def test_benchmark_eval_needs_a_cadence():

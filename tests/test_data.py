@@ -5,9 +5,8 @@ import re
 
 import pytest
 
-from reasoner import arithmetic
-from reasoner.prompts import Template
-from reasoner.data import BadRowError, load_problems, messages, target_text
+from reasoner.data import BadRowError, arithmetic, load_problems
+from reasoner.prompts import Template, messages, target_text
 
 
 @pytest.mark.parametrize(
@@ -71,7 +70,7 @@ def test_every_bad_row_class_is_named_by_file_and_row(tmp_path, caplog, case):
     with pytest.raises(BadRowError) as err:
         load_problems(str(path))
     assert re.search(rf"rows.jsonl: row 2: ({reason})", str(err.value)), str(err.value)
-    with caplog.at_level("WARNING", logger="reasoner.data"):
+    with caplog.at_level("WARNING", logger="reasoner.data.sources"):
         kept = load_problems(str(path), on_bad_row="skip")
     assert sorted(p.id for p in kept) == ["a", "c"]
     assert re.search(rf"rows.jsonl: skipped 1 bad row\(s\) of 3: rows 2 \(row 2: ({reason})", caplog.text), caplog.text
@@ -80,7 +79,7 @@ def test_every_bad_row_class_is_named_by_file_and_row(tmp_path, caplog, case):
 def test_skip_report_lists_every_bad_row_and_all_bad_is_an_error(tmp_path, caplog):
     path = tmp_path / "mixed.jsonl"
     path.write_bytes(b"".join([GOOD, b"oops\n", GOOD, b'{"problem": ""}\n', b"[]\n"]))
-    with caplog.at_level("WARNING", logger="reasoner.data"):
+    with caplog.at_level("WARNING", logger="reasoner.data.sources"):
         assert len(load_problems(str(path), on_bad_row="skip")) == 2
     assert "mixed.jsonl: skipped 3 bad row(s) of 5: rows 2, 4, 5" in caplog.text
     path.write_bytes(b"oops\n[]\n")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from reasoner.data import load_problems
-from reasoner.data.decontaminate import OverlapFilter, benchmark_filter, decontaminate, normalize
+from reasoner.data.decontaminate import OverlapFilter, decontaminate, normalize
+from reasoner.jobs.common import overlap_filter
 from reasoner.types import Problem
 
 
@@ -16,7 +17,7 @@ def evals():
 
 @pytest.fixture(scope="module")
 def math_filter():
-    return benchmark_filter(["math500", "aime24", "gsm8k"])
+    return overlap_filter(["math500", "aime24", "gsm8k"], 8, [])
 
 
 def test_normalize_folds_case_spacing_and_punctuation():
@@ -75,4 +76,4 @@ def test_bad_ngram_and_unknown_benchmark_are_named():
     with pytest.raises(ValueError, match="ngram must be >= 1, got 0"):
         OverlapFilter([], ngram=0)
     with pytest.raises(ValueError, match="no benchmark named 'math501'"):
-        benchmark_filter(["math501"])
+        overlap_filter(["math501"], 8, [])

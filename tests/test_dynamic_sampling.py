@@ -4,19 +4,18 @@ rollout engine and verifier (no model)."""
 import re
 
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoTokenizer
 
-from reasoner.config import register_configs
-from reasoner.rewards import add_length_terms
-from reasoner.rl_step import PromptSampler, Timer, sample_groups, to_train_batch
-from reasoner.config import CONF_DIR
-from reasoner.jobs.cli import to_run_config
+from reasoner.config import AlgorithmConfig, RewardConfig, RolloutConfig, SamplingConfig, ShapingConfig
+from reasoner.data.stream import PromptStream
+from reasoner.prompts import Template
+from reasoner.rewards import add_length_terms, build_reward
+from reasoner.rl_step import Timer, sample_groups, to_train_batch
 from reasoner.types import Completion, Problem
 from verifiers.base import VerifyResult
 
-register_configs()
 G = 4
+DAPO = AlgorithmConfig(name="dapo", sampling=SamplingConfig(G, dynamic=True, max_rounds=5))
 
 
 class ScriptedEngine:
@@ -53,17 +52,16 @@ class ExactVerifier:
         ]
 
 
-def _cfg(extra):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        base = ["trainer.prompts_per_step=2", f"algorithm.group_size={G}", "rollout.max_tokens=8"]
-        return to_run_config(compose(config_name="config", overrides=base + extra))
-
-
-def _run(smol_dir, problems, extra):
+def _run(smol_dir, problems, algo, verifier=None, step=1):
+    """The generate, reward and filter phases of one step: 2 prompts, G completions of <= 8 tokens."""
     tok = AutoTokenizer.from_pretrained(smol_dir)
     engine = ScriptedEngine(tok)
-    cfg = _cfg(extra)
-    scored, keep, rounds = sample_groups(PromptSampler(problems, seed=0), engine, ExactVerifier(), tok, cfg, Timer())
+    reward = build_reward(RewardConfig(), Template.plain, verifier or ExactVerifier())
+    stream = PromptStream(problems, seed=0)
+    rollout = RolloutConfig(max_tokens=8)
+    scored, keep, rounds, _ = sample_groups(
+        step, stream, 2, tok, Template.plain, engine, reward, algo, rollout, Timer()
+    )
     return scored, keep, rounds, engine
 
 
@@ -74,8 +72,7 @@ def _problems(ks):
 def test_dynamic_sampling_refills_with_mixed_groups(smol_dir):
     # the seeded order visits problems 4, 2 | 1, 0 | 5, 3: each of the first two rounds has one
     # mixed group (k = 2, then k = 1) and one all-wrong or all-right group, which is dropped
-    extra = ["algorithm=dapo", "algorithm.overlong_buffer=4", "algorithm.dynamic_sampling_max_rounds=5"]
-    scored, keep, rounds, engine = _run(smol_dir, _problems([0, 1, 4, 0, 2, 0]), extra)
+    scored, keep, rounds, engine = _run(smol_dir, _problems([0, 1, 4, 0, 2, 0]), DAPO)
     assert rounds == engine.calls == 2 and keep == [0, 2]
     kept = scored.take(keep)
     assert all(0 < int(c) < G for c in kept.correct.sum(1))
@@ -83,34 +80,25 @@ def test_dynamic_sampling_refills_with_mixed_groups(smol_dir):
 
 
 def test_dynamic_sampling_stops_at_the_round_cap(smol_dir):
-    scored, keep, rounds, _ = _run(
-        smol_dir,
-        _problems([0, 4]),
-        ["algorithm=dapo", "algorithm.overlong_buffer=4", "algorithm.dynamic_sampling_max_rounds=3"],
-    )
+    algo = AlgorithmConfig(sampling=SamplingConfig(G, dynamic=True, max_rounds=3))
+    scored, keep, rounds, _ = _run(smol_dir, _problems([0, 4]), algo)
     assert keep == [] and rounds == 3 and scored.rewards.shape == (6, G)
 
 
 def test_without_dynamic_sampling_every_group_is_kept(smol_dir):
-    _, keep, rounds, _ = _run(smol_dir, _problems([0, 4]), [])
+    _, keep, rounds, _ = _run(smol_dir, _problems([0, 4]), AlgorithmConfig(sampling=SamplingConfig(G)))
     assert keep == [0, 1] and rounds == 1
 
 
 def test_length_terms_are_added_to_the_reward(smol_dir):
-    scored, _, _, _ = _run(
-        smol_dir,
-        _problems([2]),
-        ["algorithm.overlong_buffer=4", "algorithm.length_reward_weight=0.1", "algorithm.length_reward_warmup=1"],
-    )
-    cfg = _cfg(
-        ["algorithm.overlong_buffer=4", "algorithm.length_reward_weight=0.1", "algorithm.length_reward_warmup=1"]
-    )
+    scored, _, _, _ = _run(smol_dir, _problems([2]), AlgorithmConfig(sampling=SamplingConfig(G)))
+    shaping = ShapingConfig(overlong_buffer=4, length_weight=0.1, length_warmup=1)
     # lengths 1..4 with L_max 8, L_cache 4: no overlong penalty; step 1 is inside the warm-up
-    shaped, metrics = add_length_terms(scored, cfg.algorithm, cfg.rollout.max_tokens, step=1)
+    shaped, metrics = add_length_terms(scored, shaping, 8, step=1)
     torch.testing.assert_close(shaped.rewards, scored.rewards)
     assert metrics == {"reward/overlong_penalty": 0.0}
     # step 2: k1.5 lambda = 0.5 - (len - 1) / 3 = [0.5, 1/6, -1/6, -0.5]; the 2 long ones are wrong
-    shaped, metrics = add_length_terms(scored, cfg.algorithm, cfg.rollout.max_tokens, step=2)
+    shaped, metrics = add_length_terms(scored, shaping, 8, step=2)
     expected = 0.1 * torch.tensor([[0.5, 1 / 6, -1 / 6, -0.5]]).expand(2, G)  # the one problem, twice
     torch.testing.assert_close(shaped.rewards - scored.rewards, expected)
     assert "reward/length_reward" in metrics
@@ -126,14 +114,7 @@ class CrashesOnWrongAnswers(ExactVerifier):
 
 
 def test_a_verifier_crash_scores_that_sample_zero(smol_dir):
-    tok = AutoTokenizer.from_pretrained(smol_dir)
-    scored, keep, _ = sample_groups(
-        PromptSampler(_problems([3]), seed=0),
-        ScriptedEngine(tok),
-        CrashesOnWrongAnswers(),
-        tok,
-        _cfg(["reward.format_weight=0"]),
-        Timer(),
-    )
+    algo = AlgorithmConfig(sampling=SamplingConfig(G))
+    scored, keep, _, _ = _run(smol_dir, _problems([3]), algo, CrashesOnWrongAnswers())
     assert scored.rewards.tolist() == [[1.0, 1.0, 1.0, 0.0]] * 2 and keep == [0, 1]  # the one problem, twice
     assert [v.reason for v in scored.verdicts[0]] == ["scripted"] * 3 + ["error: ZeroDivisionError: verifier bug"]

@@ -11,11 +11,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from eval.samples import Sample
-from reasoner.config import RejectionConfig, StageConfig, StageKind, Template, register_configs
+from reasoner.config import CONF_DIR, RejectionConfig, StageConfig, StageKind, Template, register_configs
+from reasoner.jobs.cli import to_run_config
 from reasoner.jobs.recipe import RecipeError, run_recipe, stage_config
 from reasoner.jobs.rejection import select
-from reasoner.config import CONF_DIR
-from reasoner.jobs.cli import to_run_config
 
 register_configs()
 TESTS = Path(__file__).resolve().parent
@@ -81,9 +80,9 @@ def test_every_shipped_recipe_builds_each_stage_config(recipe):
     assert configs and all(c.recipe.stages == [] for c in configs)
     if recipe.startswith("k1_5"):
         rl, length_rl = configs[-2:]
-        assert (rl.algorithm.length_reward_weight, rl.algorithm.scale_by_std) == (0.0, True)
+        assert (rl.algorithm.shaping.length_weight, rl.algorithm.scale_by_std) == (0.0, True)
         # the length round: k1.5's reward and its mean-only baseline (k1.5 Eq. 3)
-        assert (length_rl.algorithm.length_reward_weight, length_rl.algorithm.scale_by_std) == (0.5, False)
+        assert (length_rl.algorithm.shaping.length_weight, length_rl.algorithm.scale_by_std) == (0.5, False)
         assert length_rl.model.path == "/m/prev" and length_rl.data.train_seed == 1
 
 
@@ -91,7 +90,8 @@ STAGES = (
     "recipe.stages=["
     "{name: cold, kind: sft, overrides: ['sft.examples=8']},"
     "{name: rl1, kind: rl, overrides: ['trainer.steps=2']},"
-    "{name: rs, kind: rejection_sampling, overrides: ['rejection.problems=4', 'rejection.samples=4', 'rejection.keep_per_problem=2', 'rejection.require_format=false', 'rejection.drop_truncated=false']},"
+    "{name: rs, kind: rejection_sampling, overrides: ['rejection.problems=4', 'rejection.samples=4', "
+    "'rejection.keep_per_problem=2', 'rejection.require_format=false', 'rejection.drop_truncated=false']},"
     "{name: sft2, kind: sft},"
     "{name: rl2, kind: rl, overrides: ['trainer.steps=1', 'data.train_seed=1']}]"
 )
@@ -107,7 +107,7 @@ def test_five_stage_recipe_chains_models_and_resumes(tiny_model_dir, tmp_path, m
         "data.heldout_n=4",
         "data.arithmetic_levels=[1]",
         "trainer.prompts_per_step=2",
-        "algorithm.group_size=4",
+        "algorithm.sampling.group_size=4",
         "trainer.micro_batch_size=4",
         "rollout.max_tokens=8",
         "trainer.eval_max_tokens=8",
@@ -170,7 +170,10 @@ def test_sigterm_stops_the_running_stage_and_the_same_command_resumes(tiny_model
     import time
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    two = "recipe.stages=[{name: a, kind: rl, overrides: ['trainer.steps=400']}, {name: b, kind: sft, overrides: ['sft.examples=4']}]"
+    two = (
+        "recipe.stages=[{name: a, kind: rl, overrides: ['trainer.steps=400']}, "
+        "{name: b, kind: sft, overrides: ['sft.examples=4']}]"
+    )
     cmd = [
         sys.executable,
         "-m",
@@ -182,7 +185,7 @@ def test_sigterm_stops_the_running_stage_and_the_same_command_resumes(tiny_model
         "rollout=hf",
         "data.heldout_n=2",
         "trainer.prompts_per_step=2",
-        "algorithm.group_size=2",
+        "algorithm.sampling.group_size=2",
         "rollout.max_tokens=4",
         "trainer.eval_max_tokens=4",
         "trainer.checkpoint_every=0",

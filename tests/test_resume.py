@@ -20,14 +20,13 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 from scripted_verifiers import VowelShare
 
-from reasoner import arithmetic
 from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
-from reasoner.config import register_configs
-from reasoner.learner import NonFiniteUpdateError
-from reasoner.rollout import RolloutEngineError
-from reasoner.config import CONF_DIR
+from reasoner.config import CONF_DIR, register_configs
+from reasoner.data import arithmetic
 from reasoner.jobs.cli import to_run_config
 from reasoner.jobs.rl import run
+from reasoner.learner import NonFiniteUpdateError
+from reasoner.rollout import RolloutEngineError
 from verifiers.base import VerifyResult
 
 register_configs()
@@ -36,7 +35,7 @@ SMALL = [
     "rollout=hf",
     "sft.enabled=false",
     "trainer.prompts_per_step=2",
-    "algorithm.group_size=4",
+    "algorithm.sampling.group_size=4",
     "trainer.micro_batch_size=4",
     "rollout.max_tokens=8",
     "trainer.eval_max_tokens=4",
@@ -94,11 +93,11 @@ def _same(a, b):
 # (3 problems, 2 to 4 drawn per step), keep-last-1 plus the best checkpoint
 EVERYTHING = [
     "algorithm=ppo",
-    "algorithm.kl_beta=0.05",
-    "algorithm.kl_target=0.01",
-    "algorithm.kl_placement=reward",
-    "algorithm.dynamic_sampling=true",
-    "algorithm.dynamic_sampling_max_rounds=2",
+    "algorithm.kl.beta=0.05",
+    "algorithm.kl.target=0.01",
+    "algorithm.kl.placement=reward",
+    "algorithm.sampling.dynamic=true",
+    "algorithm.sampling.max_rounds=2",
     "trainer.lr=1e-3",
     "trainer.lr_warmup_steps=3",
     "trainer.checkpoint_every=1",
@@ -113,12 +112,12 @@ def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file,
     run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=1"], VowelShare), halves)
 
     # a change the checkpoint cannot honour is refused, naming each field
-    with pytest.raises(CheckpointError, match=r"algorithm.clip_high: 0.2 -> 0.3.*trainer.lr: 0.001 -> 0.002"):
+    with pytest.raises(CheckpointError, match=r"algorithm.clip.high: 0.2 -> 0.3.*trainer.lr: 0.001 -> 0.002"):
         run(
             _cfg(
                 tiny_model_dir,
                 train_file,
-                [*EVERYTHING, "trainer.steps=2", "algorithm.clip_high=0.3", "trainer.lr=2e-3"],
+                [*EVERYTHING, "trainer.steps=2", "algorithm.clip.high=0.3", "trainer.lr=2e-3"],
                 VowelShare,
             ),
             halves,
@@ -160,7 +159,8 @@ def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file,
 def test_missing_resume_path_says_what_was_looked_for(tmp_path):
     with pytest.raises(
         CheckpointError,
-        match=rf"trainer.resume='{tmp_path}/old': no checkpoint there \(looked for {tmp_path}/old/manifest.json, {tmp_path}/old/checkpoints/step_\*/manifest.json",
+        match=rf"trainer.resume='{tmp_path}/old': no checkpoint there \(looked for {tmp_path}/old/manifest.json, "
+        rf"{tmp_path}/old/checkpoints/step_\*/manifest.json",
     ):
         find_resume_checkpoint(str(tmp_path / "old"), tmp_path / "run")
     damaged = tmp_path / "run/checkpoints/step_000003"
@@ -385,7 +385,8 @@ def test_engine_failure_stops_with_the_last_checkpoint_intact(tiny_model_dir, tr
     cfg = _cfg(tiny_model_dir, train_file, ["trainer.steps=5", "trainer.checkpoint_every=2"])
     with pytest.raises(
         RolloutEngineError,
-        match=r"(?s)rollout engine \(hf\) failed in generate: RuntimeError: engine core died.*RL step 3 did not finish; the last checkpoint, .*step_000002 \(step 2\), is intact",
+        match=r"(?s)rollout engine \(hf\) failed in generate: RuntimeError: engine core died.*"
+        r"RL step 3 did not finish; the last checkpoint, .*step_000002 \(step 2\), is intact",
     ):
         run(cfg, tmp_path)
     assert [c.step for c in CheckpointStore(tmp_path / "checkpoints").checkpoints()] == [2]

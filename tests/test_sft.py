@@ -11,12 +11,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reasoner.config import SFTConfig, Template, register_configs
-from reasoner.data import BadRowError, clean_solution, load_problems, target_text
-from reasoner.sft import length_grouped_batches, load_sft_problems, run_sft
-from reasoner.jobs.sft import run_sft_job
-from reasoner.config import CONF_DIR
+from reasoner.config import CONF_DIR, SFTConfig, register_configs
+from reasoner.data import BadRowError, load_problems
 from reasoner.jobs.cli import to_run_config
+from reasoner.jobs.common import load_sft_problems
+from reasoner.jobs.sft import run_sft_job
+from reasoner.prompts import Template, clean_solution, target_text
+from reasoner.sft import length_grouped_batches, run_sft
 from verifiers.format import verify_format
 
 register_configs()

@@ -8,8 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM
 
-from reasoner.config import register_configs
-from reasoner.config import CONF_DIR
+from reasoner.config import CONF_DIR, register_configs
 from reasoner.jobs.cli import to_run_config
 from reasoner.jobs.rl import run
 
@@ -19,7 +18,7 @@ TINY = [
     "trainer.steps=2",
     "trainer.prompts_per_step=2",
     "trainer.micro_batch_size=3",
-    "algorithm.group_size=4",
+    "algorithm.sampling.group_size=4",
     "rollout.max_tokens=16",
     "rollout.max_model_len=256",
     "rollout.kv_cache_gb=1",
@@ -93,20 +92,27 @@ def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
 
 def test_sync_check_catches_a_missed_sync(tiny_model_dir):
     from reasoner.config import RolloutConfig
-    from reasoner.rollout.base import WeightSyncError, check_sync, sync_weights
     from reasoner.rollout.hf_engine import HFEngine
+    from reasoner.rollout.sync import SyncProbe, WeightSyncError, check_sync, named_weights, push_weights
 
     engine = HFEngine(str(tiny_model_dir), seed=0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    seq, plen = list(range(100, 140)), 20
+    probe, learner = SyncProbe(list(range(100, 140)), 20), _logprobs_of(model)
     tol = RolloutConfig().sync_check_tol
-    assert check_sync(engine, model, seq, plen, tol) < 1e-4
+    assert check_sync(engine, learner, probe, tol) < 1e-4
     with torch.no_grad():
         model.get_input_embeddings().weight.mul_(30.0)
     with pytest.raises(WeightSyncError, match="differ by"):
-        check_sync(engine, model, seq, plen, tol)
-    sync_weights(engine, model)
-    assert check_sync(engine, model, seq, plen, tol) < 1e-4
+        check_sync(engine, learner, probe, tol)
+    push_weights(engine, named_weights(model))
+    assert check_sync(engine, learner, probe, tol) < 1e-4
+
+
+def _logprobs_of(model):
+    """The sync check's learner side for a bare model (`reasoner.logprobs.sequence_logprobs`)."""
+    from reasoner.logprobs import sequence_logprobs
+
+    return lambda ids, plen, bf16: sequence_logprobs(model, ids, plen, bf16)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
@@ -131,19 +137,20 @@ def test_hf_sampler_logprobs_match_a_teacher_forced_pass(tiny_model_dir, tempera
 
 
 def test_sync_check_tolerance_counts_from_the_baseline(tiny_model_dir):
-    from reasoner.rollout.base import WeightSyncError, check_sync, sync_drift
     from reasoner.rollout.hf_engine import HFEngine
+    from reasoner.rollout.sync import SyncProbe, WeightSyncError, check_sync, sync_drift
 
     engine = HFEngine(str(tiny_model_dir), seed=0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    seq, plen = list(range(100, 140)), 20
+    probe, learner = SyncProbe(list(range(100, 140)), 20), _logprobs_of(model)
     with torch.no_grad():  # a small, fixed gap between sampler and learner: the probe's floor
         model.lm_head.weight.add_(0.02 * torch.randn_like(model.lm_head.weight))
-    floor = sync_drift(engine, model, seq, plen)
+    floor = sync_drift(engine, learner, probe)
     assert floor > 1e-3
     with pytest.raises(WeightSyncError, match="before training"):
-        check_sync(engine, model, seq, plen, tol=floor / 2)
-    assert check_sync(engine, model, seq, plen, tol=floor / 2, baseline=floor) == pytest.approx(floor)
+        check_sync(engine, learner, probe, tol=floor / 2)
+    probe.baseline = floor
+    assert check_sync(engine, learner, probe, tol=floor / 2) == pytest.approx(floor)
 
 
 def test_two_grpo_steps_on_mbpp_with_the_code_reward(tiny_model_dir, tmp_path):
@@ -165,13 +172,13 @@ ALGORITHMS = sorted(p.stem for p in (Path(CONF_DIR) / "algorithm").glob("*.yaml"
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_two_steps_of_every_algorithm(tiny_model_dir, tmp_path, algorithm):
     """Every recipe runs end to end (transformers sampler: no vLLM start-up per recipe)."""
-    extra = ["algorithm.overlong_buffer=4"] if algorithm == "dapo" else []  # DAPO's 25 needs max_tokens > 25
+    extra = ["algorithm.shaping.overlong_buffer=4"] if algorithm == "dapo" else []  # DAPO's 25 needs max_tokens > 25
     cfg = _cfg(tiny_model_dir, ["rollout=hf", f"algorithm={algorithm}", "trainer.micro_batch_size=4", *extra])
     run(cfg, tmp_path)
     for m in _check_outputs(tmp_path, 2):
         rounds = m["groups/sampling_rounds"]
         if m["groups/trained"] == 0:  # dynamic sampling found no mixed group: no update this step
-            assert cfg.algorithm.dynamic_sampling and rounds == cfg.algorithm.dynamic_sampling_max_rounds
+            assert cfg.algorithm.sampling.dynamic and rounds == cfg.algorithm.sampling.max_rounds
             continue
         assert m["policy/optimizer_steps"] == cfg.algorithm.ppo_epochs * cfg.algorithm.mini_batches
         assert m["sync/logprob_diff"] < 1e-4

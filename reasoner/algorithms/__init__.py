@@ -6,3 +6,5 @@ No model and no I/O in here. Shapes: B prompts, G completions per prompt, n sequ
 (micro-)batch, T completion tokens (padded). Each function's docstring cites its paper and
 equation.
 """
+
+import reasoner.algorithms.builtin  # noqa: E402, F401  (registers the built-in algorithms)

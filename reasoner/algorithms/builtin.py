@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from reasoner.algorithms import aggregate
+import reasoner.algorithms.aggregate as aggregate
 from reasoner.algorithms.advantages import (
     grpo_advantages,
     masked_whiten,

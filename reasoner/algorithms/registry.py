@@ -1,7 +1,8 @@
 """Algorithms by name: advantage estimators, policy losses, loss aggregations and KL estimators.
 
-Each kind is a table of `Entry` (the function and what it needs). Built-ins register themselves
-where they are defined (`reasoner.algorithms.advantages`, ...); a user's module registers its own
+Each kind is a table of `Entry` (the function and what it needs). The built-ins register in
+`reasoner.algorithms.builtin`, which the package imports, so they are there whenever this
+module is; a user's module registers its own
 with the same decorator, and the config names it (``algorithm.estimator=my_estimator``). A name
 not yet registered is looked up, in order, among the modules of the ``reasoner.algorithms``
 entry-point group (each imported once), then as an import path ``package.module:function`` or
@@ -107,7 +108,6 @@ def register(kind: str, name: str, *, needs_critic: bool = False, token_level: b
 
 def names(kind: str) -> list[str]:
     """The registered names of a kind, sorted."""
-    _load_builtins()
     return sorted(_TABLES[kind])
 
 
@@ -118,7 +118,6 @@ def get(kind: str, name: str) -> Entry:
         UnknownAlgorithm: no such entry; the message lists the valid names.
     """
     global _ENTRY_POINTS_LOADED
-    _load_builtins()
     table = _TABLES[kind]
     if name in table:
         return table[name]
@@ -146,7 +145,3 @@ def _import_path(path: str) -> Any:
         return getattr(import_module(module), attr, None)
     except ImportError:
         return None
-
-
-def _load_builtins() -> None:
-    import reasoner.algorithms.builtin  # noqa: F401  (registers the built-ins on import)

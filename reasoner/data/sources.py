@@ -34,7 +34,7 @@ import random
 from pathlib import Path
 from typing import Any, Sequence
 
-from reasoner.data import arithmetic
+import reasoner.data.arithmetic as arithmetic
 from reasoner.types import Problem
 from verifiers.code.suite import parse_suite, reference
 
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 VENDORED_DIR = Path(__file__).parent / "vendored"
 VENDORED = ("gsm8k_train", "gsm8k_test", "math_train", "math500", "aime24", "aime25", "amc23", "humaneval", "mbpp")
+
 
 class BadRowError(ValueError):
     """A dataset row failed validation; the message names the source, row and field."""
@@ -89,7 +90,8 @@ def _validate(row: Any, source: str, index: int, number: int) -> Problem:
     target = row.get("target")
     if target is not None and target != "verbatim":
         raise BadRowError(
-            f"{where}: field 'target' must be 'verbatim' (the solution is the whole SFT target) or absent, got {target!r}"
+            f"{where}: field 'target' must be 'verbatim' (the solution is the whole SFT target) or absent, "
+            f"got {target!r}"
         )
     if target and not solution:
         raise BadRowError(f"{where}: field 'target' is 'verbatim' but the row has no 'solution'")
@@ -177,7 +179,8 @@ def _rows(source: str, split: str) -> list[tuple[int, Any]]:
         ds = datasets.load_dataset(source, split=split)
     except (FileNotFoundError, ConnectionError, OSError, ValueError) as err:
         raise FileNotFoundError(
-            f"dataset {source!r}: no such file (looked for {path.resolve()}) and not loadable as a Hugging Face dataset "
+            f"dataset {source!r}: no such file (looked for {path.resolve()}) "
+            "and not loadable as a Hugging Face dataset "
             f"(split {split!r}): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         ) from err
     return list(enumerate(ds, start=1))

@@ -46,7 +46,8 @@ class PromptStream:
             if state[key] != mine[key]:
                 raise ValueError(
                     f"the training data differs from the checkpoint's: {key} {state[key]!r} there, {mine[key]!r} now "
-                    f"(the checkpoint's set: {state['size']} problems, digest {state['digest']}); resume needs the same data"
+                    f"(the checkpoint's set: {state['size']} problems, digest {state['digest']}); "
+                    "resume needs the same data"
                 )
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self._order = self._shuffled()

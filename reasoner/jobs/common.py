@@ -126,16 +126,16 @@ def open_run(cfg: RunConfig, engine_seed: int, evals: dict | None = None) -> Run
     )
 
 
-def overlap_filter(cfg: RunConfig, heldout: list[Problem]) -> OverlapFilter:
-    """The evaluation-overlap filter of training data: every problem of the ``data.decontaminate``
-    benchmarks (`eval.benchmarks`) and the held-out set, at ``data.decontaminate_ngram``.
+def overlap_filter(benchmarks: list[str], ngram: int, heldout: list[Problem]) -> OverlapFilter:
+    """The evaluation-overlap filter of training data (``data.decontaminate``,
+    ``data.decontaminate_ngram``): every problem of the named benchmarks (`eval.benchmarks`) and of
+    the run's held-out set.
 
     Raises:
         ValueError: an unknown benchmark name.
     """
-    d = cfg.data
-    texts = [(name, p.problem) for name in d.decontaminate for p in get_benchmark(name).problems()]
-    return OverlapFilter([*texts, *(("heldout", p.problem) for p in heldout)], d.decontaminate_ngram)
+    texts = [(name, p.problem) for name in benchmarks for p in get_benchmark(name).problems()]
+    return OverlapFilter([*texts, *(("heldout", p.problem) for p in heldout)], ngram)
 
 
 def load_sft_problems(cfg: RunConfig, heldout: list[Problem], exclude: list[str] = ()) -> tuple[list[Problem], dict]:
@@ -159,7 +159,11 @@ def load_sft_problems(cfg: RunConfig, heldout: list[Problem], exclude: list[str]
         terse_fraction=s.terse_fraction,
     )
     return training_pool(
-        problems, overlap_filter(cfg, heldout), s.examples, f"sft.source={s.source}", key="problem+solution"
+        problems,
+        overlap_filter(d.decontaminate, d.decontaminate_ngram, heldout),
+        s.examples,
+        f"sft.source={s.source}",
+        key="problem+solution",
     )
 
 

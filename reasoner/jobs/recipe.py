@@ -107,7 +107,8 @@ def _finished(path: Path, flat: dict) -> StageResult | None:
     if changed:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
         raise RecipeError(
-            f"stage {path.name} finished with another config ({listed}); use a new hydra.run.dir, or delete {path} to run it again"
+            f"stage {path.name} finished with another config ({listed}); use a new hydra.run.dir, "
+            f"or delete {path} to run it again"
         )
     return StageResult(**record["result"])
 
@@ -141,7 +142,10 @@ def _run_child(path: Path) -> None:
 def _result(stage: StageConfig, path: Path, model: str, seconds: float) -> StageResult:
     summary = json.loads((path / "summary.json").read_text())
     if stage.kind is StageKind.rejection_sampling:
-        notes = f"kept {summary['kept']} of {summary['samples']} samples ({summary['correct']} correct), {summary['problems_with_a_kept_sample']} of {summary['problems']} problems"
+        notes = (
+            f"kept {summary['kept']} of {summary['samples']} samples ({summary['correct']} correct), "
+            f"{summary['problems_with_a_kept_sample']} of {summary['problems']} problems"
+        )
         return StageResult(stage.name, stage.kind.value, model, summary["data"], None, notes, seconds)
     after = "after_sft" if stage.kind is StageKind.sft else "after_rl"
     notes = f"{summary['sft']['examples']} examples" if stage.kind is StageKind.sft else f"{summary['steps']} steps"
@@ -203,7 +207,8 @@ def results_table(name: str, base: dict | None, results: list[StageResult]) -> s
     lines = [
         f"Recipe {name}: held-out evaluation after each stage",
         "",
-        "| stage | kind | accuracy [95% CI] | mean length (tokens) | format ok | language consistency | wall (min) | notes |",
+        "| stage | kind | accuracy [95% CI] | mean length (tokens) | format ok | language consistency "
+        "| wall (min) | notes |",
         "|---|---|---|---:|---:|---:|---:|---|",
     ]
 
@@ -211,7 +216,8 @@ def results_table(name: str, base: dict | None, results: list[StageResult]) -> s
         if e is None:
             return "(model unchanged) | | | "
         lang = e.get("language_consistency", 1.0)
-        return f"{100 * e['accuracy']:.1f}% [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}] | {e['mean_len']:.1f} | {100 * e['well_formed']:.1f}% | {100 * lang:.1f}%"
+        interval = f"{100 * e['accuracy']:.1f}% [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]"
+        return f"{interval} | {e['mean_len']:.1f} | {100 * e['well_formed']:.1f}% | {100 * lang:.1f}%"
 
     if base is not None:
         lines.append(f"| start | (model as given) | {cells(base)} | | |")

@@ -118,7 +118,10 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
         on_bad_row=d.on_bad_row.value,
     )
     problems, cleaning = training_pool(
-        pool, overlap_filter(cfg, run.heldout), r.problems, f"rejection.source={r.source}"
+        pool,
+        overlap_filter(d.decontaminate, d.decontaminate_ngram, run.heldout),
+        r.problems,
+        f"rejection.source={r.source}",
     )
     bench = Benchmark(
         "rejection",

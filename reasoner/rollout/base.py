@@ -1,4 +1,5 @@
-"""The rollout-engine interface and its failure guard, shared by every backend (weight sync: `reasoner.rollout.sync`)."""
+"""The rollout-engine interface and its failure guard, shared by every backend
+(weight sync: `reasoner.rollout.sync`)."""
 
 from __future__ import annotations
 

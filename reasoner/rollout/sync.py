@@ -47,9 +47,7 @@ def make_probe(tokenizer: Any, template: Template, problem: Problem) -> SyncProb
     """A probe from a held-out problem: its prompt, then its cold-start target text (or, without
     a worked solution, ``The final answer is \\boxed{answer}.``) and EOS."""
     prompt = prompt_ids(tokenizer, problem.problem, template)
-    text = (
-        target_text(problem, template) if problem.solution else f"The final answer is \\boxed{{{problem.answer}}}."
-    )
+    text = target_text(problem, template) if problem.solution else f"The final answer is \\boxed{{{problem.answer}}}."
     completion = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
     return SyncProbe(prompt + list(completion), len(prompt))
 

@@ -21,8 +21,8 @@ from eval.pipeline import load_summaries, rescore_run, run_eval
 from eval.report import compare
 from eval.runner import Verifiers, rescore
 from eval.samples import Sample, SampleFile
-from reasoner.config import CONF_DIR, Backend, Template
-from reasoner.data import target_text
+from reasoner.config import CONF_DIR, Backend
+from reasoner.prompts import Template, target_text
 
 LABELED = Path(__file__).resolve().parents[1] / "verifiers" / "data" / "math_labeled.jsonl"
 N, LIMIT = 3, 4

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from reasoner.config import register_configs
-from reasoner.config import CONF_DIR
+from reasoner.config import CONF_DIR, register_configs
 from reasoner.jobs.cli import to_run_config
 from verifiers.code import CodeVerifier
 from verifiers.registry import build_verifier
@@ -79,7 +78,7 @@ def test_doc_example_through_entry_point(example_package):
 
 def test_reward_groups_build_their_verifiers():
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = to_run_config(compose(config_name="config", overrides=["reward=code", "reward.timeout_s=7"]))
+        cfg = to_run_config(compose(config_name="config", overrides=["reward=code", "reward.verifier.timeout_s=7"]))
     verifier = build_verifier(cfg.reward.verifier)
     assert isinstance(verifier, CodeVerifier) and verifier.timeout_s == 7.0
 

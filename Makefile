@@ -1,10 +1,11 @@
 # Quick start:  make train   (set up, then cold start + GRPO on the embedded default)
 #               make test    (set up, then the default test suite)
+#               make lint    (ruff check + ruff format --check, line length 120)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup train test test-slow bench clean
+.PHONY: setup train test lint test-slow bench clean
 
 setup: $(VENV)/.setup-done
 
@@ -18,6 +19,10 @@ train: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -74,6 +74,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "trainer.micro_batch_size",
         "trainer.save_checkpoint",
         "trainer.max_nonfinite_steps",
+        "trainer.max_verifier_failures",
         "rollout.backend",
         "rollout.kv_cache_gb",
         "rollout.gpu_memory_utilization",

@@ -377,7 +377,7 @@ class RolloutConfig:
     sync_check: bool = True
     #: allowed increase (nats/token) of the mean |logprob difference| in that check over its value
     #: before training (same checkpoint on both sides); the floors and the size of a missed update
-    #: are in BENCHMARKS.md "Weight sync" (`reasoner.rollout.sync`).
+    #: are in BENCHMARKS.md "Figures moved from code comments" (`reasoner.rollout.sync`).
     sync_check_tol: float = 0.05
 
     def __post_init__(self) -> None:
@@ -484,6 +484,9 @@ class TrainerConfig:
     #: stop the run after this many consecutive RL steps whose update had a non-finite loss or
     #: gradient (each such optimizer step is skipped and logged as policy/skipped_updates).
     max_nonfinite_steps: int = 3
+    #: stop the run after this many consecutive RL steps in which every verdict was a verifier
+    #: error (each such step is not trained on; logged as reward/verifier_failed).
+    max_verifier_failures: int = 3
 
     def __post_init__(self) -> None:
         check("trainer.steps", self.steps, self.steps >= 0, ">= 0")
@@ -518,6 +521,7 @@ class TrainerConfig:
         )
         check("trainer.keep_last", self.keep_last, self.keep_last >= 1, ">= 1")
         check("trainer.max_nonfinite_steps", self.max_nonfinite_steps, self.max_nonfinite_steps >= 1, ">= 1")
+        check("trainer.max_verifier_failures", self.max_verifier_failures, self.max_verifier_failures >= 1, ">= 1")
 
 
 @dataclass

@@ -60,6 +60,8 @@ class StepResult:
         length_metrics: the mean of each length term added (``reward/...``).
         stats: the update's figures (`UpdateStats.skipped` when nothing was trained on).
         sync_drift: the sync check's log-prob drift (nats/token); NaN when not checked.
+        verifier_failed: every verdict of the step was a verifier error, so nothing was
+            trained on (the rewards are not the model's).
         seconds: wall seconds per phase (`PHASES`), and ``step`` for the whole step.
     """
 
@@ -71,6 +73,7 @@ class StepResult:
     stats: UpdateStats
     sync_drift: float
     seconds: dict[str, float] = field(default_factory=dict)
+    verifier_failed: bool = False
 
     def metrics(self) -> dict[str, Any]:
         """Flat metrics: ``reward/``, ``response/``, ``groups/`` over every completion of the step;
@@ -88,6 +91,7 @@ class StepResult:
             **{f"reward/{name}": float(v.mean()) for name, v in s.terms.items() if name != "correct"},
             "reward/verify_timeouts": float(sum(v.reason == "timeout" for v in verdicts)),
             "reward/verify_errors": float(sum(v.reason.startswith("error") for v in verdicts)),
+            "reward/verifier_failed": float(self.verifier_failed),
             **self.length_metrics,
             "response/len_mean": float(lengths.mean()),
             "response/len_max": float(lengths.max()),
@@ -241,8 +245,9 @@ def rl_step(
 ) -> StepResult:
     """Run RL step `step` (1-based), phase by phase (module docstring).
 
-    When no group is kept (`sample_groups`), the learner's phases and the sync are skipped and
-    the policy figures are NaN.
+    When no group is kept (`sample_groups`), or every verdict is a verifier error (a dead
+    verifier scores every sample 0: those are not the model's rewards), the learner's phases and
+    the sync are skipped and the policy figures are NaN.
 
     Raises:
         reasoner.rollout.RolloutEngineError: the engine failed.
@@ -253,7 +258,8 @@ def rl_step(
         step, prompts, prompts_per_step, tokenizer, template, engine, reward, algo, rollout, t
     )
     stats, drift = UpdateStats.skipped(), float("nan")
-    if kept:
+    failed = all(v.reason.startswith("error") for row in scored.verdicts for v in row)
+    if kept and not failed:
         batch = to_train_batch(scored.take(kept))
         with t("logprobs"):
             batch = learner.score(batch)
@@ -266,4 +272,4 @@ def rl_step(
             if probe is not None:
                 drift = check_sync(engine, learner.sequence_logprobs, probe, rollout.sync_check_tol)
     t.seconds["step"] = time.perf_counter() - begin
-    return StepResult(step, scored, kept, rounds, length_metrics, stats, drift, t.seconds)
+    return StepResult(step, scored, kept, rounds, length_metrics, stats, drift, t.seconds, failed)

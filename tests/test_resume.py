@@ -177,7 +177,7 @@ DRIVER = """
 import sys, time
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-import reasoner.checkpoint as ck
+import reasoner.learner as learner_module
 from reasoner.config import CONF_DIR
 from reasoner.jobs.cli import to_run_config
 from reasoner.jobs.rl import run
@@ -185,7 +185,7 @@ from reasoner.jobs.rl import run
 run_dir, marker, slow_step = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
     cfg = to_run_config(compose(config_name="config", overrides=sys.argv[4:]))
-real_save = ck.save_model
+real_save = learner_module.save_model
 
 def slow_save_model(module, path):  # the policy file is written, then the writer hangs
     real_save(module, path)
@@ -193,7 +193,7 @@ def slow_save_model(module, path):  # the policy file is written, then the write
         marker.touch()
         time.sleep(600)
 
-ck.save_model = slow_save_model
+learner_module.save_model = slow_save_model
 run(cfg, run_dir)
 """
 
@@ -269,8 +269,8 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     assert f"stopped by SIGTERM after RL step {done}; checkpoint {run_dir / 'checkpoints' / f'step_{done:06d}'}" in err
     assert f"resume with: reasoner-train model.path={tiny_model_dir}" in err and f"hydra.run.dir={run_dir}" in err
     ckpt = Checkpoint.open(run_dir / "checkpoints" / f"step_{done:06d}")
-    sampler = ckpt.state["sampler"]
-    assert 3 * sampler["epoch"] + sampler["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500
+    stream = ckpt.state["prompt_stream"]
+    assert 3 * stream["epoch"] + stream["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500
 
 
 FULL_DISK_DRIVER = """
@@ -426,4 +426,4 @@ def test_resume_with_vllm_keeps_data_order_step_count_and_optimizer_state(tiny_m
     for p, state in sa["optimizer"]["state"].items():
         assert float(state["step"]) == float(sb["optimizer"]["state"][p]["step"]) == 4  # every update applied once
     ca, cb = Checkpoint.open(straight / "checkpoints/step_000004"), Checkpoint.open(halves / "checkpoints/step_000004")
-    assert ca.state["sampler"] == cb.state["sampler"]
+    assert ca.state["prompt_stream"] == cb.state["prompt_stream"]

@@ -57,7 +57,7 @@ def test_two_grpo_steps_with_vllm_check_weight_sync(tiny_model_dir, tmp_path):
         # after every optimizer step the sampler's log-probs of the probe match the learner's
         assert 0.0 <= m["sync/logprob_diff"] <= cfg.rollout.sync_check_tol
         assert m["response/len_max"] <= 16
-        assert m["time/generate"] > 0 and m["time/weight_sync"] > 0
+        assert m["time/generate"] > 0 and m["time/sync"] > 0
 
 
 def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
@@ -88,6 +88,10 @@ def test_two_grpo_steps_with_transformers_backend(tiny_model_dir, tmp_path):
     assert (
         "eval/heldout_accuracy" in lines[0] and "eval/heldout_accuracy" not in lines[1]
     )  # the last step has the final eval
+    # the run's wall time covers every step and benchmark evaluation (it once restarted at the
+    # last benchmark evaluation, because one timer variable served both)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["wall_seconds"] > sum(m["time/step"] + m["time/benchmark_eval"] for m in lines)
 
 
 def test_sync_check_catches_a_missed_sync(tiny_model_dir):
@@ -162,7 +166,7 @@ def test_two_grpo_steps_on_mbpp_with_the_code_reward(tiny_model_dir, tmp_path):
     assert [m["step"] for m in lines] == [1, 2]
     for m in lines:
         # a random tiny model writes no program: the correctness score is 0, only format counts
-        assert 0.0 <= m["reward/mean"] <= 0.1 and m["time/verify"] > 0
+        assert 0.0 <= m["reward/mean"] <= 0.1 and m["time/reward"] > 0
     assert set(summary["heldout"]) == {"base", "after_rl"} and summary["heldout_n"] == 4
 
 

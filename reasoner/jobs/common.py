@@ -55,9 +55,7 @@ def reuse_heap() -> bool:
     page-faults and zeroes new pages) and no trimming of the heap top. Call once, early; the
     per-step `release_free_heap` must then be skipped. Returns False where glibc is absent.
 
-    Measured (a GRPO update of 2 prompts x 8 completions of up to 128 tokens on the embedded
-    default, 2 cores; BENCHMARKS.md "Profile of the GRPO step"): 14.7-18.8 s per update with
-    7.8-11.4 s of system CPU time before, 8.1-10.2 s with 0.1-2.6 s after.
+    The effect on a GRPO update is measured in BENCHMARKS.md ("Profile of the GRPO step").
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -85,7 +83,7 @@ def release_free_heap() -> None:
     """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
 
     The learner's per-step tensors vary in size, so glibc keeps growing heap arenas that it
-    never returns: measured on the embedded default, the process grew 0.7 GB over 40 steps.
+    never returns (the growth over a run: BENCHMARKS.md, "Figures moved from code comments").
     """
     gc.collect()
     try:

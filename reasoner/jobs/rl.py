@@ -93,6 +93,8 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
         NonFiniteUpdateError: ``trainer.max_nonfinite_steps`` consecutive steps had a
             non-finite loss or gradient (their updates were skipped; a checkpoint is written).
         RolloutEngineError: the rollout engine failed; no checkpoint is written after it.
+        VerifierFailed: ``trainer.max_verifier_failures`` consecutive steps had only verifier
+            errors (none was trained on).
         CheckpointError: ``trainer.resume`` names no usable checkpoint, or the config changed in a
             way a resume cannot honour (the message names the fields).
     """
@@ -260,6 +262,40 @@ class LogHook:
         tqdm.write(compact_line(step, metrics))
 
 
+class VerifierFailed(RuntimeError):
+    """The verifier failed on every sample of ``trainer.max_verifier_failures`` consecutive steps."""
+
+
+class VerifierGuard:
+    """Counts consecutive steps whose every verdict was a verifier error (not trained on, see
+    `reasoner.rl_step.rl_step`) and stops the run after ``trainer.max_verifier_failures``.
+
+    Raises (when called):
+        VerifierFailed: naming the last intact checkpoint and how to resume.
+    """
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
+        self.failures = self.failures + 1 if metrics["reward/verifier_failed"] else 0
+        limit = run.cfg.trainer.max_verifier_failures
+        if self.failures:
+            log.warning("step %d: every verdict was a verifier error; the step was not trained on", step)
+        if self.failures >= limit:
+            last = (
+                f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: fix the verifier and "
+                "resume with trainer.resume=auto"
+                if run.saved
+                else "no checkpoint was written yet"
+            )
+            raise VerifierFailed(
+                f"steps {step - self.failures + 1}-{step}: the verifier failed on every sample "
+                f"(trainer.max_verifier_failures={limit}; its errors are in the log above). Nothing was trained "
+                f"on in those steps; {last}"
+            )
+
+
 class CheckpointHook:
     """Checkpoints on the ``trainer.checkpoint_every`` cadence, after the last step and on a
     stop request; counts consecutive steps with skipped (non-finite) updates and stops the run
@@ -311,6 +347,7 @@ def loop(run: RLRun) -> None:
         TrainingInterrupted: a stop request (after a checkpoint of the last finished step).
         RolloutEngineError: the engine failed (the message names the last intact checkpoint).
         NonFiniteUpdateError: see `CheckpointHook`.
+        VerifierFailed: see `VerifierGuard`.
     """
     cfg, tr, ctx = run.cfg, run.cfg.trainer, run.ctx
     store = CheckpointStore(run.run_dir / "checkpoints", tr.keep_last, tr.best_metric, tr.best_mode)
@@ -320,7 +357,7 @@ def loop(run: RLRun) -> None:
     history = ckpt.path.parent.parent / "metrics.jsonl" if other_run else None
     loggers = make_loggers(list(tr.loggers), run.run_dir, run.start_step, history)
     benchmarks = BenchmarkHook(cfg, ctx)
-    hooks: list[AfterStep] = [heldout_hook, benchmarks, LogHook(loggers), CheckpointHook(store)]
+    hooks: list[AfterStep] = [heldout_hook, benchmarks, LogHook(loggers), CheckpointHook(store), VerifierGuard()]
     if ckpt is not None:
         ckpt.restore_rng()  # last: everything above may draw random numbers
     done = run.start_step

@@ -9,7 +9,7 @@ rollout engine in memory, and a log-prob check proves the engine runs them.
 3. `check_sync` scores a fixed probe sequence (`SyncProbe`, from `make_probe`) on both sides
    and compares the mean |log-prob difference| per completion token against the floor measured
    before training (same checkpoint on both sides) plus ``rollout.sync_check_tol``. The floors
-   measured per model and probe are in BENCHMARKS.md ("Weight sync").
+   measured per model and probe are in BENCHMARKS.md ("Figures moved from code comments").
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: 
 
     Against a bf16 sampler the learner scores under bf16 autocast, so both sides round the same
     fp32 weights to bf16; what remains is kernel-level numerical noise, which grows with the
-    sequence (BENCHMARKS.md "Weight sync" has the floors measured per model and probe).
+    sequence (the floors measured per model and probe: BENCHMARKS.md, "Figures moved from code
+    comments").
     """
     sampler = torch.tensor(engine.sequence_logprobs(probe.token_ids, probe.prompt_len))
     learner = torch.tensor(learner_logprobs(probe.token_ids, probe.prompt_len, engine.dtype == torch.bfloat16))
@@ -91,10 +92,10 @@ def check_sync(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: 
     (nats/token).
 
     The baseline is the probe's drift before training, when sampler and learner hold the same
-    checkpoint: the numerical floor of this probe on this hardware. A sampler that missed the
-    tied LM head differs by about 1.2 nats/token more, one that missed a single update by about
-    0.02 (BENCHMARKS.md "Weight sync"), so one missed update passes the default tolerance and
-    misses that pile up do not.
+    checkpoint: the numerical floor of this probe on this hardware. What a missed LM head or a
+    missed update adds on top is in BENCHMARKS.md ("Figures moved from code comments"): a
+    missed tied LM head fails the default tolerance, one missed update passes it, misses that
+    pile up do not.
 
     Raises:
         WeightSyncError: the drift exceeds ``probe.baseline + tol`` (the sampler is not running the

@@ -1,11 +1,26 @@
-"""Final-answer extraction from a (long chain-of-thought) completion.
+"""Final-answer extraction from a (long chain-of-thought) completion, and from a gold answer.
 
-Rules, in order: the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced, nested braces), then the
-configured fallbacks, each tried in the order given:
+Rules for a completion, in order: the last run of ``\\boxed{...}`` / ``\\fbox{...}`` (balanced,
+nested braces), then the configured fallbacks, each tried in the order given:
 
 - ``"phrase"``: the last ``<answer>X</answer>``, else the last "final answer is X" / "the answer
-  is X" / "Answer: X", else the last GSM8K-style ``#### X``;
-- ``"last_number"``: the last number in the text.
+  is X" or the same in French, Spanish, German, Italian, Portuguese, Russian, Chinese or Japanese,
+  else the last "Answer: X" (in those languages), else the last GSM8K-style ``#### X``;
+- ``"latex"``: the last LaTeX math span (``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``);
+- ``"last_number"``: the last number standing alone in the text: not part of a word or an
+  identifier (``QX7Z``, ``x2``), and not inside a LaTeX span unless the span is that one number
+  (``$\\frac{3+\\sqrt{7}}{4}$`` holds no number to take; ``$42$`` is 42).
+
+A *run* of boxes is several boxes separated only by commas, "and" / "or", spaces or math
+delimiters (``\\boxed{2}, \\boxed{5}``, ``$\\boxed{-2}$ and $\\boxed{1}$``): the answers are joined
+with commas, so the run reads as the set of its answers (a list of candidates is a set, and a set
+never matches a single gold answer). Boxes separated by words are separate: only the last counts.
+This is math-verify's reading of several boxes (its ``LatexExtractionConfig`` joins boxes
+separated by ",", "and", "or"; its tests ``$\\boxed{1}\\boxed{2}$`` = ``1,2`` and "\\boxed{-2} and
+\\boxed{1}" = ``1,-2``).
+
+`gold_answer` applies the box rule to a gold answer that is a worked solution (the MATH dataset's
+``solution`` field, a gold written as ``\\[ \\boxed{7} \\]``); a gold without a box is used as is.
 
 Every scan is linear in the text length and every captured phrase is at most `MAX_PHRASE` chars,
 so a 100 kB completion costs milliseconds here (the time limit itself lives in the worker pool).
@@ -17,21 +32,41 @@ import re
 from typing import Sequence
 
 MAX_PHRASE = 300
+MAX_RUN = 10  # boxes in one run; a longer run is cut to its last MAX_RUN boxes
 
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 _BRACES = re.compile(r"[{}]")
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+# What may stand between two boxes of one run (checked on at most MAX_PHRASE chars).
+_RUN_GAP = re.compile(
+    r"^(?:\s|[,;.&$]|\\[()\[\]]|\\quad|\\qquad|\\[,;!]|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*$", re.I
+)
+_IS = r"(?:final answer|the answer|la r[ée]ponse(?: finale)?|la respuesta(?: final)?|die (?:endg[üu]ltige )?antwort"
+_IS += r"|la risposta(?: finale)?|a resposta(?: final)?)\s*(?:ist|is|est|es|lautet|[èé])\b"
+_COLON = r"(?:\*\*)?(?:final answer|answer|r[ée]ponse|respuesta|antwort|risposta|resposta|ответ)(?:\*\*)?\s*[:：]"
+_COLON += r"(?:\*\*)?"
 # (where the answer starts, what it is): the answer is read after the *last* start only.
 _PHRASES = (
     (re.compile(r"<answer>"), re.compile(r"(.{0,%d}?)</answer>" % MAX_PHRASE, re.S)),
     (
-        re.compile(r"(?:final answer|the answer) is", re.I),
-        re.compile(r"\s*:?\s*(.{1,%d}?)\s*(?:\.\s|\.?$|\n)" % MAX_PHRASE, re.M),
+        re.compile(r"%s|最终答案是|答案是|答えは" % _IS, re.I),
+        re.compile(r"\s*[:：]?\s*(.{1,%d}?)\s*(?:[.。]\s|[.。]?$|\n)" % MAX_PHRASE, re.M),
     ),
-    (re.compile(r"^\s*\**answer\**\s*:", re.I | re.M), re.compile(r"\s*(.{1,%d}?)\s*$" % MAX_PHRASE, re.M)),
+    (
+        re.compile(r"(?:^|(?<=\s))%s|最终答案\s*[:：]|答案\s*[:：]|答え\s*[:：]" % _COLON, re.I | re.M),
+        re.compile(r"\s*(.{1,%d}?)\s*$" % MAX_PHRASE, re.M),
+    ),
     (re.compile(r"####"), re.compile(r"\s*([^\n]{1,%d})" % MAX_PHRASE)),
 )
-FALLBACKS = ("phrase", "last_number")
+# LaTeX math delimiters, and a blank line (a paragraph break closes any open inline span).
+_DELIMITER = re.compile(r"(?<!\\)(?:\$\$|\$|\\\[|\\\]|\\\(|\\\))|\n[ \t]*\n")
+_CLOSES = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
+_NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+# A number standing alone: no letter, digit, backslash, brace, sub/superscript or operator glued to it.
+_ALONE_NUMBER = re.compile(r"(?<![\w.\\{}^_/])(?:%s)(?![\w{}^_/]|\.\d)" % _NUMBER)
+_LEADING_NUMBER = re.compile(r"^\s*(%s)\s+(?!(?:and|or)\b)[^\W\d_]{2}" % _NUMBER)
+_ONLY_NUMBER = re.compile(r"^\s*(?:%s)\s*$" % _NUMBER)
+FALLBACKS = ("phrase", "latex", "last_number")
+FREE_FORM = FALLBACKS
 
 
 def _closing_brace(text: str, start: int, end: int) -> int | None:
@@ -44,26 +79,93 @@ def _closing_brace(text: str, start: int, end: int) -> int | None:
     return None
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last closed ``\\boxed{}`` or ``\\fbox{}`` in `text` (nested braces kept), or None.
+def _box_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of the last run of closed boxes in `text`, in text order.
 
-    An unclosed last box falls back to the box before it. ``\\boxed 5`` (no braces) gives ``"5"``.
-    Linear time: a box that starts before an unclosed box cannot close after it, so each box is
-    scanned only up to the start of the unclosed box after it.
+    Linear time: a box that starts before a later box cannot close after that box starts (it
+    would contain it), so each box is scanned only up to the start of the box after it.
     """
+    run: list[tuple[int, int, str]] = []
     end = len(text)
     for box in reversed(list(_BOX.finditer(text))):
         i = box.end()
         if i < len(text) and text[i] == "{":
             j = _closing_brace(text, i, end)
-            if j is not None:
-                return text[i + 1 : j].strip()
-            end = box.start()
-            continue
-        token = re.match(r"[^\s$]+", text[i : i + MAX_PHRASE])
-        if token:
-            return token.group(0)
-    return None
+            span = None if j is None else (box.start(), j + 1, text[i + 1 : j].strip())
+        else:
+            token = re.match(r"[^\s$]+", text[i : i + MAX_PHRASE])
+            span = (box.start(), i + token.end(), token.group(0)) if token else None
+        end = box.start()
+        if span is None:
+            if run:
+                break
+            continue  # an unclosed last box falls back to the box before it
+        if run and not (run[0][0] - span[1] <= MAX_PHRASE and _RUN_GAP.match(text[span[1] : run[0][0]])):
+            break
+        run.insert(0, span)
+        if len(run) == MAX_RUN:
+            break
+    return run
+
+
+def last_boxed(text: str) -> str | None:
+    """The answer in the last run of boxes in `text`, or None if it has no closed box.
+
+    One box gives its content (nested braces kept; ``\\boxed 5`` without braces gives ``"5"``);
+    a run of several gives their contents joined by ``", "``. An unclosed last box falls back to
+    the box before it.
+    """
+    run = _box_spans(text)
+    return ", ".join(content for _, _, content in run) if run else None
+
+
+def _math_spans(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every closed LaTeX math span, in one left-to-right pass."""
+    spans, open_at, closer = [], None, None
+    for m in _DELIMITER.finditer(text):
+        token = m.group()
+        if open_at is None:
+            if token in _CLOSES:
+                open_at, closer, content_start = m.start(), _CLOSES[token], m.end()
+        elif token == closer:
+            spans.append((open_at, m.end(), text[content_start : m.start()].strip()))
+            open_at = None
+        elif token.startswith("\n") and closer in ("$", "\\("):
+            open_at = None  # inline math does not run across a paragraph break
+    return spans
+
+
+def _leading_spans(phrase: str) -> list[tuple[int, int, str]]:
+    """The math spans that open `phrase` and the ones joined to them by "and" / "or" / commas."""
+    spans = _math_spans(phrase)
+    if not spans or phrase[: spans[0][0]].strip():
+        return []
+    run = [spans[0]]
+    for span in spans[1:]:
+        if not _RUN_GAP.match(phrase[run[-1][1] : span[0]]):
+            break
+        run.append(span)
+    return run
+
+
+def _in_phrase(phrase: str) -> str:
+    """The answer inside a phrase captured after an anchor.
+
+    A phrase that opens with math gives that math (several spans joined by "and" / "or" / commas
+    give them all, comma-separated); one that opens with a number followed by words gives the
+    number ("42 because ..."); otherwise the text after its last " is " is read the same way
+    ("Answer: the largest $n$ is 34", math-verify's test of the "Final Answer" format).
+    """
+    for attempt in (phrase, re.split(r"\s(?:is|est|es|ist|è)\s", phrase)[-1]):
+        run = _leading_spans(attempt)
+        if run:
+            return ", ".join(content for _, _, content in run)
+        number = _LEADING_NUMBER.match(attempt)
+        if number:
+            return number.group(1)
+        if re.match(r"\s*[-+.\d\\(\[{]", attempt):
+            return attempt.strip()
+    return phrase.strip().strip("$").strip()
 
 
 def _phrase(text: str) -> str | None:
@@ -72,17 +174,38 @@ def _phrase(text: str) -> str | None:
         for last in start.finditer(text):
             pass
         found = answer.match(text, last.end()) if last else None
-        if found:
-            return found.group(1).strip().strip("$").strip()
+        if found and found.group(1).strip():
+            return _in_phrase(found.group(1).strip())
     return None
 
 
+def _last_latex(text: str) -> str | None:
+    spans = [content for _, _, content in _math_spans(text) if content]
+    return spans[-1] if spans else None
+
+
+def _last_number(text: str) -> str | None:
+    """The last number standing alone outside LaTeX math (a span that is only a number counts)."""
+    pieces, last = [], 0
+    for start, end, content in _math_spans(text):
+        pieces.append(text[last:start])
+        pieces.append(f" {content} " if _ONLY_NUMBER.match(content) else " ")
+        last = end
+    pieces.append(text[last:])
+    numbers = _ALONE_NUMBER.findall("".join(pieces))
+    return numbers[-1] if numbers else None
+
+
+_FALLBACK_FUNCTIONS = {"phrase": _phrase, "latex": _last_latex, "last_number": _last_number}
+
+
 def extract_answer(text: str, fallbacks: Sequence[str] = ()) -> str | None:
-    """The final answer in `text`: the last box, else the first fallback that finds one.
+    """The final answer in `text`: the last run of boxes, else the first fallback that finds one.
 
     Args:
         text: the completion.
-        fallbacks: any of ``"phrase"`` and ``"last_number"``, tried in the order given.
+        fallbacks: any of ``"phrase"``, ``"latex"`` and ``"last_number"``, tried in the order given
+            (`FREE_FORM` is all three, in that order).
 
     Raises:
         ValueError: an unknown fallback name (the message lists the known ones).
@@ -94,11 +217,14 @@ def extract_answer(text: str, fallbacks: Sequence[str] = ()) -> str | None:
     if boxed is not None:
         return boxed
     for name in fallbacks:
-        if name == "phrase":
-            found = _phrase(text)
-        else:
-            numbers = _NUMBER.findall(text)
-            found = numbers[-1] if numbers else None
+        found = _FALLBACK_FUNCTIONS[name](text)
         if found:
             return found
     return None
+
+
+def gold_answer(gold: str) -> str:
+    """The answer in a gold string: its last run of boxes if it has one (a worked solution), else the
+    whole string (delimiters and labels are left to `verifiers.math.normalize` and the parser)."""
+    boxed = last_boxed(gold) if "box" in gold else None
+    return gold.strip() if boxed is None else boxed

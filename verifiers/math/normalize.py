@@ -4,7 +4,10 @@
 
 1. a whole-answer ``\\boxed{..}`` is unwrapped; math delimiters (``$``, ``\\(``, ``\\)``, ``\\[``,
    ``\\]``), ``\\left`` / ``\\right``, spacing commands and ``\\displaystyle`` are dropped;
-2. ``\\dfrac`` / ``\\tfrac`` become ``\\frac``, ``\\le`` / ``\\ge`` / ``\\ne`` their long forms;
+2. ``\\dfrac`` / ``\\tfrac`` / ``\\cfrac`` become ``\\frac``; ``\\le``, ``\\ge``, ``\\ne``, ``<=``, ``>=``,
+   ``!=``, ``≤``, ``≥``, ``≠``, ``\\leqslant``, ``\\geqslant`` become ``\\leq`` / ``\\geq`` / ``\\neq``, ``\\lt`` / ``\\gt``
+   become ``<`` / ``>`` (math-verify's relation tests); every text command (``\\textnormal``, ``\\textrm``,
+   ``\\mbox``, ``\\mathrm``, ...) becomes ``\\text`` (math-verify's test ``125\\textnormal{ miles}``);
 3. degree signs, percent signs and dollar signs are dropped (``30^\\circ`` = ``30``, ``50\\%`` =
    ``50``, ``\\$18`` = ``18``: the question fixes the unit, as in the MATH answer key);
 4. units: a trailing ``\\text{..}`` / ``\\mbox{..}`` / ``\\mathrm{..}`` (with an optional power)
@@ -16,7 +19,9 @@
 6. thousands separators (``1,000``, ``1{,}000``) are dropped when the whole answer is one number;
    a plain mixed number ``4 2/3`` becomes ``4\\frac{2}{3}``; a repeating decimal
    ``0.1\\overline{6}`` becomes the exact fraction ``\\frac{15}{90}``;
-7. whitespace is removed (kept only between a command and a letter: ``\\pi r``) and a trailing
+7. several answers joined by "and" / "or" (``4 \\text{ and } 9``, ``(5,2) or (2,5)``) are joined by
+   commas instead, so they read as a set (math-verify's test ``12\\text{ and }13``);
+8. whitespace is removed (kept only between a command and a letter: ``\\pi r``) and a trailing
    period is dropped.
 """
 
@@ -30,12 +35,19 @@ _DELIMITERS = (
     *("^\\circ", "^{\\circ}", "\\circ", "°", "\\degree", "\\%", "%"),
 )
 _RENAME = (
-    (re.compile(r"\\[dt]frac"), r"\\frac"),
-    (re.compile(r"\\le(?![a-zA-Z])"), r"\\leq"),
-    (re.compile(r"\\ge(?![a-zA-Z])"), r"\\geq"),
-    (re.compile(r"\\ne(?![a-zA-Z])"), r"\\neq"),
-    (re.compile(r"\\(?:text|mbox|mathrm|textbf|textit|mathbf|mathit|operatorname)\s*\{\s*"), r"\\text{"),
+    (re.compile(r"\\[dtc]frac"), r"\\frac"),
+    (re.compile(r"\\le(?:qslant)?(?![a-zA-Z])|<=|≤"), r"\\leq "),
+    (re.compile(r"\\ge(?:qslant)?(?![a-zA-Z])|>=|≥"), r"\\geq "),
+    (re.compile(r"\\ne(?![a-zA-Z])|!=|≠"), r"\\neq "),
+    (re.compile(r"\\lt(?![a-zA-Z])"), "<"),
+    (re.compile(r"\\gt(?![a-zA-Z])"), ">"),
+    (
+        re.compile(r"\\(?:text(?:normal|rm|sf|tt|up|bf|it)?|mbox|math(?:rm|sf|tt|bf|it)|operatorname)\s*\{\s*"),
+        r"\\text{",
+    ),
 )
+_CONNECTOR_TEXT = re.compile(r"\s*\\text\{\s*(?:and|or|,)\s*\}\s*")
+_CONNECTOR_WORD = re.compile(r"(?<=[\w})\]])\s+(?:and|or)\s+(?=[-+\w\\({\[])")
 _TEXT = r"\\text\{[^{}]*\}"
 _POWER = r"(?:\^\{?\d\}?)?"
 _UNIT_TEXT = re.compile(r"(?<=[\d}).])\s*(?:%s\s*%s\s*)+$" % (_TEXT, _POWER))
@@ -76,6 +88,9 @@ def normalize(answer: str) -> str:
     for pattern, repl in _RENAME:
         s = pattern.sub(repl, s)
     s = s.replace("{,}", ",").strip()
+    several = not _ONLY_TEXT.match(s) and re.search(r"[\d\\(]", s)
+    if several:
+        s = _CONNECTOR_TEXT.sub(" and ", s)
     if not _ONLY_TEXT.match(s):
         s = _UNIT_TEXT.sub("", s).strip()
         s = _UNIT_WORDS.sub(r"\1", s)
@@ -93,5 +108,7 @@ def normalize(answer: str) -> str:
         s = s.replace(",", "")
     s = _MIXED.sub(r"\1\\frac{\2}{\3}", s)
     s = _REPEATING.sub(_repeating_to_fraction, s)
+    if several:
+        s = _CONNECTOR_WORD.sub(",", s)
     s = _SPACE_AFTER_COMMAND.sub("\\1\x00", s)
     return re.sub(r"\s+", "", s).replace("\x00", " ")

@@ -7,8 +7,17 @@
   own: ``a, b`` and ``\\{a, b\\}`` are finite sets, ``(a, b, c)`` and ``[a, b, c]`` tuples,
   ``[a, b)``-style brackets intervals, ``(a, b)`` a pair (compared as an open interval where the
   other side is a set), ``A \\cup B`` unions, ``\\begin{pmatrix}..\\end{pmatrix}`` matrices and
-  ``x \\in S`` the set S. The ANTLR parser needs about 20 ms for any input with a comma (full-
+  ``x \\in S`` the set S; ``\\begin{array}{cc}..\\end{array}`` and a matrix in brackets
+  (``\\left[\\begin{array}..\\right]``, math-verify's matrix tests) are matrices too. The ANTLR parser needs about 20 ms for any input with a comma (full-
   context prediction); elements take about 1 ms;
+- relations (`_relation`): a label before ``=`` is dropped on either side (a tuple of names
+  ``(m,n) = (4,1)``, a ratio of names ``AB:CD = 3:5``, a segment or angle ``AB``, ``\\angle ABC``,
+  an evaluated function ``f(2) = 5``, a ``\\text{..}`` word): the answer is what follows. One name
+  before ``=`` keeps the equation (``y = 2x + 3`` is a line; `verifiers.math.equivalence` reads
+  ``x = 3`` as 3 against a number). A chain ``x = 5 + 5 + 1 = 11`` keeps its first and last parts,
+  and an equation with no unknown on either side (``3 + 4 = 7``) is its right side. ``A \\approx B`` is A,
+  or B when A is a name or label (``x \\approx 7.78``). These are the gold formats the issue tracker
+  reported (``$(m,n)=(4,1)$``, ``$AB:CD=3:5$``) and math-verify's relation tests;
 - everything else goes through ``latex2sympy2_extended`` (a maintained ANTLR LaTeX-to-sympy
   parser), first with ANTLR's fast SLL prediction and, if that reports a syntax error, again with
   its default full LL prediction: ANTLR's documented two-stage strategy (an SLL parse that succeeds
@@ -40,6 +49,16 @@ MAX_DIGITS = 100_000
 _INTEGER_OR_DECIMAL = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.I)
 _FRACTION = re.compile(r"^([-+]?)(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\}|\\frac(\d)(\d))$")
 _I = sympy.Symbol("i")
+_MATRIX = re.compile(r"^[(\[]?\\begin\{([pbB]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}[)\]]?$", re.S)
+_NAME = re.compile(r"^(?:[a-zA-Z]|\\(?:alpha|beta|gamma|theta|lambda|mu|phi|omega))(?:_\{?\w+\}?)?'*$")
+_ID = r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?'*"
+_LABEL = re.compile(
+    rf"^(?:\((?:{_ID},)+{_ID}\)"  # (m,n)
+    rf"|[a-zA-Z]+(?::[a-zA-Z]+)+"  # a:b, AB:CD
+    r"|[A-Z]{2,4}|\\overline\{[A-Z]+\}|m?\\angle ?[A-Z]{1,3}"  # AB, \overline{AB}, \angle ABC
+    r"|[a-zA-Z]\([^()=]*\)"  # f(2), P(A)
+    r"|\\text\{[^{}]*\}|[A-Za-z]{3,})$"  # \text{area}, area
+)
 # The parser's own fixes for shorthands such as \sqrt2 and \frac12 (the rest is done by normalize).
 _SHORTHANDS = NormalizationConfig(basic_latex=False, malformed_operators=True, boxed="none")
 
@@ -129,8 +148,8 @@ def _structure(s: str) -> sympy.Basic | None:
     member = re.match(r"^[a-zA-Z]\\in(?![a-zA-Z])", s)
     if member:
         return _value(s[member.end() :])
-    matrix = re.match(r"^\\begin\{([pbvB]?matrix)\}(.*)\\end\{\1\}$", s, re.S)
-    if matrix:
+    matrix = _MATRIX.match(s)
+    if matrix and "\\begin" not in matrix.group(2):
         rows = [[_value(x) for x in row.split("&")] for row in matrix.group(2).split("\\\\") if row.strip()]
         return sympy.ImmutableMatrix(rows)
     union = _split(s, "\\cup")
@@ -148,6 +167,27 @@ def _structure(s: str) -> sympy.Basic | None:
     return None
 
 
+def _relation(s: str) -> sympy.Basic | None:
+    """The value of an answer with a top-level ``=`` or ``\\approx`` (module docstring), or None."""
+    approx = _split(s, "\\approx")
+    if len(approx) > 1:
+        head = approx[0]
+        return _value(approx[-1] if _LABEL.match(head) or _NAME.match(head) else head)
+    parts = _split(s, "=")
+    if len(parts) < 2 or not all(parts):
+        return None
+    lhs, rhs = parts[0], parts[-1]
+    if _LABEL.match(lhs):
+        return _value(rhs)
+    value = _value(rhs)
+    if _NAME.match(lhs):
+        return sympy.Eq(_latex(lhs), value) if isinstance(value, sympy.Expr) and not value.is_Matrix else value
+    left = _value(lhs)
+    if all(isinstance(x, sympy.Expr) and not x.free_symbols for x in (left, value)):
+        return value  # a computation, "3 + 4 = 7"
+    return sympy.Eq(left, value)
+
+
 def _as_set(value: sympy.Basic) -> sympy.Basic:
     """A pair ``(a, b)`` inside a union is the open interval."""
     if isinstance(value, sympy.Tuple) and len(value) == 2:
@@ -157,6 +197,8 @@ def _as_set(value: sympy.Basic) -> sympy.Basic:
 
 def _value(s: str) -> sympy.Basic:
     value = _structure(s)
+    if value is None:
+        value = _relation(s)
     if value is None:
         value = _number(s)
     if value is None:

@@ -27,6 +27,8 @@ There is no time limit in here: callers run `equivalent` inside `verifiers.pool.
 
 from __future__ import annotations
 
+import re
+
 import sympy
 from sympy.logic.boolalg import Boolean
 
@@ -37,6 +39,7 @@ REL_TOL = 1e-6
 EXACT_REL_TOL = 1e-20
 PROBE_TOL = 1e-9
 _DIGITS = 30
+_DECIMAL_COMMA = re.compile(r"^(-?\d+),(\d+)$")
 _PROBES = (sympy.Rational(7, 10), sympy.Rational(13, 7), sympy.Rational(-5, 3))
 
 
@@ -158,10 +161,15 @@ def same(a: sympy.Basic | Text, b: sympy.Basic | Text) -> str | None:
     return "symbolic match" if a == b else None
 
 
-def _readings(raw: str, value: sympy.Basic | Text) -> list[sympy.Basic | Text]:
-    """``12.5\\%`` reads as 12.5 (the question asked for a percent) and as 0.125."""
+def _readings(raw: str, normalized: str, value: sympy.Basic | Text) -> list[sympy.Basic | Text]:
+    """``12.5\\%`` reads as 12.5 (the question asked for a percent) and as 0.125; ``1,22`` reads as
+    the pair {1, 22} and as the decimal 1.22 (a decimal comma: math-verify's number tests), unless
+    the digits after the comma are three and could be a thousands group (``32,349``)."""
     if "%" in raw and isinstance(value, sympy.Expr):
         return [value, value / 100]
+    comma = _DECIMAL_COMMA.match(normalized)
+    if comma and (len(comma.group(2)) != 3 or comma.group(1).lstrip("-") == "0" or len(comma.group(1).lstrip("-")) > 3):
+        return [value, sympy.Float(normalized.replace(",", "."), max(15, len(normalized)))]
     return [value]
 
 
@@ -186,7 +194,8 @@ def equivalent(pred: str, gold: str) -> tuple[bool, str, tuple[str, str] | None]
         return False, f"unparsed: {type(exc).__name__}: {exc}"[:200], None
     parsed = (sympy.sstr(a, full_prec=False), sympy.sstr(b, full_prec=False))
     try:
-        reason = next(filter(None, (same(x, y) for x in _readings(pred, a) for y in _readings(gold, b))), None)
+        readings = [(x, y) for x in _readings(pred, npred, a) for y in _readings(gold, ngold, b)]
+        reason = next(filter(None, (same(x, y) for x, y in readings)), None)
     except Exception as exc:  # sympy raises many types on values it cannot compare
         return False, f"error: {type(exc).__name__}: {exc}"[:200], parsed
     return reason is not None, reason or "mismatch", parsed

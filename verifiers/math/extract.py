@@ -1,15 +1,23 @@
 """Final-answer extraction from a (long chain-of-thought) completion, and from a gold answer.
 
 Rules for a completion, in order: the last run of ``\\boxed{...}`` / ``\\fbox{...}`` (balanced,
-nested braces), then the configured fallbacks, each tried in the order given:
+nested braces), then the configured fallbacks, each tried in the order given (when ``"phrase"`` is
+one of them and an answer phrase comes after the last box, the phrase wins: it restates the
+answer last, as in math-verify, which ranks "final answer is" above boxes):
 
 - ``"phrase"``: the last ``<answer>X</answer>``, else the last "final answer is X" / "the answer
   is X" or the same in French, Spanish, German, Italian, Portuguese, Russian, Chinese or Japanese,
   else the last "Answer: X" (in those languages), else the last GSM8K-style ``#### X``;
-- ``"latex"``: the last LaTeX math span (``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``);
+- ``"latex"``: the last LaTeX math span (``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``; inline
+  math does not cross a line break, as in math-verify's tests), or the whole text when it is one
+  short bare expression (``\\frac{10}{9}``);
 - ``"last_number"``: the last number standing alone in the text: not part of a word or an
-  identifier (``QX7Z``, ``x2``), and not inside a LaTeX span unless the span is that one number
-  (``$\\frac{3+\\sqrt{7}}{4}$`` holds no number to take; ``$42$`` is 42).
+  identifier (``QX7Z``, ``x2``, ``H2O``), and not inside a LaTeX span unless the span is that one
+  number (``$\\frac{3+\\sqrt{7}}{4}$`` holds no number to take; ``$42$`` is 42); a unit or ordinal
+  may follow it (``5cm``, ``3rd``, ``1,000.99m²``: math-verify's number tests).
+
+When both ``"latex"`` and ``"last_number"`` are asked for, the one found later in the text wins
+(a final sentence "so there are 12 sequences" after earlier math gives 12).
 
 A *run* of boxes is several boxes separated only by commas, "and" / "or", spaces or math
 delimiters (``\\boxed{2}, \\boxed{5}``, ``$\\boxed{-2}$ and $\\boxed{1}$``): the answers are joined
@@ -38,7 +46,9 @@ _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 _BRACES = re.compile(r"[{}]")
 # What may stand between two boxes of one run (checked on at most MAX_PHRASE chars).
 _RUN_GAP = re.compile(
-    r"^(?:\s|[,;.&$]|\\[()\[\]]|\\quad|\\qquad|\\[,;!]|\\text\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b)*$", re.I
+    r"^(?:\s|[,;.&$]|\\[()\[\]]|\\quad|\\qquad|\\[,;! ]|\\text\{[^{}]{0,40}\band\b[^{}]{0,40}\}|\\text\{\s*(?:or|,)?\s*\}"
+    r"|\band\b|\bor\b)*$",
+    re.I,
 )
 _IS = r"(?:final answer|the answer|la r[ée]ponse(?: finale)?|la respuesta(?: final)?|die (?:endg[üu]ltige )?antwort"
 _IS += r"|la risposta(?: finale)?|a resposta(?: final)?)\s*(?:ist|is|est|es|lautet|[èé])\b"
@@ -53,16 +63,17 @@ _PHRASES = (
     ),
     (
         re.compile(r"(?:^|(?<=\s))%s|最终答案\s*[:：]|答案\s*[:：]|答え\s*[:：]" % _COLON, re.I | re.M),
-        re.compile(r"\s*(.{1,%d}?)\s*$" % MAX_PHRASE, re.M),
+        re.compile(r"\s*(.{1,%d}?)\s*(?:[.。]\s|[.。]?$|\n)" % MAX_PHRASE, re.M),
     ),
     (re.compile(r"####"), re.compile(r"\s*([^\n]{1,%d})" % MAX_PHRASE)),
 )
 # LaTeX math delimiters, and a blank line (a paragraph break closes any open inline span).
-_DELIMITER = re.compile(r"(?<!\\)(?:\$\$|\$|\\\[|\\\]|\\\(|\\\))|\n[ \t]*\n")
+_DELIMITER = re.compile(r"(?<!\\)(?:\$\$|\$|\\\[|\\\]|\\\(|\\\))|\n")
 _CLOSES = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
-# A number standing alone: no letter, digit, backslash, brace, sub/superscript or operator glued to it.
-_ALONE_NUMBER = re.compile(r"(?<![\w.\\{}^_/])(?:%s)(?![\w{}^_/]|\.\d)" % _NUMBER)
+# A number standing alone: nothing glued before it (a letter, digit, backslash, brace, sub/superscript,
+# slash), and after it at most a unit or ordinal of two or more letters (5cm, 3rd) or a squared unit (m²).
+_ALONE_NUMBER = re.compile(r"(?<![\w.\\{}^_/])(?:%s)(?![\d_{}^/]|\.\d|[^\W\d_](?![^\W\d_]|[²³]))" % _NUMBER)
 _LEADING_NUMBER = re.compile(r"^\s*(%s)\s+(?!(?:and|or)\b)[^\W\d_]{2}" % _NUMBER)
 _ONLY_NUMBER = re.compile(r"^\s*(?:%s)\s*$" % _NUMBER)
 FALLBACKS = ("phrase", "latex", "last_number")
@@ -130,8 +141,8 @@ def _math_spans(text: str) -> list[tuple[int, int, str]]:
         elif token == closer:
             spans.append((open_at, m.end(), text[content_start : m.start()].strip()))
             open_at = None
-        elif token.startswith("\n") and closer in ("$", "\\("):
-            open_at = None  # inline math does not run across a paragraph break
+        elif token == "\n" and closer in ("$", "\\("):
+            open_at = None  # inline math does not run across a line break (display math may)
     return spans
 
 
@@ -156,7 +167,8 @@ def _in_phrase(phrase: str) -> str:
     number ("42 because ..."); otherwise the text after its last " is " is read the same way
     ("Answer: the largest $n$ is 34", math-verify's test of the "Final Answer" format).
     """
-    for attempt in (phrase, re.split(r"\s(?:is|est|es|ist|è)\s", phrase)[-1]):
+    tail = re.split(r"\s(?:is|est|es|ist|è)\s", phrase)[-1]
+    for attempt in (phrase, tail):
         run = _leading_spans(attempt)
         if run:
             return ", ".join(content for _, _, content in run)
@@ -165,38 +177,68 @@ def _in_phrase(phrase: str) -> str:
             return number.group(1)
         if re.match(r"\s*[-+.\d\\(\[{]", attempt):
             return attempt.strip()
-    return phrase.strip().strip("$").strip()
+    last = _last_math_or_number(tail)  # "Jane started growing Sphere 3 hours ago"
+    return phrase.strip().strip("$").strip() if last is None else last[1]
 
 
-def _phrase(text: str) -> str | None:
+def _phrase_at(text: str) -> tuple[int, str] | None:
+    """(where its anchor starts, answer) of the first kind of phrase found, read after its last anchor."""
     for start, answer in _PHRASES:
         last = None
         for last in start.finditer(text):
             pass
         found = answer.match(text, last.end()) if last else None
         if found and found.group(1).strip():
-            return _in_phrase(found.group(1).strip())
+            return last.start(), _in_phrase(found.group(1).strip())
     return None
 
 
-def _last_latex(text: str) -> str | None:
-    spans = [content for _, _, content in _math_spans(text) if content]
-    return spans[-1] if spans else None
+def _phrase(text: str) -> str | None:
+    found = _phrase_at(text)
+    return None if found is None else found[1]
 
 
-def _last_number(text: str) -> str | None:
-    """The last number standing alone outside LaTeX math (a span that is only a number counts)."""
-    pieces, last = [], 0
+def _last_latex(text: str) -> tuple[int, str] | None:
+    """(end, content) of the last LaTeX math span; a short text that is one bare LaTeX expression
+    (no word of two letters outside a command: ``\\frac{10}{9}``, ``1 000``) is that expression."""
+    spans = [(end, content) for _, end, content in _math_spans(text) if content]
+    if spans:
+        return spans[-1]
+    bare = text.strip()
+    if bare and len(bare) <= MAX_PHRASE and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{2}", bare):
+        return len(text), bare
+    return None
+
+
+def _last_number(text: str) -> tuple[int, str] | None:
+    """(end, number) of the last number standing alone outside LaTeX math (a span that is only a
+    number counts)."""
+    found, last = None, 0
     for start, end, content in _math_spans(text):
-        pieces.append(text[last:start])
-        pieces.append(f" {content} " if _ONLY_NUMBER.match(content) else " ")
+        for m in _ALONE_NUMBER.finditer(text, last, start):
+            found = (m.end(), m.group())
+        if _ONLY_NUMBER.match(content):
+            found = (end, content.strip())
         last = end
-    pieces.append(text[last:])
-    numbers = _ALONE_NUMBER.findall("".join(pieces))
-    return numbers[-1] if numbers else None
+    for m in _ALONE_NUMBER.finditer(text, last):
+        found = (m.end(), m.group())
+    return found
 
 
-_FALLBACK_FUNCTIONS = {"phrase": _phrase, "latex": _last_latex, "last_number": _last_number}
+def _last_math_or_number(text: str) -> tuple[int, str] | None:
+    """Whichever of the last math span and the last standalone number ends later."""
+    found = [x for x in (_last_latex(text), _last_number(text)) if x is not None]
+    return max(found) if found else None
+
+
+def _fallback(name: str, text: str, names: Sequence[str]) -> str | None:
+    if name == "phrase":
+        return _phrase(text)
+    if {"latex", "last_number"} <= set(names):  # both asked for: the one that comes last in the text
+        found = _last_math_or_number(text)
+    else:
+        found = (_last_latex if name == "latex" else _last_number)(text)
+    return None if found is None else found[1]
 
 
 def extract_answer(text: str, fallbacks: Sequence[str] = ()) -> str | None:
@@ -213,18 +255,25 @@ def extract_answer(text: str, fallbacks: Sequence[str] = ()) -> str | None:
     unknown = [name for name in fallbacks if name not in FALLBACKS]
     if unknown:
         raise ValueError(f"unknown answer fallback {unknown[0]!r}; known: {FALLBACKS}")
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
+    run = _box_spans(text)
+    if run and "phrase" in fallbacks:
+        phrase = _phrase_at(text)
+        if phrase is not None and phrase[0] >= run[-1][1]:
+            return phrase[1]  # "Final answer: ..." restated after the last box
+    if run:
+        return ", ".join(content for _, _, content in run)
     for name in fallbacks:
-        found = _FALLBACK_FUNCTIONS[name](text)
+        found = _fallback(name, text, fallbacks)
         if found:
             return found
     return None
 
 
 def gold_answer(gold: str) -> str:
-    """The answer in a gold string: its last run of boxes if it has one (a worked solution), else the
-    whole string (delimiters and labels are left to `verifiers.math.normalize` and the parser)."""
-    boxed = last_boxed(gold) if "box" in gold else None
-    return gold.strip() if boxed is None else boxed
+    """The answer in a gold string: its last run of boxes if it has one (a worked solution), else
+    the answer of a "final answer is" / "Answer:" phrase if it has one, else the whole string
+    (delimiters and labels are left to `verifiers.math.normalize` and the parser)."""
+    found = last_boxed(gold) if "box" in gold else None
+    if found is None and len(gold) > 40:  # a short gold is the answer itself
+        found = _phrase(gold)
+    return gold.strip() if found is None else found

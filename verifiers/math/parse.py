@@ -54,8 +54,9 @@ _NAME = re.compile(r"^(?:[a-zA-Z]|\\(?:alpha|beta|gamma|theta|lambda|mu|phi|omeg
 _ID = r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?'*"
 _LABEL = re.compile(
     rf"^(?:\((?:{_ID},)+{_ID}\)"  # (m,n)
-    rf"|[a-zA-Z]+(?::[a-zA-Z]+)+"  # a:b, AB:CD
-    r"|[A-Z]{2,4}|\\overline\{[A-Z]+\}|m?\\angle ?[A-Z]{1,3}"  # AB, \overline{AB}, \angle ABC
+    rf"|(?:{_ID})+(?::(?:{_ID})+)+"  # a:b, AB:CD, V_1:V_2
+    r"|[A-Z]{2,4}|\\overline\{[A-Z]+\}|\|[A-Za-z]{1,4}\||m?\\angle ?[A-Z]{1,3}"  # AB, \overline{AB}, |AB|, \angle ABC
+    r"|\\frac\{[A-Za-z]{1,4}\}\{[A-Za-z]{1,4}\}"  # \frac{NO}{BO}
     r"|[a-zA-Z]\([^()=]*\)"  # f(2), P(A)
     r"|\\text\{[^{}]*\}|[A-Za-z]{3,})$"  # \text{area}, area
 )

@@ -8,8 +8,9 @@ Public API::
     judge(completion, gold, fallbacks=(), free_form=False) -> VerifyResult   # in this process, no time limit
 
 The pipeline: `verifiers.math.extract` (answer out of the completion, and out of a gold that is a
-worked solution; linear time, run in the caller), then in a `verifiers.pool.TimeoutPool` worker `verifiers.math.normalize` (canonical
-string), `verifiers.math.parse` (sympy value) and `verifiers.math.equivalence` (the match tiers).
+worked solution; linear time, run in the caller), then in a `verifiers.pool.TimeoutPool` worker
+`verifiers.math.normalize` (canonical string), `verifiers.math.parse` (sympy value) and
+`verifiers.math.equivalence` (the match tiers).
 A check that runs past ``timeout_s`` seconds has its worker killed and scores
 ``correct=False, reason="timeout"``; a crash scores ``reason="error: ..."``. Neither stops the
 caller, and the pool replaces the worker. The pool's fork server first imports

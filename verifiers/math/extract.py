@@ -46,8 +46,8 @@ _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 _BRACES = re.compile(r"[{}]")
 # What may stand between two boxes of one run (checked on at most MAX_PHRASE chars).
 _RUN_GAP = re.compile(
-    r"^(?:\s|[,;.&$]|\\[()\[\]]|\\quad|\\qquad|\\[,;! ]|\\text\{[^{}]{0,40}\band\b[^{}]{0,40}\}|\\text\{\s*(?:or|,)?\s*\}"
-    r"|\band\b|\bor\b)*$",
+    r"^(?:\s|[,;.&$]|\\[()\[\]]|\\quad|\\qquad|\\[,;! ]|\band\b|\bor\b"
+    r"|\\text\{[^{}]{0,40}\band\b[^{}]{0,40}\}|\\text\{\s*(?:or|,)?\s*\})*$",
     re.I,
 )
 _IS = r"(?:final answer|the answer|la r[ée]ponse(?: finale)?|la respuesta(?: final)?|die (?:endg[üu]ltige )?antwort"

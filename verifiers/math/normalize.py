@@ -5,10 +5,11 @@
 1. a command escaped twice (``\\\\frac``, as answers pasted from JSON or Python source have it) is
    read once; a whole-answer ``\\boxed{..}`` is unwrapped; math delimiters (``$``, ``\\(``, ``\\)``, ``\\[``,
    ``\\]``), ``\\left`` / ``\\right``, spacing commands and ``\\displaystyle`` are dropped;
-2. ``\\dfrac`` / ``\\tfrac`` / ``\\cfrac`` become ``\\frac``; ``\\le``, ``\\ge``, ``\\ne``, ``<=``, ``>=``,
-   ``!=``, ``≤``, ``≥``, ``≠``, ``\\leqslant``, ``\\geqslant`` become ``\\leq`` / ``\\geq`` / ``\\neq``, ``\\lt`` / ``\\gt``
-   become ``<`` / ``>`` (math-verify's relation tests); every text command (``\\textnormal``, ``\\textrm``,
-   ``\\mbox``, ``\\mathrm``, ...) becomes ``\\text`` (math-verify's test ``125\\textnormal{ miles}``);
+2. ``\\dfrac`` / ``\\tfrac`` / ``\\cfrac`` become ``\\frac``; ``\\le``, ``\\ge``, ``\\ne``, ``<=``,
+   ``>=``, ``!=``, ``≤``, ``≥``, ``≠``, ``\\leqslant``, ``\\geqslant`` become ``\\leq`` / ``\\geq`` /
+   ``\\neq``, ``\\lt`` / ``\\gt`` become ``<`` / ``>`` (math-verify's relation tests); every text
+   command (``\\textnormal``, ``\\textrm``, ``\\mbox``, ``\\mathrm``, ...) becomes ``\\text``
+   (math-verify's test ``125\\textnormal{ miles}``);
 3. degree signs, percent signs and dollar signs are dropped (``30^\\circ`` = ``30``, ``50\\%`` =
    ``50``, ``\\$18`` = ``18``: the question fixes the unit, as in the MATH answer key);
 4. units: a trailing ``\\text{..}`` / ``\\mbox{..}`` / ``\\mathrm{..}`` (with an optional power)

@@ -8,8 +8,9 @@
   ``[a, b)``-style brackets intervals, ``(a, b)`` a pair (compared as an open interval where the
   other side is a set), ``A \\cup B`` unions, ``\\begin{pmatrix}..\\end{pmatrix}`` matrices and
   ``x \\in S`` the set S; ``\\begin{array}{cc}..\\end{array}`` and a matrix in brackets
-  (``\\left[\\begin{array}..\\right]``, math-verify's matrix tests) are matrices too. The ANTLR parser needs about 20 ms for any input with a comma (full-
-  context prediction); elements take about 1 ms;
+  (``\\left[\\begin{array}..\\right]``, math-verify's matrix tests) are matrices too. The ANTLR
+  parser needs about 20 ms for any input with a comma (full-context prediction); elements take
+  about 1 ms;
 - relations (`_relation`): a label before ``=`` is dropped on either side (a tuple of names
   ``(m,n) = (4,1)``, a ratio of names ``AB:CD = 3:5``, a segment or angle ``AB``, ``\\angle ABC``,
   an evaluated function ``f(2) = 5``, a ``\\text{..}`` word): the answer is what follows. One name

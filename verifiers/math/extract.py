@@ -50,8 +50,8 @@ _RUN_GAP = re.compile(
     r"|\\text\{[^{}]{0,40}\band\b[^{}]{0,40}\}|\\text\{\s*(?:or|,)?\s*\})*$",
     re.I,
 )
-_IS = r"(?:final answer|the answer|la r[ée]ponse(?: finale)?|la respuesta(?: final)?|die (?:endg[üu]ltige )?antwort"
-_IS += r"|la risposta(?: finale)?|a resposta(?: final)?)\s*(?:ist|is|est|es|lautet|[èé])\b"
+_IS = r"(?:final answer|answer|r[ée]ponse(?: finale)?|respuesta(?: final)?|(?:endg[üu]ltige )?antwort"
+_IS += r"|risposta(?: finale)?|resposta(?: final)?)\s*(?:ist|is|est|es|lautet|[èé])\b"
 _COLON = r"(?:\*\*)?(?:final answer|answer|r[ée]ponse|respuesta|antwort|risposta|resposta|ответ)(?:\*\*)?\s*[:：]"
 _COLON += r"(?:\*\*)?"
 # (where the answer starts, what it is): the answer is read after the *last* start only.
@@ -71,9 +71,10 @@ _PHRASES = (
 _DELIMITER = re.compile(r"(?<!\\)(?:\$\$|\$|\\\[|\\\]|\\\(|\\\))|\n")
 _CLOSES = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
-# A number standing alone: nothing glued before it (a letter, digit, backslash, brace, sub/superscript,
+# A number standing alone: nothing glued before it (a Latin letter, digit, backslash, brace, sub/superscript,
 # slash), and after it at most a unit or ordinal of two or more letters (5cm, 3rd) or a squared unit (m²).
-_ALONE_NUMBER = re.compile(r"(?<![\w.\\{}^_/])(?:%s)(?![\d_{}^/]|\.\d|[^\W\d_](?![^\W\d_]|[²³]))" % _NUMBER)
+# Other scripts do not separate words with spaces ("有33颗", "**3页**"): their letters around a number are words.
+_ALONE_NUMBER = re.compile(r"(?<![a-zA-Z\d_.\\{}^/])(?:%s)(?![\d_{}^/]|\.\d|[a-zA-Z](?![a-zA-Z]|[²³]))" % _NUMBER)
 _LEADING_NUMBER = re.compile(r"^\s*(%s)\s+(?!(?:and|or)\b)[^\W\d_]{2}" % _NUMBER)
 _ONLY_NUMBER = re.compile(r"^\s*(?:%s)\s*$" % _NUMBER)
 FALLBACKS = ("phrase", "latex", "last_number")
@@ -200,12 +201,12 @@ def _phrase(text: str) -> str | None:
 
 def _last_latex(text: str) -> tuple[int, str] | None:
     """(end, content) of the last LaTeX math span; a short text that is one bare LaTeX expression
-    (no word of two letters outside a command: ``\\frac{10}{9}``, ``1 000``) is that expression."""
+    (ASCII, no word of two letters outside a command: ``\\frac{10}{9}``, ``1 000``) is that expression."""
     spans = [(end, content) for _, end, content in _math_spans(text) if content]
     if spans:
         return spans[-1]
     bare = text.strip()
-    if bare and len(bare) <= MAX_PHRASE and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{2}", bare):
+    if bare.isascii() and len(bare) <= MAX_PHRASE and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z]{2}|[?!]", bare):
         return len(text), bare
     return None
 

@@ -175,6 +175,8 @@ def _relation(s: str) -> sympy.Basic | None:
     if len(approx) > 1:
         head = approx[0]
         return _value(approx[-1] if _LABEL.match(head) or _NAME.match(head) else head)
+    if s[:1] == "(" and s[-1:] == ")" and _balanced(s[1:-1]) and "=" in s:
+        s = s[1:-1]  # "(35 + 70 = 105)"
     parts = _split(s, "=")
     if len(parts) < 2 or not all(parts):
         return None

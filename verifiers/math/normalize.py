@@ -10,7 +10,7 @@
    ``\\neq``, ``\\lt`` / ``\\gt`` become ``<`` / ``>`` (math-verify's relation tests); every text
    command (``\\textnormal``, ``\\textrm``, ``\\mbox``, ``\\mathrm``, ...) becomes ``\\text``
    (math-verify's test ``125\\textnormal{ miles}``);
-3. degree signs, percent signs and dollar signs are dropped (``30^\\circ`` = ``30``, ``50\\%`` =
+3. degree signs, percent signs and dollar, euro and pound signs are dropped (``30^\\circ`` = ``30``, ``50\\%`` =
    ``50``, ``\\$18`` = ``18``: the question fixes the unit, as in the MATH answer key);
 4. units: a trailing ``\\text{..}`` / ``\\mbox{..}`` / ``\\mathrm{..}`` (with an optional power)
    after a number, or trailing plain words after a plain number (``18 dollars``), are dropped;
@@ -35,7 +35,7 @@ import re
 _DELIMITERS = (
     *("\\$", "$", "\\(", "\\)", "\\[", "\\]", "\\displaystyle", "\\left", "\\right"),
     *("\\!", "\\,", "\\;", "\\:", "\\quad", "\\qquad", "~"),
-    *("^\\circ", "^{\\circ}", "\\circ", "°", "\\degree", "\\%", "%"),
+    *("^\\circ", "^{\\circ}", "\\circ", "°", "\\degree", "\\%", "%", "€", "£", "\\euro"),
 )
 _RENAME = (
     (re.compile(r"\\[dtc]frac"), r"\\frac"),

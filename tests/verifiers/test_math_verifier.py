@@ -293,6 +293,21 @@ def test_equivalent(pred, gold, correct, reason):
     assert got[:2] == (correct, reason), got
 
 
+@pytest.mark.parametrize(
+    "pred, gold, correct",
+    [
+        ("1,22", "1.22", True),  # a predicted decimal comma
+        ("1000,99", "1000.99", True),
+        ("32,349", "32.349", False),  # three digits after the comma: a thousands group
+        ("1, 22", "1.22", False),  # a comma and a space: a list
+        ("-2.1", "-2,1", False),  # a gold "-2,1" is two roots
+        ("0.111", "0,111", True),  # a gold that cannot be a list of roots
+    ],
+)
+def test_decimal_comma(pred, gold, correct):
+    assert equivalent(pred, gold)[0] == correct
+
+
 def test_string_match_reports_the_normal_forms():
     assert equivalent("\\dfrac{3}{4}", "\\frac{3}{4}") == (True, "string match", ("\\frac{3}{4}", "\\frac{3}{4}"))
 

@@ -161,15 +161,24 @@ def same(a: sympy.Basic | Text, b: sympy.Basic | Text) -> str | None:
     return "symbolic match" if a == b else None
 
 
-def _readings(raw: str, normalized: str, value: sympy.Basic | Text) -> list[sympy.Basic | Text]:
-    """``12.5\\%`` reads as 12.5 (the question asked for a percent) and as 0.125; ``1,22`` reads as
-    the pair {1, 22} and as the decimal 1.22 (a decimal comma: math-verify's number tests), unless
-    the digits after the comma are three and could be a thousands group (``32,349``)."""
+def _readings(raw: str, normalized: str, value: sympy.Basic | Text, gold: bool) -> list[sympy.Basic | Text]:
+    """The values an answer may mean.
+
+    ``12.5\\%`` reads as 12.5 (the question asked for a percent) and as 0.125. A predicted
+    ``1,22`` (no space after the comma) reads as the set {1, 22} and as the decimal 1.22 (a decimal
+    comma: math-verify's number tests), unless three digits follow the comma (``32,349``, a
+    thousands group). A gold ``-2,1`` is a set of roots far more often than a decimal: a gold gets
+    the decimal reading only when no set is likely, after a lone zero (``0,111``) or four or more
+    digits (``1000,99``).
+    """
     if "%" in raw and isinstance(value, sympy.Expr):
         return [value, value / 100]
     comma = _DECIMAL_COMMA.match(normalized)
-    if comma and (len(comma.group(2)) != 3 or comma.group(1).lstrip("-") == "0" or len(comma.group(1).lstrip("-")) > 3):
-        return [value, sympy.Float(normalized.replace(",", "."), max(15, len(normalized)))]
+    if comma and re.search(r",\d", raw):
+        whole, decimals = comma.group(1).lstrip("-"), comma.group(2)
+        likely = whole == "0" or len(whole) > 3 if gold else len(decimals) != 3 or whole == "0" or len(whole) > 3
+        if likely:
+            return [value, sympy.Float(normalized.replace(",", "."), max(15, len(normalized)))]
     return [value]
 
 
@@ -194,7 +203,7 @@ def equivalent(pred: str, gold: str) -> tuple[bool, str, tuple[str, str] | None]
         return False, f"unparsed: {type(exc).__name__}: {exc}"[:200], None
     parsed = (sympy.sstr(a, full_prec=False), sympy.sstr(b, full_prec=False))
     try:
-        readings = [(x, y) for x in _readings(pred, npred, a) for y in _readings(gold, ngold, b)]
+        readings = [(x, y) for x in _readings(pred, npred, a, False) for y in _readings(gold, ngold, b, True)]
         reason = next(filter(None, (same(x, y) for x, y in readings)), None)
     except Exception as exc:  # sympy raises many types on values it cannot compare
         return False, f"error: {type(exc).__name__}: {exc}"[:200], parsed

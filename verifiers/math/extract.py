@@ -28,7 +28,8 @@ separated by ",", "and", "or"; its tests ``$\\boxed{1}\\boxed{2}$`` = ``1,2`` an
 \\boxed{1}" = ``1,-2``).
 
 `gold_answer` applies the box rule to a gold answer that is a worked solution (the MATH dataset's
-``solution`` field, a gold written as ``\\[ \\boxed{7} \\]``); a gold without a box is used as is.
+``solution`` field, a gold written as ``\\[ \\boxed{7} \\]``); a long gold without a box gives
+its answer phrase ("The final answer is $28\\%$"), and any other gold is used as is.
 
 Every scan is linear in the text length and every captured phrase is at most `MAX_PHRASE` chars,
 so a 100 kB completion costs milliseconds here (the time limit itself lives in the worker pool).
@@ -67,7 +68,7 @@ _PHRASES = (
     ),
     (re.compile(r"####"), re.compile(r"\s*([^\n]{1,%d})" % MAX_PHRASE)),
 )
-# LaTeX math delimiters, and a blank line (a paragraph break closes any open inline span).
+# LaTeX math delimiters, and a line break (it closes an open inline span).
 _DELIMITER = re.compile(r"(?<!\\)(?:\$\$|\$|\\\[|\\\]|\\\(|\\\))|\n")
 _CLOSES = {"$$": "$$", "$": "$", "\\[": "\\]", "\\(": "\\)"}
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"

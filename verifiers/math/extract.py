@@ -14,10 +14,13 @@ answer last, as in math-verify, which ranks "final answer is" above boxes):
 - ``"last_number"``: the last number standing alone in the text: not part of a word or an
   identifier (``QX7Z``, ``x2``, ``H2O``), and not inside a LaTeX span unless the span is that one
   number (``$\\frac{3+\\sqrt{7}}{4}$`` holds no number to take; ``$42$`` is 42); a unit or ordinal
-  may follow it (``5cm``, ``3rd``, ``1,000.99m²``: math-verify's number tests).
+  may follow it (``5cm``, ``3rd``, ``1,000.99m²``: math-verify's number tests). A LaTeX span that
+  comes after the last such number is the answer instead (the answer written last, in math: "the
+  area is $\\frac{14}{3}$"), so a digit is never taken out of the final expression.
 
-When both ``"latex"`` and ``"last_number"`` are asked for, the one found later in the text wins
-(a final sentence "so there are 12 sequences" after earlier math gives 12).
+``"last_number"`` thus finds whichever of the last LaTeX span and the last standalone number comes
+later (a final sentence "so there are 12 sequences" after earlier math gives 12); ``"latex"``
+alone finds the last span.
 
 A *run* of boxes is several boxes separated only by commas, "and" / "or", spaces or math
 delimiters (``\\boxed{2}, \\boxed{5}``, ``$\\boxed{-2}$ and $\\boxed{1}$``): the answers are joined
@@ -236,10 +239,7 @@ def _last_math_or_number(text: str) -> tuple[int, str] | None:
 def _fallback(name: str, text: str, names: Sequence[str]) -> str | None:
     if name == "phrase":
         return _phrase(text)
-    if {"latex", "last_number"} <= set(names):  # both asked for: the one that comes last in the text
-        found = _last_math_or_number(text)
-    else:
-        found = (_last_latex if name == "latex" else _last_number)(text)
+    found = _last_latex(text) if name == "latex" and "last_number" not in names else _last_math_or_number(text)
     return None if found is None else found[1]
 
 

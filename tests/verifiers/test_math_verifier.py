@@ -121,6 +121,16 @@ def test_gold_answer_out_of_a_solution():
         ("\\boxed{\\begin{bmatrix}1 & 2 \\\\ 3 & 5\\end{bmatrix}}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
         ("\\boxed{\\left( \\frac{4}{5}, \\frac{1}{5} \\right)}", "(0.8, 0.2)", True),
         ("\\boxed{\\left( \\frac{1}{5}, \\frac{4}{5} \\right)}", "(0.8, 0.2)", False),
+        (
+            "\\boxed{\\begin{pmatrix}1 \\\\ 2\\end{pmatrix} + \\begin{pmatrix}3 \\\\ 4\\end{pmatrix}}",  # carried out
+            "\\begin{pmatrix}4 \\\\ 6\\end{pmatrix}",
+            True,
+        ),
+        (
+            "\\boxed{\\begin{pmatrix}1 \\\\ 2\\end{pmatrix} + \\begin{pmatrix}3 \\\\ 4\\end{pmatrix}}",  # carried out
+            "\\begin{pmatrix}4 \\\\ 5\\end{pmatrix}",
+            False,
+        ),
         ("\\boxed{5 \\geq x}", "x \\leq 5", True),
         ("\\boxed{5 \\leq x}", "x \\leq 5", False),
         ("\\boxed{\n(-\\infty, -3]\n\\cup [2, \\infty)\n}", "(-\\infty,-3]\\cup[2,\\infty)", True),  # line breaks
@@ -183,6 +193,10 @@ def test_no_fallback_takes_a_digit_out_of_latex_a_word_or_an_identifier(text, go
         ("Ответ: 7", "7"),
         ("Final Answer: The largest $n$ is 34.", "34"),
         ("**Answer:** 42", "42"),
+        ("The answer is $ \n 9 \n $", None),  # inline math across line breaks is malformed: nothing
+        ("The answer is \\( \n 9 \n \\)", None),
+        ("The answer is \\[ \n 9 \n \\]", "9"),  # display math may span lines
+        ('Final Answer: The final answer is "$12$ and $13$".', "12, 13"),
         ("The answer is $12$ and $13$.", "12, 13"),
         ("Earlier $x = 3$; in the end there are 12 sequences.", "12"),
         ("\\frac{10}{9}", "\\frac{10}{9}"),

@@ -9,8 +9,8 @@ answer last, as in math-verify, which ranks "final answer is" above boxes):
   is X" or the same in French, Spanish, German, Italian, Portuguese, Russian, Chinese or Japanese,
   else the last "Answer: X" (in those languages), else the last GSM8K-style ``#### X``;
 - ``"latex"``: the last LaTeX math span (``$..$``, ``$$..$$``, ``\\(..\\)``, ``\\[..\\]``; inline
-  math does not cross a line break, as in math-verify's tests), or the whole text when it is one
-  short bare expression (``\\frac{10}{9}``);
+  math that runs across a line break is malformed and gives nothing, as in math-verify's tests),
+  or the whole text when it is one short bare expression (``\\frac{10}{9}``);
 - ``"last_number"``: the last number standing alone in the text: not part of a word or an
   identifier (``QX7Z``, ``x2``, ``H2O``), and not inside a LaTeX span unless the span is that one
   number (``$\\frac{3+\\sqrt{7}}{4}$`` holds no number to take; ``$42$`` is 42); a unit or ordinal
@@ -79,6 +79,7 @@ _NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
 # slash), and after it at most a unit or ordinal of two or more letters (5cm, 3rd) or a squared unit (m²).
 # Other scripts do not separate words with spaces ("有33颗", "**3页**"): their letters around a number are words.
 _ALONE_NUMBER = re.compile(r"(?<![a-zA-Z\d_.\\{}^/])(?:%s)(?![\d_{}^/]|\.\d|[a-zA-Z](?![a-zA-Z]|[²³]))" % _NUMBER)
+_QUOTES = " \t\"'`“”«»*\\"  # may stand before the math that opens a phrase
 _LEADING_NUMBER = re.compile(r"^\s*(%s)\s+(?!(?:and|or)\b)[^\W\d_]{2}" % _NUMBER)
 _ONLY_NUMBER = re.compile(r"^\s*(?:%s)\s*$" % _NUMBER)
 FALLBACKS = ("phrase", "latex", "last_number")
@@ -135,26 +136,31 @@ def last_boxed(text: str) -> str | None:
     return ", ".join(content for _, _, content in run) if run else None
 
 
-def _math_spans(text: str) -> list[tuple[int, int, str]]:
-    """``(start, end, content)`` of every closed LaTeX math span, in one left-to-right pass."""
-    spans, open_at, closer = [], None, None
+def _math_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """``(start, end, content)`` of every closed LaTeX math span, in one left-to-right pass.
+
+    Inline math (``$..$``, ``\\(..\\)``) does not run across a line break; one that does is
+    malformed: it is returned with content None (no answer is read from it, and its numbers are
+    not standalone), as math-verify's tests want for "Answer $ \\n 9 \\n $".
+    """
+    spans, open_at, closer, broken = [], None, None, False
     for m in _DELIMITER.finditer(text):
         token = m.group()
         if open_at is None:
             if token in _CLOSES:
-                open_at, closer, content_start = m.start(), _CLOSES[token], m.end()
+                open_at, closer, content_start, broken = m.start(), _CLOSES[token], m.end(), False
         elif token == closer:
-            spans.append((open_at, m.end(), text[content_start : m.start()].strip()))
+            spans.append((open_at, m.end(), None if broken else text[content_start : m.start()].strip()))
             open_at = None
-        elif token == "\n" and closer in ("$", "\\("):
-            open_at = None  # inline math does not run across a line break (display math may)
+        elif token == "\n" and closer in ("$", "\\)"):
+            broken = True
     return spans
 
 
 def _leading_spans(phrase: str) -> list[tuple[int, int, str]]:
     """The math spans that open `phrase` and the ones joined to them by "and" / "or" / commas."""
-    spans = _math_spans(phrase)
-    if not spans or phrase[: spans[0][0]].strip():
+    spans = [span for span in _math_spans(phrase) if span[2] is not None]
+    if not spans or phrase[: spans[0][0]].strip(_QUOTES):
         return []
     run = [spans[0]]
     for span in spans[1:]:
@@ -194,7 +200,12 @@ def _phrase_at(text: str) -> tuple[int, str] | None:
             pass
         found = answer.match(text, last.end()) if last else None
         if found and found.group(1).strip():
-            return last.start(), _in_phrase(found.group(1).strip())
+            phrase = found.group(1).strip()
+            if phrase.startswith(("\\[", "$$")):  # display math may run past the end of the line
+                phrase = text[found.start(1) : found.start(1) + MAX_PHRASE].strip()
+            elif phrase.startswith(("$", "\\(")) and not _leading_spans(phrase):
+                return None  # inline math left open at the end of the line: malformed
+            return last.start(), _in_phrase(phrase)
     return None
 
 
@@ -206,7 +217,7 @@ def _phrase(text: str) -> str | None:
 def _last_latex(text: str) -> tuple[int, str] | None:
     """(end, content) of the last LaTeX math span; a short text that is one bare LaTeX expression
     (ASCII, no word of two letters outside a command: ``\\frac{10}{9}``, ``1 000``) is that expression."""
-    spans = [(end, content) for _, end, content in _math_spans(text) if content]
+    spans = [(end, content) for _, end, content in _math_spans(text) if content]  # not None, not empty
     if spans:
         return spans[-1]
     bare = text.strip()
@@ -222,7 +233,7 @@ def _last_number(text: str) -> tuple[int, str] | None:
     for start, end, content in _math_spans(text):
         for m in _ALONE_NUMBER.finditer(text, last, start):
             found = (m.end(), m.group())
-        if _ONLY_NUMBER.match(content):
+        if content is not None and _ONLY_NUMBER.match(content):
             found = (end, content.strip())
         last = end
     for m in _ALONE_NUMBER.finditer(text, last):

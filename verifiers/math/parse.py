@@ -23,7 +23,8 @@
   parser), first with ANTLR's fast SLL prediction and, if that reports a syntax error, again with
   its default full LL prediction: ANTLR's documented two-stage strategy (an SLL parse that succeeds
   is the LL parse; ``PredictionMode.SLL`` in the ANTLR runtime). SLL parses ``\\frac{\\cos x}{\\sin x}``
-  in 0.6 ms instead of 14 ms. The symbol ``i`` is read as the imaginary unit, Python lists become
+  in 0.6 ms instead of 14 ms. The symbol ``i`` is read as the imaginary unit, sums and products of
+  explicit matrices are carried out (math-verify's matrix tests), Python lists become
   finite sets and matrices become immutable.
 
 Before anything is evaluated, `log10_size` bounds how many digits the value could need; a value
@@ -59,7 +60,7 @@ _LABEL = re.compile(
     r"|[A-Z]{2,4}|\\overline\{[A-Z]+\}|\|[A-Za-z]{1,4}\||m?\\angle ?[A-Z]{1,3}"  # AB, \overline{AB}, |AB|, \angle ABC
     r"|\\frac\{[A-Za-z]{1,4}\}\{[A-Za-z]{1,4}\}"  # \frac{NO}{BO}
     r"|[a-zA-Z]\([^()=]*\)"  # f(2), P(A)
-    r"|\\text\{[^{}]*\}|[A-Za-z]{3,})$"  # \text{area}, area
+    r"|\\text\{[^{}]*\}|[A-Za-z]{3,}|\\[a-zA-Z]+)$"  # \text{area}, area, a lone command
 )
 # The parser's own fixes for shorthands such as \sqrt2 and \frac12 (the rest is done by normalize).
 _SHORTHANDS = NormalizationConfig(basic_latex=False, malformed_operators=True, boxed="none")
@@ -227,6 +228,8 @@ def _latex(s: str) -> sympy.Basic:
         value = latex2sympy(s, normalization_config=None)
     if isinstance(value, (list, tuple)):
         value = sympy.FiniteSet(*value)
+    if isinstance(value, (sympy.MatAdd, sympy.MatMul)):  # "A + B", "A B" of explicit matrices (no powers)
+        value = value.doit()
     if isinstance(value, sympy.MatrixBase):
         value = sympy.ImmutableMatrix(value)
     if isinstance(value, sympy.Basic) and _I in value.free_symbols:

@@ -19,7 +19,8 @@ interval by interval. ``x = 3`` matches ``3`` (an assignment to a single symbol 
 two equations match when ``lhs - rhs`` of one is a non-zero constant multiple of the other's; a
 one-variable inequality is compared as the set it defines (``x \\leq 2`` = ``(-\\infty, 2]``).
 An answer with a percent sign matches both as written and divided by 100 (``25\\%`` matches
-``25`` and ``\\frac14``). Text answers match only the same words. ``\\pm`` gives a two-element
+``25`` and ``\\frac14``); a predicted ``1,22`` also reads as the decimal 1.22 (`_readings` says when).
+Text answers match only the same words. ``\\pm`` gives a two-element
 set, so ``\\pm 2`` does not match ``2``.
 
 There is no time limit in here: callers run `equivalent` inside `verifiers.pool.TimeoutPool`.

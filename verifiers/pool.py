@@ -87,9 +87,18 @@ class _Worker:
         self.task, self.deadline = task, time.monotonic() + timeout_s
 
     def kill(self) -> None:
+        """SIGKILL the worker; its exit is collected later (`reaped`), so a timed-out call returns
+        without waiting for the fork server to report it."""
         self.proc.kill()
-        self.proc.join()
         self.conn.close()
+
+    def reaped(self, timeout_s: float = 0.0) -> bool:
+        """Whether a killed worker's exit has been collected (its handles are then released)."""
+        self.proc.join(timeout=timeout_s)
+        if self.proc.exitcode is None:
+            return False
+        self.proc.close()
+        return True
 
 
 class TimeoutPool:
@@ -124,10 +133,12 @@ class TimeoutPool:
         self._workers = [_Worker(self._ctx, fn) for _ in range(workers)]
         for w in self._workers:
             w.wait_ready()  # the first workers start before any map call
+        self._killed: list[_Worker] = []
         self.restarts = 0
 
     def map(self, tasks: Sequence[tuple[Any, ...]]) -> list[Outcome]:
         """Run every task; return one `Outcome` per task, in order."""
+        self._killed = [w for w in self._killed if not w.reaped()]
         results: list[Outcome | None] = [None] * len(tasks)
         pending = list(range(len(tasks)))[::-1]
         busy: list[_Worker] = []
@@ -207,6 +218,7 @@ class TimeoutPool:
 
     def _replace(self, dead: _Worker) -> _Worker:
         dead.kill()
+        self._killed.append(dead)
         fresh = _Worker(self._ctx, self.fn)
         self._workers[self._workers.index(dead)] = fresh
         self.restarts += 1
@@ -223,7 +235,9 @@ class TimeoutPool:
                 w.proc.join(timeout=1)
                 if w.proc.is_alive():
                     w.proc.kill()
-        self._workers = []
+        for w in self._killed:
+            w.reaped(timeout_s=1.0)
+        self._workers, self._killed = [], []
 
     def __enter__(self) -> "TimeoutPool":
         return self

@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -414,3 +416,56 @@ def test_timeout_kills_and_pool_heals(assert_within):
         assert_within(elapsed, 0.3 + 0.5, "a timed-out verdict")
     finally:
         v.close()
+
+
+# A training step in its own session (so the signal cannot reach the test runner): it scores a
+# batch once without interruption, then again on a fresh verifier (cold workers, so the batch takes
+# long enough) while Ctrl-C reaches the whole process group; the trainer's handler only notes it.
+MATH_SIGNAL_STEP = """
+import json, os, signal, threading, time
+from verifiers.math import MathVerifier
+
+def main():
+    rows = [json.loads(line) for line in open("tests/verifiers/data/math_labeled.jsonl")][:64]
+    pairs = [(r["completion"], r["gold"]) for r in rows]
+    caught = []
+    signal.signal(signal.SIGINT, lambda *_: caught.append(time.monotonic()))
+    calm = MathVerifier(timeout_s=10.0, workers=2)
+    expected = [(v.correct, v.reason) for v in calm.verify_batch(pairs)]
+    calm.close()
+    v = MathVerifier(timeout_s=10.0, workers=2)
+    v.verify("\\\\boxed{1}", "1")  # start the pool
+    sent = threading.Timer(0.05, os.killpg, (0, signal.SIGINT))
+    sent.start()
+    step = [(r.correct, r.reason) for r in v.verify_batch(pairs)]
+    step_end = time.monotonic()
+    sent.join()
+    after = [(r.correct, r.reason) for r in v.verify_batch(pairs)]
+    print(json.dumps({"expected": expected, "step": step, "after": after, "restarts": v._pool.restarts,
+                      "during_step": bool(caught) and caught[0] < step_end}))
+    v.close()
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_sigint_to_the_process_group_during_a_verify_step(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "step.py"
+    script.write_text(MATH_SIGNAL_STEP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["during_step"], "the signal arrived after the step: the step was too fast to interrupt"
+    assert got["step"] == got["expected"] and got["after"] == got["expected"]  # no verdict lost or changed
+    assert got["restarts"] == 0 and sum(c for c, _ in got["expected"]) > 10

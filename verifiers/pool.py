@@ -22,6 +22,7 @@ verdict); if that worker dies too, the task's outcome is ``"error: worker died .
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import signal
 import time
@@ -42,9 +43,11 @@ class Outcome:
 START_ATTEMPTS = 3
 
 
-def _worker_main(conn: Connection, fn: Callable[..., Any]) -> None:
+def _worker_main(conn: Connection, fn: Callable[..., Any], preload: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller owns Ctrl-C and job signals
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for name in preload:  # a no-op when the fork server imported them; else done here, before "ready"
+        importlib.import_module(name)
     conn.send("ready")
     while True:
         task = conn.recv()
@@ -57,9 +60,9 @@ def _worker_main(conn: Connection, fn: Callable[..., Any]) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any, fn: Callable[..., Any]) -> None:
+    def __init__(self, ctx: Any, fn: Callable[..., Any], preload: tuple[str, ...]) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, fn), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, fn, preload), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -109,7 +112,10 @@ class TimeoutPool:
         workers: number of worker processes (>= 1).
         timeout_s: wall-clock budget per call, in seconds; a call over budget has its worker
             killed and returns ``Outcome(ok=False, error="timeout")``.
-        preload: modules the fork server imports once, so replacement workers start fast.
+        preload: modules the fork server imports once, so replacement workers start fast. CPython
+            starts one fork server per process and takes its preload list only then: when another
+            pool started it first, each worker imports these modules itself before it reports
+            ready (slower starts, but never a cold worker running against a deadline).
 
     Raises:
         ValueError: ``workers < 1`` or ``timeout_s <= 0``.
@@ -126,13 +132,12 @@ class TimeoutPool:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-        self.fn, self.timeout_s = fn, timeout_s
+        self.fn, self.timeout_s, self.preload = fn, timeout_s, tuple(preload)
         self._ctx = mp.get_context("forkserver")
         if preload:
             self._ctx.set_forkserver_preload(list(preload))
-        self._workers = [_Worker(self._ctx, fn) for _ in range(workers)]
-        for w in self._workers:
-            w.wait_ready()  # the first workers start before any map call
+        self._workers = [_Worker(self._ctx, fn, self.preload) for _ in range(workers)]
+        self.wait_ready()  # the first workers start before any map call
         self._killed: list[_Worker] = []
         self.restarts = 0
 
@@ -193,6 +198,18 @@ class TimeoutPool:
                 free.task = None
                 idle.append(free)
 
+    def wait_ready(self) -> None:
+        """Block until every worker (replacements included) has started and imported `preload`.
+
+        `map` does this for each worker before its first task, so a start never counts against a
+        deadline; call it to keep a start out of a wall-clock measurement.
+
+        Raises:
+            EOFError, OSError: a worker died while starting.
+        """
+        for w in self._workers:
+            w.wait_ready()
+
     @property
     def pids(self) -> list[int]:
         """Process ids of the current workers (for health checks and tests)."""
@@ -219,7 +236,7 @@ class TimeoutPool:
     def _replace(self, dead: _Worker) -> _Worker:
         dead.kill()
         self._killed.append(dead)
-        fresh = _Worker(self._ctx, self.fn)
+        fresh = _Worker(self._ctx, self.fn, self.preload)
         self._workers[self._workers.index(dead)] = fresh
         self.restarts += 1
         return fresh

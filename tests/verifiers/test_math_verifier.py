@@ -3,8 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -451,22 +449,8 @@ if __name__ == "__main__":
 """
 
 
-def test_sigint_to_the_process_group_during_a_verify_step(tmp_path):
-    root = Path(__file__).resolve().parents[2]
-    script = tmp_path / "step.py"
-    script.write_text(MATH_SIGNAL_STEP)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        start_new_session=True,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+def test_sigint_to_the_process_group_during_a_verify_step(run_in_new_session):
+    got = run_in_new_session(MATH_SIGNAL_STEP, timeout_s=120)
     assert got["during_step"], "the signal arrived after the step: the step was too fast to interrupt"
     assert got["step"] == got["expected"] and got["after"] == got["expected"]  # no verdict lost or changed
     assert got["restarts"] == 0 and sum(c for c, _ in got["expected"]) > 10

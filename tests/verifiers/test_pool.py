@@ -1,10 +1,7 @@
 """TimeoutPool: a hung call is killed at its deadline, a crashed worker is replaced, order is kept."""
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -104,48 +101,41 @@ import json, os, signal, sys, threading, time
 from verifiers.pool import TimeoutPool
 from tests.verifiers.test_pool import _sleepy
 
-caught = []
-signal.signal(SIGNUM, lambda *_: caught.append(time.monotonic()))
-tasks = [(0.05 * (i % 4),) for i in range(16)]
-with TimeoutPool(_sleepy, workers=2, timeout_s=5.0) as pool:
-    before = pool.pids
-    sent = threading.Timer(0.2, os.killpg, (0, SIGNUM))
-    sent.start()
-    step = pool.map(tasks)
-    step_end = time.monotonic()
-    sent.join()
-    alive = [os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-             for pid in before]
-    after = pool.map(tasks)
-    same_workers = pool.pids == before
-    os.kill(pool.pids[0], signal.SIGKILL)  # a replacement now needs the fork server (SIGTERM killed it)
-    time.sleep(0.1)
-    again = pool.map(tasks)
-    print(json.dumps({
-        "step": [o.value for o in step], "after": [o.value for o in after],
-        "again": [o.value for o in again], "expected": [t[0] for t in tasks],
-        "during_step": bool(caught) and caught[0] < step_end, "restarts": pool.restarts,
-        "workers_survived": all(alive), "same_workers": same_workers,
-    }))
+
+def main():
+    caught = []
+    signal.signal(SIGNUM, lambda *_: caught.append(time.monotonic()))
+    tasks = [(0.05 * (i % 4),) for i in range(16)]
+    with TimeoutPool(_sleepy, workers=2, timeout_s=5.0) as pool:
+        before = pool.pids
+        sent = threading.Timer(0.2, os.killpg, (0, SIGNUM))
+        sent.start()
+        step = pool.map(tasks)
+        step_end = time.monotonic()
+        sent.join()
+        alive = [os.path.exists(f"/proc/{pid}") and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+                 for pid in before]
+        after = pool.map(tasks)
+        same_workers = pool.pids == before
+        os.kill(pool.pids[0], signal.SIGKILL)  # a replacement now needs the fork server (SIGTERM killed it)
+        time.sleep(0.1)
+        again = pool.map(tasks)
+        print(json.dumps({
+            "step": [o.value for o in step], "after": [o.value for o in after],
+            "again": [o.value for o in again], "expected": [t[0] for t in tasks],
+            "during_step": bool(caught) and caught[0] < step_end, "restarts": pool.restarts,
+            "workers_survived": all(alive), "same_workers": same_workers,
+        }))
+
+
+if __name__ == "__main__":  # the workers import this file as their main module
+    main()
 """
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_to_the_process_group_during_a_step(signum):
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    script = SIGNAL_STEP.replace("SIGNUM", f"signal.{signum.name}")
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=True,
-    )
-    assert done.returncode == 0, done.stderr
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+def test_signal_to_the_process_group_during_a_step(run_in_new_session, signum):
+    got = run_in_new_session(SIGNAL_STEP.replace("SIGNUM", f"signal.{signum.name}"), timeout_s=60)
     assert got["during_step"], got  # the signal arrived while the batch was being scored
     assert got["step"] == got["expected"] and got["after"] == got["expected"], got
     assert got["workers_survived"] and got["same_workers"], got  # the workers ignored the signal

@@ -2,8 +2,10 @@
 
 Measures, on the labeled set in ``tests/verifiers/data/math_labeled.jsonl``:
 
-- accuracy against the hand labels (ours with the answer fallbacks ``phrase`` and
-  ``last_number``; math-verify with its default extraction and the gold wrapped in ``\\boxed{}``);
+- accuracy against the hand labels, overall and per ``kind`` of pair (ours with
+  ``free_form=True``: boxes, then answer phrases, LaTeX spans and standalone numbers; math-verify
+  with its default extraction, the gold as is when it has a box or math delimiters, else wrapped
+  in ``\\boxed{}`` as veRL's math-verify reward does);
 - one process, one core: cases per CPU second of the process (robust to a machine shared with
   other jobs) and per wall-clock second, over the whole set, and p50 / p95 / max CPU time per
   case (ours: `verifiers.math.judge`; math-verify: ``parse`` both sides + ``verify``), runs
@@ -20,6 +22,7 @@ Run (math-verify only in the benchmark environment: ``pip install -e '.[bench]'`
 
     nice -n 10 python -m bench.verifier --runs 3 > section.md   # then append to BENCHMARKS.md
     python -m bench.verifier --grpo-batch-only                  # only the GRPO batch (any version)
+    python -m bench.verifier --kinds-only                       # only accuracy per kind (untimed)
 
 Wall-clock times come from ``time.perf_counter``, CPU times from ``time.process_time``; each
 number is the min and the median over `--runs` runs.
@@ -40,7 +43,6 @@ from verifiers.math import MathVerifier
 from verifiers.pool import TimeoutPool
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "verifiers" / "data"
-FALLBACKS = ("phrase", "last_number")
 MV_CAP_S = 12.0
 
 
@@ -56,13 +58,20 @@ def pathological() -> list[dict]:
 def ours(completion: str, gold: str) -> bool:
     from verifiers.math import judge  # imported here: --grpo-batch-only also runs older versions
 
-    return judge(completion, gold, FALLBACKS).correct
+    return judge(completion, gold, free_form=True).correct
 
 
 def math_verify(completion: str, gold: str) -> bool:
+    """math-verify's verdict; its timeouts and parse errors count as "not correct"."""
     from math_verify import parse, verify
 
-    return bool(verify(parse("\\boxed{" + gold + "}"), parse(completion)))
+    delimited = any(mark in gold for mark in ("\\boxed", "$", "\\(", "\\["))
+    try:
+        return bool(verify(parse(gold if delimited else "\\boxed{" + gold + "}"), parse(completion)))
+    except BaseException as exc:  # its TimeoutException derives from BaseException
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return False
 
 
 def timed_pass(fn: Callable[[str, str], bool], rows: list[dict]) -> tuple[list[bool], list[float], list[float]]:
@@ -84,7 +93,7 @@ def quantile(xs: list[float], q: float) -> float:
 def arithmetic_batches(n: int) -> list[list[tuple[str, str]]]:
     """`n` GRPO batches like the embedded default's: 8 problems x 8 completions of worked
     arithmetic steps (50-130 tokens), a third of them with a wrong boxed result, one in 8 unboxed."""
-    from reasoner.arithmetic import make_problem
+    from reasoner.data.arithmetic import make_problem
 
     rng, pairs = random.Random(0), []
     while len(pairs) < 64 * n:
@@ -100,7 +109,7 @@ def arithmetic_batches(n: int) -> list[list[tuple[str, str]]]:
 
 def labeled_batches() -> list[list[tuple[str, str]]]:
     """The labeled set's MATH / GSM8K / AIME pairs, in file order, cut into batches of 64."""
-    pairs = [(r["completion"], r["gold"]) for r in labeled() if r["source"] != "hand"]
+    pairs = [(r["completion"], r["gold"]) for r in labeled() if r["kind"] in ("math500", "math_train", "gsm8k", "aime")]
     return [pairs[i : i + 64] for i in range(0, len(pairs) - 63, 64)]
 
 
@@ -147,7 +156,7 @@ def one_process(rows: list[dict], runs: int) -> dict[str, dict[str, list]]:
 
 def through_pool(rows: list[dict], runs: int) -> tuple[list[float], float, list[tuple[float, str]]]:
     """Ours through the worker pool: cases/s per run, accuracy, and (seconds, reason) per pathological input."""
-    verifier = MathVerifier(timeout_s=1.0, workers=2, fallbacks=FALLBACKS)
+    verifier = MathVerifier(timeout_s=1.0, workers=2, free_form=True)
     try:
         pairs = [(r["completion"], r["gold"]) for r in rows]
         verifier.verify_batch(pairs[:4])  # start the pool
@@ -178,15 +187,30 @@ def math_verify_pathological() -> list[tuple[float, str]]:
     return out
 
 
+def print_kinds(rows: list[dict], stats: dict[str, dict[str, list]]) -> None:
+    """Accuracy of each system per ``kind`` of pair, as a markdown table."""
+    print("| kind | n (true) | ours | math-verify |\n|---|---|---|---|")
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        idx = [i for i, r in enumerate(rows) if r["kind"] == kind]
+        acc = {name: sum(s["verdicts"][i] == rows[i]["label"] for i in idx) / len(idx) for name, s in stats.items()}
+        trues = sum(rows[i]["label"] for i in idx)
+        print(f"| {kind} | {len(idx)} ({trues}) | {acc['ours']:.3f} | {acc['math-verify']:.3f} |")
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="repetitions of each timed pass (>= 3 for reports)")
     ap.add_argument("--grpo-batch-only", action="store_true", help="only time the GRPO verify phase")
+    ap.add_argument("--kinds-only", action="store_true", help="only the per-kind accuracy table (untimed)")
     args = ap.parse_args()
 
-    hand = [(r["completion"], r["gold"]) for r in labeled() if r["source"] == "hand"][:64]
-    grpo = time_batches(arithmetic_batches(21)[1:], warm_up=arithmetic_batches(1)[0])
-    grpo_math = time_batches(labeled_batches(), warm_up=hand)
+    if args.kinds_only:
+        grpo = grpo_math = []
+    else:
+        hand = [(r["completion"], r["gold"]) for r in labeled() if r["source"] == "hand"][:64]
+        grpo = time_batches(arithmetic_batches(21)[1:], warm_up=arithmetic_batches(1)[0])
+        grpo_math = time_batches(labeled_batches(), warm_up=hand)
     if args.grpo_batch_only:
         print(
             f"GRPO verify phase, 64 completions, min / median ms: arithmetic {fmt(grpo, 1000, 2)} "
@@ -195,6 +219,11 @@ def main() -> None:
         return
 
     rows = labeled()
+    if args.kinds_only:
+        stats = {"ours": {"verdicts": [ours(r["completion"], r["gold"]) for r in rows]}}
+        stats["math-verify"] = {"verdicts": [math_verify(r["completion"], r["gold"]) for r in rows]}
+        print_kinds(rows, stats)
+        return
     stats = one_process(rows, args.runs)
     pool_rates, pool_acc, patho_ours = through_pool(rows, args.runs)
     patho_mv = math_verify_pathological()
@@ -218,6 +247,7 @@ def main() -> None:
     print(f"| pool of 2 workers, 1 s budget: cases/s (accuracy {pool_acc:.3f}) | {fmt(pool_rates)} | - |")
     print(f"| GRPO verify phase, 64 arithmetic completions, ms | {fmt(grpo, 1000, 2)} | - |")
     print(f"| GRPO verify phase, 64 MATH/GSM8K/AIME completions, ms | {fmt(grpo_math, 1000, 2)} | - |\n")
+    print_kinds(rows, stats)
     for name, s in stats.items():
         wrong = [(r, v) for r, v in zip(rows, s["verdicts"]) if v != r["label"]]
         print(

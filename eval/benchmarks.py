@@ -31,7 +31,7 @@ arguments returning one)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -120,6 +120,14 @@ BUILTIN: dict[str, Benchmark] = {
         Benchmark("mbpp", "vendored:mbpp", Template.code, _CODE, _protocol(10), vote=False),
     )
 }
+
+
+def with_free_form(bench: Benchmark, on: bool) -> Benchmark:
+    """`bench` judged with free-form answer extraction (``free_form=True``) when `on` and its
+    verifier is the math verifier; otherwise `bench` unchanged."""
+    if not on or bench.verifier.get("_target_") != "verifiers.math.MathVerifier":
+        return bench
+    return replace(bench, verifier={**bench.verifier, "free_form": True})
 
 
 def registered() -> dict[str, Benchmark]:

@@ -34,6 +34,10 @@ class EvalConfig:
     gpu_memory_utilization: float = 0.8
     #: problems per engine call; an interrupted run loses at most the chunk in flight.
     chunk: int = 32
+    #: math benchmarks: also read answers outside a box (answer phrases in several languages,
+    #: the last LaTeX span, a standalone last number; `verifiers.math`), for models that do not
+    #: box their answer. Off: the last \\boxed{} only, as the benchmarks' prompts ask.
+    free_form: bool = False
 
     def __post_init__(self) -> None:
         checks = [

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from eval.benchmarks import Benchmark, Sampling, get_benchmark
+from eval.benchmarks import Benchmark, Sampling, get_benchmark, with_free_form
 from eval.config import EvalConfig
 from eval.report import markdown, plot_breakdowns, plot_lengths
 from eval.runner import Verifiers, fit_max_tokens, longest_prompt, rescore, sample_benchmark
@@ -61,7 +61,7 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
 
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    benches = [get_benchmark(name) for name in cfg.benchmarks]
+    benches = [with_free_form(get_benchmark(name), cfg.free_form) for name in cfg.benchmarks]
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     context = cfg.max_model_len or AutoConfig.from_pretrained(model_path).max_position_embeddings
@@ -82,7 +82,7 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
                 sampling.max_tokens,
             )
         plans.append(Plan(bench, problems, sampling))
-    _save_settings(run_dir, cfg.model.path, cfg.limit, plans)
+    _save_settings(run_dir, cfg.model.path, cfg.limit, cfg.free_form, plans)
 
     store = SampleFile(run_dir / "samples.jsonl")
     done = {s.key for s in store.load()}
@@ -131,7 +131,7 @@ def rescore_run(run_dir: Path) -> list[BenchmarkSummary]:
     verifiers = Verifiers()
     try:
         for name, sampling in settings["sampling"].items():
-            bench = get_benchmark(name)
+            bench = with_free_form(get_benchmark(name), settings.get("free_form", False))
             samples = rescore(bench, bench.problems(), samples, verifiers.get(bench))
             plans.append(Plan(bench, bench.problems(settings["limit"]), Sampling(**sampling)))
     finally:
@@ -140,7 +140,7 @@ def rescore_run(run_dir: Path) -> list[BenchmarkSummary]:
     return write_outputs(run_dir, settings["model"], plans, samples, time.perf_counter() - start)
 
 
-def _save_settings(run_dir: Path, model: str, limit: int | None, plans: list[Plan]) -> None:
+def _save_settings(run_dir: Path, model: str, limit: int | None, free_form: bool, plans: list[Plan]) -> None:
     """Write ``settings.json``, after checking it against the one already there (resume).
 
     Raises:
@@ -148,13 +148,15 @@ def _save_settings(run_dir: Path, model: str, limit: int | None, plans: list[Pla
             run's (named).
     """
     path = run_dir / "settings.json"
-    old = json.loads(path.read_text()) if path.exists() else {"model": model, "limit": limit, "sampling": {}}
+    fresh = {"model": model, "limit": limit, "free_form": free_form, "sampling": {}}
+    old = {"free_form": False, **json.loads(path.read_text())} if path.exists() else fresh
     new = {
         "model": model,
         "limit": limit,
+        "free_form": free_form,
         "sampling": {**old["sampling"], **{p.benchmark.name: asdict(p.sampling) for p in plans}},
     }
-    clashes = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in ("model", "limit") if old[k] != new[k]]
+    clashes = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in ("model", "limit", "free_form") if old[k] != new[k]]
     clashes += [
         f"{name} sampling: {s} -> {new['sampling'][name]}"
         for name, s in old["sampling"].items()

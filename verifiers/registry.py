@@ -44,12 +44,14 @@ def build_verifier(spec: Mapping[str, Any]) -> Verifier:
         known = registered()
         if name not in known:
             raise ValueError(
-                f"no verifier named {name!r} in entry-point group {ENTRY_POINT_GROUP!r}; registered: {', '.join(sorted(known)) or 'none'}"
+                f"no verifier named {name!r} in entry-point group {ENTRY_POINT_GROUP!r}; "
+                f"registered: {', '.join(sorted(known)) or 'none'}"
             )
         verifier = known[name].load()(**kwargs)
     else:
         raise ValueError(
-            f"a verifier spec needs '_target_' (a class path) or 'name' (a registered verifier), got keys {sorted(kwargs)}"
+            "a verifier spec needs '_target_' (a class path) or 'name' (a registered verifier), "
+            f"got keys {sorted(kwargs)}"
         )
     if not isinstance(verifier, Verifier):
         raise TypeError(f"{type(verifier).__name__} is not a verifier: it needs verify_batch(pairs) and close()")

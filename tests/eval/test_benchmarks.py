@@ -83,3 +83,11 @@ def test_an_entry_point_may_not_shadow_a_builtin(plugin):
 def test_unknown_benchmark_is_named():
     with pytest.raises(ValueError, match="no benchmark named 'aime26'; registered: aime24, aime25, amc23, math500"):
         get_benchmark("aime26")
+
+
+def test_free_form_applies_to_the_math_verifier_only():
+    from eval.benchmarks import get_benchmark, with_free_form
+
+    math, code = get_benchmark("math500"), get_benchmark("humaneval")
+    assert with_free_form(math, True).verifier == {**math.verifier, "free_form": True}
+    assert with_free_form(math, False) is math and with_free_form(code, True) is code

@@ -121,14 +121,18 @@ class RunOutput:
 @functools.lru_cache(maxsize=8)
 def _interpreter_paths(python: str) -> tuple[str, tuple[str, ...]]:
     """(real path of the interpreter, its stdlib directories), asked of the interpreter itself."""
-    probe = "import json, os, sys, sysconfig; p = sysconfig.get_paths(); print(json.dumps([os.path.realpath(sys.executable), p['stdlib'], p['platstdlib']]))"
+    probe = (
+        "import json, os, sys, sysconfig; p = sysconfig.get_paths(); "
+        "print(json.dumps([os.path.realpath(sys.executable), p['stdlib'], p['platstdlib']]))"
+    )
     try:
         out = subprocess.run(
             [python, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30, check=True, env={}
         )
     except (OSError, subprocess.SubprocessError) as err:
         raise SandboxUnavailable(
-            f"sandbox interpreter {python!r} does not run ({err}); install it with `apt-get install python3` or set python="
+            f"sandbox interpreter {python!r} does not run ({err}); "
+            "install it with `apt-get install python3` or set python="
         ) from err
     exe, *stdlib = json.loads(out.stdout)
     return exe, tuple(dict.fromkeys(stdlib))

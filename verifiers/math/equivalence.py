@@ -19,13 +19,16 @@ interval by interval. ``x = 3`` matches ``3`` (an assignment to a single symbol 
 two equations match when ``lhs - rhs`` of one is a non-zero constant multiple of the other's; a
 one-variable inequality is compared as the set it defines (``x \\leq 2`` = ``(-\\infty, 2]``).
 An answer with a percent sign matches both as written and divided by 100 (``25\\%`` matches
-``25`` and ``\\frac14``). Text answers match only the same words. ``\\pm`` gives a two-element
+``25`` and ``\\frac14``); a predicted ``1,22`` also reads as the decimal 1.22 (`_readings` says when).
+Text answers match only the same words. ``\\pm`` gives a two-element
 set, so ``\\pm 2`` does not match ``2``.
 
 There is no time limit in here: callers run `equivalent` inside `verifiers.pool.TimeoutPool`.
 """
 
 from __future__ import annotations
+
+import re
 
 import sympy
 from sympy.logic.boolalg import Boolean
@@ -37,6 +40,7 @@ REL_TOL = 1e-6
 EXACT_REL_TOL = 1e-20
 PROBE_TOL = 1e-9
 _DIGITS = 30
+_DECIMAL_COMMA = re.compile(r"^(-?\d+),(\d+)$")
 _PROBES = (sympy.Rational(7, 10), sympy.Rational(13, 7), sympy.Rational(-5, 3))
 
 
@@ -158,10 +162,24 @@ def same(a: sympy.Basic | Text, b: sympy.Basic | Text) -> str | None:
     return "symbolic match" if a == b else None
 
 
-def _readings(raw: str, value: sympy.Basic | Text) -> list[sympy.Basic | Text]:
-    """``12.5\\%`` reads as 12.5 (the question asked for a percent) and as 0.125."""
+def _readings(raw: str, normalized: str, value: sympy.Basic | Text, gold: bool) -> list[sympy.Basic | Text]:
+    """The values an answer may mean.
+
+    ``12.5\\%`` reads as 12.5 (the question asked for a percent) and as 0.125. A predicted
+    ``1,22`` (no space after the comma) reads as the set {1, 22} and as the decimal 1.22 (a decimal
+    comma: math-verify's number tests), unless three digits follow the comma (``32,349``, a
+    thousands group). A gold ``-2,1`` is a set of roots far more often than a decimal: a gold gets
+    the decimal reading only when no set is likely, after a lone zero (``0,111``) or four or more
+    digits (``1000,99``).
+    """
     if "%" in raw and isinstance(value, sympy.Expr):
         return [value, value / 100]
+    comma = _DECIMAL_COMMA.match(normalized)
+    if comma and re.search(r",\d", raw):
+        whole, decimals = comma.group(1).lstrip("-"), comma.group(2)
+        likely = whole == "0" or len(whole) > 3 if gold else len(decimals) != 3 or whole == "0" or len(whole) > 3
+        if likely:
+            return [value, sympy.Float(normalized.replace(",", "."), max(15, len(normalized)))]
     return [value]
 
 
@@ -186,7 +204,8 @@ def equivalent(pred: str, gold: str) -> tuple[bool, str, tuple[str, str] | None]
         return False, f"unparsed: {type(exc).__name__}: {exc}"[:200], None
     parsed = (sympy.sstr(a, full_prec=False), sympy.sstr(b, full_prec=False))
     try:
-        reason = next(filter(None, (same(x, y) for x in _readings(pred, a) for y in _readings(gold, b))), None)
+        readings = [(x, y) for x in _readings(pred, npred, a, False) for y in _readings(gold, ngold, b, True)]
+        reason = next(filter(None, (same(x, y) for x, y in readings)), None)
     except Exception as exc:  # sympy raises many types on values it cannot compare
         return False, f"error: {type(exc).__name__}: {exc}"[:200], parsed
     return reason is not None, reason or "mismatch", parsed

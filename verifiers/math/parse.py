@@ -7,13 +7,24 @@
   own: ``a, b`` and ``\\{a, b\\}`` are finite sets, ``(a, b, c)`` and ``[a, b, c]`` tuples,
   ``[a, b)``-style brackets intervals, ``(a, b)`` a pair (compared as an open interval where the
   other side is a set), ``A \\cup B`` unions, ``\\begin{pmatrix}..\\end{pmatrix}`` matrices and
-  ``x \\in S`` the set S. The ANTLR parser needs about 20 ms for any input with a comma (full-
-  context prediction); elements take about 1 ms;
+  ``x \\in S`` the set S; ``\\begin{array}{cc}..\\end{array}`` and a matrix in brackets
+  (``\\left[\\begin{array}..\\right]``, math-verify's matrix tests) are matrices too. The ANTLR
+  parser needs about 20 ms for any input with a comma (full-context prediction); elements take
+  about 1 ms;
+- relations (`_relation`): a label before ``=`` is dropped on either side (a tuple of names
+  ``(m,n) = (4,1)``, a ratio of names ``AB:CD = 3:5``, a segment or angle ``AB``, ``\\angle ABC``,
+  an evaluated function ``f(2) = 5``, a ``\\text{..}`` word): the answer is what follows. One name
+  before ``=`` keeps the equation (``y = 2x + 3`` is a line; `verifiers.math.equivalence` reads
+  ``x = 3`` as 3 against a number). A chain ``x = 5 + 5 + 1 = 11`` keeps its first and last parts,
+  and an equation with no unknown on either side (``3 + 4 = 7``) is its right side. ``A \\approx B`` is A,
+  or B when A is a name or label (``x \\approx 7.78``). These are the gold formats the issue tracker
+  reported (``$(m,n)=(4,1)$``, ``$AB:CD=3:5$``) and math-verify's relation tests;
 - everything else goes through ``latex2sympy2_extended`` (a maintained ANTLR LaTeX-to-sympy
   parser), first with ANTLR's fast SLL prediction and, if that reports a syntax error, again with
   its default full LL prediction: ANTLR's documented two-stage strategy (an SLL parse that succeeds
   is the LL parse; ``PredictionMode.SLL`` in the ANTLR runtime). SLL parses ``\\frac{\\cos x}{\\sin x}``
-  in 0.6 ms instead of 14 ms. The symbol ``i`` is read as the imaginary unit, Python lists become
+  in 0.6 ms instead of 14 ms. The symbol ``i`` is read as the imaginary unit, sums and products of
+  explicit matrices are carried out (math-verify's matrix tests), Python lists become
   finite sets and matrices become immutable.
 
 Before anything is evaluated, `log10_size` bounds how many digits the value could need; a value
@@ -40,6 +51,17 @@ MAX_DIGITS = 100_000
 _INTEGER_OR_DECIMAL = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.I)
 _FRACTION = re.compile(r"^([-+]?)(?:(\d+)/(\d+)|\\frac\{(\d+)\}\{(\d+)\}|\\frac(\d)(\d))$")
 _I = sympy.Symbol("i")
+_MATRIX = re.compile(r"^[(\[]?\\begin\{([pbB]?matrix|array)\}(?:\{[lcr|]*\})?(.*)\\end\{\1\}[)\]]?$", re.S)
+_NAME = re.compile(r"^(?:[a-zA-Z]|\\(?:alpha|beta|gamma|theta|lambda|mu|phi|omega))(?:_\{?\w+\}?)?'*$")
+_ID = r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?'*"
+_LABEL = re.compile(
+    rf"^(?:\((?:{_ID},)+{_ID}\)"  # (m,n)
+    rf"|(?:{_ID})+(?::(?:{_ID})+)+"  # a:b, AB:CD, V_1:V_2
+    r"|[A-Z]{2,4}|\\overline\{[A-Z]+\}|\|[A-Za-z]{1,4}\||m?\\angle ?[A-Z]{1,3}"  # AB, \overline{AB}, |AB|, \angle ABC
+    r"|\\frac\{[A-Za-z]{1,4}\}\{[A-Za-z]{1,4}\}"  # \frac{NO}{BO}
+    r"|[a-zA-Z]\([^()=]*\)"  # f(2), P(A)
+    r"|\\text\{[^{}]*\}|[A-Za-z]{3,}|\\[a-zA-Z]+)$"  # \text{area}, area, a lone command
+)
 # The parser's own fixes for shorthands such as \sqrt2 and \frac12 (the rest is done by normalize).
 _SHORTHANDS = NormalizationConfig(basic_latex=False, malformed_operators=True, boxed="none")
 
@@ -129,8 +151,8 @@ def _structure(s: str) -> sympy.Basic | None:
     member = re.match(r"^[a-zA-Z]\\in(?![a-zA-Z])", s)
     if member:
         return _value(s[member.end() :])
-    matrix = re.match(r"^\\begin\{([pbvB]?matrix)\}(.*)\\end\{\1\}$", s, re.S)
-    if matrix:
+    matrix = _MATRIX.match(s)
+    if matrix and "\\begin" not in matrix.group(2):
         rows = [[_value(x) for x in row.split("&")] for row in matrix.group(2).split("\\\\") if row.strip()]
         return sympy.ImmutableMatrix(rows)
     union = _split(s, "\\cup")
@@ -148,6 +170,29 @@ def _structure(s: str) -> sympy.Basic | None:
     return None
 
 
+def _relation(s: str) -> sympy.Basic | None:
+    """The value of an answer with a top-level ``=`` or ``\\approx`` (module docstring), or None."""
+    approx = _split(s, "\\approx")
+    if len(approx) > 1:
+        head = approx[0]
+        return _value(approx[-1] if _LABEL.match(head) or _NAME.match(head) else head)
+    if s[:1] == "(" and s[-1:] == ")" and _balanced(s[1:-1]) and "=" in s:
+        s = s[1:-1]  # "(35 + 70 = 105)"
+    parts = _split(s, "=")
+    if len(parts) < 2 or not all(parts):
+        return None
+    lhs, rhs = parts[0], parts[-1]
+    if _LABEL.match(lhs):
+        return _value(rhs)
+    value = _value(rhs)
+    if _NAME.match(lhs):
+        return sympy.Eq(_latex(lhs), value) if isinstance(value, sympy.Expr) and not value.is_Matrix else value
+    left = _value(lhs)
+    if all(isinstance(x, sympy.Expr) and not x.free_symbols for x in (left, value)):
+        return value  # a computation, "3 + 4 = 7"
+    return sympy.Eq(left, value)
+
+
 def _as_set(value: sympy.Basic) -> sympy.Basic:
     """A pair ``(a, b)`` inside a union is the open interval."""
     if isinstance(value, sympy.Tuple) and len(value) == 2:
@@ -157,6 +202,8 @@ def _as_set(value: sympy.Basic) -> sympy.Basic:
 
 def _value(s: str) -> sympy.Basic:
     value = _structure(s)
+    if value is None:
+        value = _relation(s)
     if value is None:
         value = _number(s)
     if value is None:
@@ -181,6 +228,8 @@ def _latex(s: str) -> sympy.Basic:
         value = latex2sympy(s, normalization_config=None)
     if isinstance(value, (list, tuple)):
         value = sympy.FiniteSet(*value)
+    if isinstance(value, (sympy.MatAdd, sympy.MatMul)):  # "A + B", "A B" of explicit matrices (no powers)
+        value = value.doit()
     if isinstance(value, sympy.MatrixBase):
         value = sympy.ImmutableMatrix(value)
     if isinstance(value, sympy.Basic) and _I in value.free_symbols:

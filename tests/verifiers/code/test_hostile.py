@@ -84,7 +84,8 @@ HOSTILE = {
         "AssertionError",
     ),
     "write_to_every_fd": (
-        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, bytes([0, 0, 0, 1]) + b'N')\n    except OSError:\n        pass\ndef f(x):\n    return 3\n",
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, bytes([0, 0, 0, 1]) + b'N')\n"
+        "    except OSError:\n        pass\ndef f(x):\n    return 3\n",
         "failed",
     ),
 }

@@ -36,13 +36,20 @@ PHASES = ("generate", "reward", "filter", "logprobs", "advantages", "update", "s
 
 
 class Timer:
-    """Wall-clock seconds per named phase (repeated phases add up)."""
+    """Wall-clock seconds per phase of `PHASES` (repeated phases add up); the step's metrics
+    ``time/<phase>`` are these names.
+
+    Raises (when called):
+        ValueError: a name that is not a phase.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
+        if name not in PHASES:
+            raise ValueError(f"unknown step phase {name!r}; phases: {', '.join(PHASES)}")
         begin = time.perf_counter()
         yield
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begin

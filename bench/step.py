@@ -2,17 +2,18 @@
 
     python -m bench.step [--runs 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128]
 
-Method: `--runs` separate runs of ``reasoner-train`` (``python -m reasoner.jobs.cli``, vLLM backend
-with ``rollout.enforce_eager=false``, embedded SmolLM2-135M-Instruct, no cold start, level-2 arithmetic, GRPO with
-the k3 KL to a frozen reference at beta 0.04 so the reference pass is timed too) of `--steps` RL steps of
-`--prompts` prompts x `--group` completions of at most `--max-tokens` tokens. Per run, the
-phase times the trainer logs (``time/*`` in metrics.jsonl) over steps 2..S (step 1 warms
-kernels and caches) are averaged; the table gives min / median over runs. Phases: generate
-(vLLM), verify (math verifier), old and reference log-probs (``time/ref_old_logprobs``),
-forward + backward + optimizer (the rest of ``time/learner``), weight sync (in-memory sync and
-the log-prob check after it). tokens/s = completion tokens of the step / step seconds. Peak RSS
-is the trainer process's (summary.json). Written to ``bench/results/step.json`` and the "GRPO
-step breakdown" section of BENCHMARKS.md.
+Method: `--runs` separate runs of ``reasoner-train`` (``python -m reasoner.jobs.cli``, vLLM
+backend with ``rollout.enforce_eager=false``, embedded SmolLM2-135M-Instruct, no cold start,
+level-2 arithmetic, GRPO with the k3 KL to a frozen reference at beta 0.04 so the reference pass
+is timed too) of `--steps` RL steps of `--prompts` prompts x `--group` completions of at most
+`--max-tokens` tokens. Per run, the phase times the trainer logs (``time/<phase>`` in
+metrics.jsonl) over steps 2..S (step 1 warms kernels and caches) are averaged; the table gives
+min / median / max over runs. Phases (`reasoner.rl_step`): generate (vLLM), reward (the math
+verifier), old and reference log-probs (``time/logprobs``), advantages, forward + backward +
+optimizer (``time/update``), weight sync (in-memory sync and the log-prob check after it).
+tokens/s = completion tokens of the step / step seconds. Peak RSS is the trainer process's
+(summary.json). Written to ``bench/results/step.json`` and the "GRPO step breakdown" section of
+BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 from bench.report import child_result, machine, machine_line, print_result, save, spread, table
 
@@ -38,7 +39,7 @@ def measure(backend: str, repeats: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     sent = sum(t.numel() * t.element_size() for _, t in named_weights(model))
     probe = SyncProbe(list(range(1000, 1128)), 64)
-    logprobs = lambda ids, plen, bf16: sequence_logprobs(model, ids, plen, bf16)  # noqa: E731
+    logprobs = partial(sequence_logprobs, model)
     probe.baseline = sync_drift(engine, logprobs, probe)  # the floor with identical weights, as the trainer takes it
     syncs, checks = [], []
     for i in range(repeats + 1):  # the first sync is a warm-up

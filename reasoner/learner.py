@@ -34,6 +34,7 @@ from reasoner.algorithms.policy_loss import truncated_is_weights
 from reasoner.algorithms.value import clipped_value_loss
 from reasoner.config import AlgorithmConfig, KLPlacement, TrainerConfig
 from reasoner.logprobs import PaddedBatch, autocast, completion_logprobs, pad_batch, sequence_logprobs
+from reasoner.models import export_pretrained
 from reasoner.rollout.sync import named_weights
 from reasoner.types import Rows, TrainBatch
 
@@ -239,11 +240,8 @@ class Learner:
         return named_weights(self.model)
 
     def export_pretrained(self, path: Path, tokenizer: Any) -> None:
-        """Write the policy as an HF model directory (bf16 safetensors + tokenizer), loadable by
-        vLLM and transformers; the in-memory model stays fp32."""
-        self.model.to(torch.bfloat16).save_pretrained(str(path), safe_serialization=True)
-        tokenizer.save_pretrained(str(path))
-        self.model.to(torch.float32)
+        """The policy as an HF model directory (`reasoner.models.export_pretrained`)."""
+        export_pretrained(self.model, tokenizer, path)
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         """The policy's log-probs of the tokens after `prompt_len` (nats; `reasoner.logprobs.sequence_logprobs`)."""

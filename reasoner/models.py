@@ -148,3 +148,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def export_pretrained(model: Any, tokenizer: Any, path: Path) -> None:
+    """Write `model` as an HF model directory (bf16 safetensors + tokenizer), loadable by vLLM,
+    transformers and the next stage of a recipe; the in-memory model stays fp32."""
+    import torch
+
+    model.to(torch.bfloat16).save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+    model.to(torch.float32)

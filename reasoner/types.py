@@ -8,6 +8,7 @@ Shape notation used across reasoner:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -180,12 +181,13 @@ class TrainBatch:
     def __len__(self) -> int:
         return len(self.sequences)
 
-    @property
+    @cached_property
     def completion_lengths(self) -> list[int]:
-        """T_i, completion tokens of each sequence."""
+        """T_i, completion tokens of each sequence (computed once: the learner indexes it per row)."""
         return [len(s) - p for s, p in zip(self.sequences, self.prompt_lens)]
 
-    @property
+    @cached_property
     def policy_lengths(self) -> list[int]:
-        """Policy tokens of each sequence (the 1s of its loss mask): the tokens trained on."""
+        """Policy tokens of each sequence (the 1s of its loss mask): the tokens trained on
+        (computed once)."""
         return [sum(m) for m in self.loss_masks]

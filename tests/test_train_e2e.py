@@ -114,9 +114,11 @@ def test_sync_check_catches_a_missed_sync(tiny_model_dir):
 
 def _logprobs_of(model):
     """The sync check's learner side for a bare model (`reasoner.logprobs.sequence_logprobs`)."""
+    from functools import partial
+
     from reasoner.logprobs import sequence_logprobs
 
-    return lambda ids, plen, bf16: sequence_logprobs(model, ids, plen, bf16)
+    return partial(sequence_logprobs, model)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])

@@ -10,7 +10,6 @@ import logging
 import random
 import resource
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,14 +61,6 @@ def reuse_heap() -> bool:
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     except (OSError, AttributeError):
         return False
-
-
-def export_policy(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
-    """Write the policy as an HF model directory (bf16 safetensors + tokenizer), loadable by
-    vLLM and transformers and by the next stage of a recipe; the in-memory model stays fp32."""
-    policy.to(torch.bfloat16).save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
-    policy.to(torch.float32)
 
 
 def peak_rss_gb() -> dict[str, float]:

@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +47,7 @@ from reasoner.metrics_log import Logger, compact_line, make_loggers
 from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import rl_step
 from reasoner.rollout import RolloutEngineError
-from reasoner.rollout.sync import LearnerLogprobs, SyncProbe, check_sync, make_probe, push_weights, sync_drift
+from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, push_weights, sync_drift
 
 log = logging.getLogger("reasoner")
 
@@ -169,7 +170,7 @@ def start_policy(state: RLRun, policy: torch.nn.Module) -> None:
     """A new run: measure the sync probe's floor on the base `policy`, then the cold start (when
     ``sft.enabled``) and its held-out evaluation. Writes the cold-started weights to the engine."""
     cfg, ctx = state.cfg, state.ctx
-    logprobs = _model_logprobs(policy)
+    logprobs = partial(sequence_logprobs, policy)  # the sync check's learner side before the learner exists
     if state.probe is not None:
         state.probe = replace(state.probe, baseline=sync_drift(ctx.engine, logprobs, state.probe))
     if state.stop.signum is not None:
@@ -181,11 +182,6 @@ def start_policy(state: RLRun, policy: torch.nn.Module) -> None:
         if state.probe is not None:
             check_sync(ctx.engine, logprobs, state.probe, cfg.rollout.sync_check_tol)
         ctx.heldout_eval("after_sft")
-
-
-def _model_logprobs(model: torch.nn.Module) -> LearnerLogprobs:
-    """The sync check's learner side for a model not yet in a learner (the cold start)."""
-    return lambda ids, plen, bf16: sequence_logprobs(model, ids, plen, bf16)
 
 
 def build_learner(state: RLRun, policy: torch.nn.Module) -> None:

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
 from reasoner.config import CONF_DIR, RunConfig, register_configs
-from reasoner.jobs.common import cold_start, export_policy, open_run, peak_rss_gb
+from reasoner.jobs.common import cold_start, open_run, peak_rss_gb
+from reasoner.models import export_pretrained
 
 log = logging.getLogger("reasoner")
 
@@ -47,7 +48,7 @@ def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
     policy = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
     stats, cleaning = cold_start(cfg, run, policy, exclude=[p.problem for p in run.heldout])
     run.heldout_eval("after_sft")
-    export_policy(policy, run.tokenizer, run_dir / "checkpoint")
+    export_pretrained(policy, run.tokenizer, run_dir / "checkpoint")
     run.verifier.close()
     heldout = run.heldout
     summary = {

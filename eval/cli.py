@@ -19,26 +19,32 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from eval.config import EvalConfig, register_configs
 from eval.pipeline import load_summaries, rescore_run, run_eval
 from eval.report import compare
-from reasoner.config import CONF_DIR
+from reasoner.config import CONF_DIR, to_config
 
 register_configs()
 
 
 def to_eval_config(cfg: DictConfig) -> EvalConfig:
-    """Merged Hydra config -> validated `EvalConfig` (runs its `__post_init__` checks)."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    """Merged Hydra config -> validated `EvalConfig` (`reasoner.config.to_config`: unknown keys
+    are refused, its `__post_init__` checks run).
+
+    Raises:
+        ValueError: an unknown key or a bad value (named).
+    """
+    return to_config(cfg)
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    run_eval(to_eval_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+    hc = HydraConfig.get()
+    run_eval(to_eval_config(cfg), Path(hc.runtime.output_dir), overrides=list(hc.overrides.task))
 
 
 def _subcommand(argv: list[str]) -> None:
@@ -50,10 +56,13 @@ def _subcommand(argv: list[str]) -> None:
     again = sub.add_parser("rescore", help="judge a run's samples again and rewrite its outputs")
     again.add_argument("run", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "compare":
-        print(compare(load_summaries(args.run_a), load_summaries(args.run_b), str(args.run_a), str(args.run_b)))
-    else:
-        rescore_run(args.run)
+    try:
+        if args.command == "compare":
+            print(compare(load_summaries(args.run_a), load_summaries(args.run_b), str(args.run_a), str(args.run_b)))
+        else:
+            rescore_run(args.run)
+    except (FileNotFoundError, ValueError) as err:  # a missing or unfinished run directory: no traceback
+        parser.exit(2, f"reasoner-eval {args.command}: {err}\n")
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from eval.report import markdown, plot_breakdowns, plot_lengths
 from eval.runner import Verifiers, fit_max_tokens, longest_prompt, rescore, sample_benchmark
 from eval.samples import Sample, SampleFile
 from eval.summary import BenchmarkSummary, summarize
-from reasoner.config import RolloutConfig
+from reasoner.config import RolloutConfig, save_config
 from reasoner.models import resolve_model_path
 from reasoner.types import Problem
 
@@ -48,9 +48,13 @@ class Plan:
     sampling: Sampling
 
 
-def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[BenchmarkSummary]:
+def run_eval(
+    cfg: EvalConfig, run_dir: Path, progress: bool = True, overrides: list[str] = ()
+) -> list[BenchmarkSummary]:
     """Evaluate `cfg.model` on `cfg.benchmarks` into `run_dir` (resuming what is there) and
-    write every output; returns the summaries, in benchmark order.
+    write every output; returns the summaries, in benchmark order. The run's record
+    (``.hydra/config.yaml`` with the command-line `overrides`) is written once the settings
+    check has passed.
 
     Raises:
         ValueError: an unknown benchmark, or `run_dir` holds a run with other settings.
@@ -83,6 +87,7 @@ def run_eval(cfg: EvalConfig, run_dir: Path, progress: bool = True) -> list[Benc
             )
         plans.append(Plan(bench, problems, sampling))
     _save_settings(run_dir, cfg.model.path, cfg.limit, cfg.free_form, plans)
+    save_config(cfg, run_dir, overrides)
 
     store = SampleFile(run_dir / "samples.jsonl")
     done = {s.key for s in store.load()}
@@ -200,7 +205,12 @@ def load_summaries(run_dir: Path) -> dict[str, BenchmarkSummary]:
     """The benchmark summaries of a finished run (its ``summary.json``).
 
     Raises:
-        FileNotFoundError: `run_dir` has no ``summary.json``.
+        FileNotFoundError: `run_dir` has no ``summary.json`` (the message says whether the
+            directory is missing or the run unfinished).
     """
-    data = json.loads((Path(run_dir) / "summary.json").read_text())
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        what = "no such directory" if not Path(run_dir).is_dir() else "no summary.json: not a finished evaluation run"
+        raise FileNotFoundError(f"{run_dir}: {what} (looked for {path.resolve()})")
+    data = json.loads(path.read_text())
     return {name: BenchmarkSummary.from_dict(d) for name, d in data["benchmarks"].items()}

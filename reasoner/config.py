@@ -8,7 +8,8 @@ so an unknown key or a wrong type fails at start naming the field (``trainer.lr_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -379,6 +380,10 @@ class RolloutConfig:
     #: before training (same checkpoint on both sides); the floors and the size of a missed update
     #: are in BENCHMARKS.md "Figures moved from code comments" (`reasoner.rollout.sync`).
     sync_check_tol: float = 0.05
+    #: vLLM's own INFO logs (engine config, start-up steps) and the warnings it gives that are
+    #: expected here and harmless (`reasoner.rollout.vllm_engine`); off keeps the console to the
+    #: run's own lines. The ``VLLM_LOGGING_LEVEL`` environment variable, when set, wins.
+    engine_logs: bool = False
 
     def __post_init__(self) -> None:
         check("rollout.temperature", self.temperature, self.temperature > 0, "> 0 for RL sampling")
@@ -448,7 +453,8 @@ class TrainerConfig:
     #: zeroed ones (BENCHMARKS.md "Profile of the GRPO step"). The price: the process keeps its
     #: peak heap.
     reuse_heap: bool = True
-    #: metrics sinks (`reasoner.metrics_log`): jsonl (metrics.jsonl), tensorboard.
+    #: metrics sinks (`reasoner.metrics_log`): jsonl (metrics.jsonl), tensorboard, wandb (Weights &
+    #: Biases, the ``wandb`` extra; offline without WANDB_API_KEY).
     loggers: list[str] = field(default_factory=lambda: ["jsonl", "tensorboard"])
     #: evaluate the held-out set on the model as loaded (``base``) before anything else.
     eval_base: bool = True
@@ -575,6 +581,79 @@ class RunConfig:
                 f"config field reward.verifier={verifier!r} is not allowed: must be a node with "
                 "'_target_' or 'name' (choose a reward group such as reward=math or reward=code)"
             )
+
+
+def unknown_keys(node: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """Keys in a composed config that its dataclass schema does not have: (dotted name, the
+    fields its group does have) for each.
+
+    Hydra lets ``+group.key=value`` add a key even to a structured config (and `OmegaConf.to_object`
+    then sets it as a stray attribute), so a typo with a ``+`` would be ignored silently; the
+    entry points refuse these. Free-form nodes (``Any`` or ``dict`` fields such as
+    ``reward.verifier``) may hold any key.
+    """
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    found: list[tuple[str, list[str]]] = []
+    if isinstance(node, DictConfig):
+        schema = OmegaConf.get_type(node)
+        if not is_dataclass(schema):
+            return found
+        known = [f.name for f in fields(schema)]
+        for key in node.keys():
+            if key in known:
+                found += unknown_keys(node._get_node(key), f"{prefix}{key}.")
+            else:
+                found.append((f"{prefix}{key}", known))
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            found += unknown_keys(item, f"{prefix[:-1]}[{i}].")
+    return found
+
+
+def check_known_keys(cfg: Any) -> None:
+    """Refuse a composed config (``DictConfig``) holding keys its schema lacks (`unknown_keys`).
+
+    Raises:
+        ValueError: naming each unknown key, with the closest field names (or all of them).
+    """
+    bad = unknown_keys(cfg)
+    if not bad:
+        return
+    parts = []
+    for name, known in bad:
+        key = name.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
+        parts.append(f"{name} ({hint})")
+    raise ValueError(f"unknown config key(s), not a field of the schema: {'; '.join(parts)}")
+
+
+def to_config(cfg: Any) -> Any:
+    """A composed Hydra config (``DictConfig``) -> its dataclass (`RunConfig`, ``EvalConfig``),
+    after `check_known_keys`; every group's ``__post_init__`` checks run.
+
+    Raises:
+        ValueError: an unknown key, or a field outside its allowed values (named).
+    """
+    from omegaconf import OmegaConf
+
+    check_known_keys(cfg)
+    return OmegaConf.to_object(cfg)
+
+
+def save_config(cfg: Any, run_dir: Path, overrides: list[str]) -> None:
+    """Write the run's record of its settings: ``run_dir/.hydra/config.yaml`` (the resolved config
+    that runs) and ``overrides.yaml`` (the command-line overrides). The entry points call this
+    once their checks have passed (Hydra's own writing, before the job runs, is off:
+    ``hydra.output_subdir: null``), so a refused resume or evaluation leaves the record of what
+    ran before it untouched."""
+    from omegaconf import OmegaConf
+
+    out = Path(run_dir) / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
 
 def register_configs() -> None:

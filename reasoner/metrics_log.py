@@ -1,5 +1,5 @@
-"""Metrics sinks behind one small interface (`Logger`: JSON Lines and TensorBoard today), and
-the one-line step summary printed to the console."""
+"""Metrics sinks behind one small interface (`Logger`: JSON Lines, TensorBoard, Weights & Biases),
+and the one-line step summary printed to the console."""
 
 from __future__ import annotations
 
@@ -68,15 +68,63 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+class WandbLogger:
+    """Scalars to Weights & Biases (the optional extra: ``pip install 'reasoner[wandb]'``).
+
+    Online when ``WANDB_API_KEY`` is set, else offline: the run is written under
+    ``run_dir/wandb/`` and ``wandb sync run_dir/wandb/offline-run-*`` uploads it later;
+    ``WANDB_MODE`` (online / offline / disabled), ``WANDB_PROJECT`` (default ``reasoner``) and
+    ``WANDB_ENTITY`` are honoured as wandb defines them. The W&B run id is kept in
+    ``run_dir/wandb_run_id``, so a resumed run continues the same W&B run; the steps a stopped run
+    logged after its last checkpoint are logged again (W&B keeps the first value of a step).
+
+    Raises:
+        ImportError: wandb is not installed (says how to install it).
+    """
+
+    def __init__(self, run_dir: Path, config: dict[str, Any] | None = None) -> None:
+        try:
+            import wandb
+        except ImportError as err:
+            raise ImportError(
+                "trainer.loggers has 'wandb' but wandb is not installed: pip install 'reasoner[wandb]' "
+                "(or pip install wandb)"
+            ) from err
+        run_dir = Path(run_dir)
+        id_file = run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        id_file.write_text(run_id)
+        mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "reasoner"),
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            mode=mode,
+            name=run_dir.name,
+            config=config or {},
+        )
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        self.run.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
 #: ``trainer.loggers`` names
-LOGGERS = ("jsonl", "tensorboard")
+LOGGERS = ("jsonl", "tensorboard", "wandb")
 
 
-def make_loggers(names: list[str], run_dir: Path, start_step: int, history: Path | None) -> list[Logger]:
-    """The configured sinks (``trainer.loggers``), continuing a resumed run's streams.
+def make_loggers(
+    names: list[str], run_dir: Path, start_step: int, history: Path | None, config: dict[str, Any] | None = None
+) -> list[Logger]:
+    """The configured sinks (``trainer.loggers``), continuing a resumed run's streams; `config`
+    (the flat resolved config) is the W&B run's config.
 
     Raises:
         ValueError: an unknown name (the valid ones are listed).
+        ImportError: ``wandb`` is asked for but not installed.
     """
     made: list[Logger] = []
     for name in names:
@@ -84,6 +132,8 @@ def make_loggers(names: list[str], run_dir: Path, start_step: int, history: Path
             made.append(JsonlLogger(run_dir, start_step, history))
         elif name == "tensorboard":
             made.append(TensorBoardLogger(run_dir, start_step))
+        elif name == "wandb":
+            made.append(WandbLogger(run_dir, config))
         else:
             raise ValueError(f"config field trainer.loggers has {name!r}: known loggers are {', '.join(LOGGERS)}")
     return made

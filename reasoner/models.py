@@ -9,7 +9,9 @@
   ``~/.cache/reasoner``). The Q4_1 weights are dequantized exactly; the model is therefore the
   quantized SmolLM2, not the original bf16 checkpoint.
 - an existing local directory: used as is (HF format: ``config.json`` + weights + tokenizer).
-- anything else: treated as a Hugging Face hub id and left to transformers / vLLM to fetch.
+- anything else: treated as a Hugging Face hub id and left to transformers / vLLM to fetch,
+  once it is known to be fetchable (in the local hub cache, or the hub answers within seconds):
+  offline, a mistyped path fails at once instead of after a minute of retries.
 """
 
 from __future__ import annotations
@@ -33,12 +35,32 @@ def cache_dir() -> Path:
     return Path(os.environ.get("REASONER_CACHE", Path.home() / ".cache" / "reasoner"))
 
 
+def hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (offline mode set, or no TCP connection to its
+    endpoint within `timeout_s` seconds), or None when it can."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+    except OSError as err:
+        return f"{url.hostname} did not answer ({type(err).__name__}: {err})"
+    return None
+
+
 def resolve_model_path(path: str) -> str:
     """Return a local directory (or hub id) that transformers and vLLM can load.
 
     Raises:
         FileNotFoundError: `path` looks like a filesystem path (starts with ``/``, ``.`` or
-            ``~``) but does not exist; the message names the path looked for.
+            ``~``) but does not exist; or it is neither a local directory nor a hub id in the
+            local cache and the hub cannot be reached (`hub_unreachable`). The message names the
+            path looked for.
         ValueError: an unknown ``embedded:`` name.
     """
     if path.startswith("embedded:"):
@@ -54,6 +76,20 @@ def resolve_model_path(path: str) -> str:
         return str(local.resolve())
     if path.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"model.path={path!r}: no such directory (looked for {local.resolve()})")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(path, "config.json"), str)
+    except ValueError as err:  # not a valid repo id either (e.g. a relative path with two slashes)
+        raise FileNotFoundError(
+            f"model.path={path!r}: no such local directory (looked for {local.resolve()}) and not a hub id ({err})"
+        ) from None
+    why = None if cached else hub_unreachable()
+    if why is not None:
+        raise FileNotFoundError(
+            f"model.path={path!r}: no such local directory (looked for {local.resolve()}), and as a hub id it is "
+            f"not in the local cache while the hub cannot be reached ({why})"
+        )
     return path  # a hub id
 
 

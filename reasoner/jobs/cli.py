@@ -11,20 +11,38 @@ vLLM rollouts and verified rewards; or a multi-stage recipe (``recipe=r1``).
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from reasoner.config import CONF_DIR, RunConfig, register_configs
+from reasoner.config import CONF_DIR, RunConfig, register_configs, to_config
 from reasoner.jobs.recipe import RecipeError, run_recipe
 from reasoner.jobs.rl import run_main
 
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
-    """Merged Hydra config -> validated `RunConfig` (every group's `__post_init__` checks run)."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    """Merged Hydra config -> validated `RunConfig` (`reasoner.config.to_config`: unknown keys are
+    refused, every group's `__post_init__` checks run).
+
+    Raises:
+        ValueError: an unknown key or a bad value (named).
+    """
+    return to_config(cfg)
+
+
+def program() -> list[str]:
+    """How to call ``reasoner-train`` in a printed hint so that it runs as shown: by name when
+    that name on PATH is this environment's script, else by the script's full path (a virtualenv
+    that is not activated), else through ``python -m``."""
+    script = Path(sys.executable).parent / "reasoner-train"
+    if shutil.which("reasoner-train") == str(script):
+        return ["reasoner-train"]
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "reasoner.jobs.cli"]
 
 
 register_configs()
@@ -38,12 +56,13 @@ def _hydra_main(cfg: DictConfig) -> None:
     run_dir = Path(hc.runtime.output_dir)
     kept = [o for o in hc.overrides.task if not o.startswith(("hydra.run.dir=", "trainer.resume="))]
     run_cfg = to_run_config(cfg)
-    command = ["reasoner-train", *kept, f"hydra.run.dir={run_dir}"]
+    command = [*program(), *kept, f"hydra.run.dir={run_dir}"]
+    overrides = list(hc.overrides.task)
     if not run_cfg.recipe.stages:
-        run_main(run_cfg, run_dir, command)
+        run_main(run_cfg, run_dir, command, overrides)
         return
     try:
-        run_recipe(run_cfg, run_dir)
+        run_recipe(run_cfg, run_dir, overrides)
     except RecipeError as err:
         print(f"{err}\nresume with: {' '.join(shlex.quote(a) for a in command)}", file=sys.stderr, flush=True)
         sys.exit(err.returncode or 1)

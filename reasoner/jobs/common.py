@@ -95,21 +95,26 @@ class RunContext:
     heldout_eval: HeldoutEval
 
 
-def open_run(cfg: RunConfig, engine_seed: int, evals: dict | None = None) -> RunContext:
-    """The job preamble: seed the process (`setup_process`), resolve the model and load its
-    tokenizer, load the held-out set, start the rollout engine (seeded with `engine_seed`) and
-    the verifier, and set up the held-out evaluation (with a resumed run's results `evals`).
+def open_run(
+    cfg: RunConfig, engine_seed: int, evals: dict | None = None, heldout: list[Problem] | None = None
+) -> RunContext:
+    """The job preamble: seed the process (`setup_process`), build the verifier (first: a bad
+    verifier config fails in seconds, before any model loads), load the held-out set (unless the
+    caller loaded it, `heldout`), resolve the model and load its tokenizer, start the rollout
+    engine (seeded with `engine_seed`), and set up the held-out evaluation (with a resumed run's
+    results `evals`).
 
     Raises:
         FileNotFoundError: the model or a data source is missing (says what was looked for).
         reasoner.data.BadRowError: a bad held-out row, with ``data.on_bad_row=error``.
+        ValueError, TypeError: ``reward.verifier`` cannot be built (`verifiers.registry.build_verifier`).
     """
     setup_process(cfg.trainer)
+    verifier = build_verifier(cfg.reward.verifier)
+    heldout = load_heldout(cfg) if heldout is None else heldout
     model_path = str(resolve_model_path(cfg.model.path))
     tokenizer = load_tokenizer(model_path)
-    heldout = load_heldout(cfg)
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
-    verifier = build_verifier(cfg.reward.verifier)
     return RunContext(
         model_path, tokenizer, heldout, engine, verifier, HeldoutEval(cfg, engine, tokenizer, heldout, verifier, evals)
     )
@@ -127,15 +132,13 @@ def overlap_filter(benchmarks: list[str], ngram: int, heldout: list[Problem]) ->
     return OverlapFilter([*texts, *(("heldout", p.problem) for p in heldout)], ngram)
 
 
-def load_sft_problems(cfg: RunConfig, heldout: list[Problem], exclude: list[str] = ()) -> tuple[list[Problem], dict]:
-    """The SFT examples of ``sft.source``: loaded (texts in `exclude` left out), deduplicated
-    (same problem and target), cleaned of problems that overlap the evaluation sets
-    (`overlap_filter`), then the first ``sft.examples``. Returns (problems, the cleaning report:
-    counts and dropped ids with reasons).
+def sft_rows(cfg: RunConfig, exclude: list[str] = ()) -> list[Problem]:
+    """The rows of ``sft.source`` that have a worked solution (texts in `exclude` left out); rows
+    without one are left out and counted in the log.
 
     Raises:
         FileNotFoundError, reasoner.data.BadRowError: see `reasoner.data.load_problems`.
-        ValueError: nothing is left after cleaning.
+        ValueError: no row has a ``solution`` (the cold start has nothing to train on).
     """
     d, s = cfg.data, cfg.sft
     problems = load_problems(
@@ -147,6 +150,34 @@ def load_sft_problems(cfg: RunConfig, heldout: list[Problem], exclude: list[str]
         on_bad_row=d.on_bad_row.value,
         terse_fraction=s.terse_fraction,
     )
+    solved = [p for p in problems if p.solution]
+    if not solved:
+        raise ValueError(
+            f"sft.source={s.source}: none of its {len(problems)} rows has a 'solution' field, which the cold start "
+            "trains on: add worked solutions, point sft.source at data that has them, or set sft.enabled=false"
+        )
+    if len(solved) < len(problems):
+        log.info(
+            "sft.source=%s: %d of %d rows have no solution and are left out",
+            s.source,
+            len(problems) - len(solved),
+            len(problems),
+        )
+    return solved
+
+
+def load_sft_problems(cfg: RunConfig, heldout: list[Problem], exclude: list[str] = ()) -> tuple[list[Problem], dict]:
+    """The SFT examples of ``sft.source``: loaded (texts in `exclude` left out), deduplicated
+    (same problem and target), cleaned of problems that overlap the evaluation sets
+    (`overlap_filter`), then the first ``sft.examples``. Returns (problems, the cleaning report:
+    counts and dropped ids with reasons).
+
+    Raises:
+        FileNotFoundError, reasoner.data.BadRowError: see `reasoner.data.load_problems`.
+        ValueError: nothing is left after cleaning.
+    """
+    d, s = cfg.data, cfg.sft
+    problems = sft_rows(cfg, exclude)
     return training_pool(
         problems,
         overlap_filter(d.decontaminate, d.decontaminate_ngram, heldout),

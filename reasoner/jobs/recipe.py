@@ -33,7 +33,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from reasoner.checkpoint import flat_config
-from reasoner.config import RunConfig, StageConfig, StageKind, register_configs
+from reasoner.config import RunConfig, StageConfig, StageKind, register_configs, save_config
 from reasoner.jobs.rejection import run_rejection
 from reasoner.jobs.rl import run_main
 from reasoner.jobs.sft import run_sft_job
@@ -154,8 +154,10 @@ def _result(stage: StageConfig, path: Path, model: str, seconds: float) -> Stage
     )
 
 
-def run_recipe(cfg: RunConfig, run_dir: Path) -> list[StageResult]:
-    """Run (or resume) every stage of ``cfg.recipe``; write and print the per-stage table.
+def run_recipe(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> list[StageResult]:
+    """Run (or resume) every stage of ``cfg.recipe``; write and print the per-stage table. The
+    run's record (``.hydra/config.yaml``, the command-line `overrides`) is written when the first
+    stage left to run starts (after every finished stage's config was checked).
 
     Raises:
         RecipeError: a stage failed, or a finished stage's config changed.
@@ -165,12 +167,16 @@ def run_recipe(cfg: RunConfig, run_dir: Path) -> list[StageResult]:
     model, data = cfg.model.path, None
     results: list[StageResult] = []
     base: dict | None = None
+    recorded = False
     for i, stage in enumerate(cfg.recipe.stages):
         path = _stage_dir(run_dir, i, stage)
         scfg = stage_config(cfg, stage, model, data if stage.kind is StageKind.sft else None, first=i == 0)
         flat = flat_config(scfg)
         result = _finished(path, flat)
         if result is None:
+            if not recorded:
+                save_config(cfg, run_dir, overrides)
+                recorded = True
             path.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(OmegaConf.structured(scfg), path / "config.yaml")
             (path / "stage.json").write_text(json.dumps({"kind": stage.kind.value, "name": stage.name}))

@@ -21,12 +21,12 @@ from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForCausalLM
 
 from eval.metrics import diff_interval, paired_diff_interval
 from eval.runner import PeriodicEval
 from reasoner.checkpoint import (
-    RESUME_SAFE_FIELDS,
     Checkpoint,
     CheckpointError,
     CheckpointStore,
@@ -34,13 +34,13 @@ from reasoner.checkpoint import (
     flat_config,
     resume_changes,
 )
-from reasoner.config import RunConfig
+from reasoner.config import RunConfig, save_config
 from reasoner.critic import ValueModel
 from reasoner.data import load_problems
 from reasoner.data.stream import PromptStream
 from reasoner.interrupt import StopRequest, TrainingInterrupted
-from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap
-from reasoner.jobs.heldout import EvalResult
+from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap, sft_rows
+from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, NonFiniteUpdateError
 from reasoner.logprobs import sequence_logprobs
 from reasoner.metrics_log import Logger, compact_line, make_loggers
@@ -48,6 +48,7 @@ from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import rl_step
 from reasoner.rollout import RolloutEngineError
 from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, push_weights, sync_drift
+from reasoner.types import Problem
 
 log = logging.getLogger("reasoner")
 
@@ -81,8 +82,10 @@ class AfterStep(Protocol):
     def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None: ...
 
 
-def run(cfg: RunConfig, run_dir: Path) -> dict:
+def run(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     """Run the whole job described by `cfg`, writing outputs under `run_dir`; return the summary.
+    The run's record (``.hydra/config.yaml`` and the command-line `overrides`) is written once the
+    checks of the set-up have passed.
 
     Continues from a checkpoint when ``trainer.resume`` finds one (`reasoner.checkpoint`): the
     weights, optimizer, data position, RNG streams and results so far are restored, and the
@@ -98,9 +101,11 @@ def run(cfg: RunConfig, run_dir: Path) -> dict:
             errors (none was trained on).
         CheckpointError: ``trainer.resume`` names no usable checkpoint, or the config changed in a
             way a resume cannot honour (the message names the fields).
+        RunFinished: `run_dir` holds a finished run of ``trainer.steps`` steps (nothing is redone).
+        ValueError: no RL prompt is left after the held-out set took its rows (says which).
     """
     with StopRequest() as stop:
-        state = setup(cfg, run_dir, stop)
+        state = setup(cfg, run_dir, stop, overrides)
         policy = AutoModelForCausalLM.from_pretrained(state.ctx.model_path, dtype=torch.float32)
         if state.ckpt is None:
             start_policy(state, policy)
@@ -121,45 +126,122 @@ def check_resume_config(ckpt: Checkpoint, cfg: RunConfig) -> None:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
         raise CheckpointError(
             f"cannot resume from {ckpt.path}: the config changed in fields a resumed run cannot honour: {listed}. "
-            f"Restore them, or start a new run (a new hydra.run.dir, or trainer.resume=never). "
-            f"Fields that may change on resume: {', '.join(sorted(RESUME_SAFE_FIELDS))}"
+            "Restore them to continue this run, or train with the new values in a new run directory "
+            '(another hydra.run.dir). Which fields may change on a resume: README, "Resuming".'
         )
     for k, (old, new) in allowed.items():
         log.info("resume: %s changed from %r to %r", k, old, new)
 
 
-def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest) -> RLRun:
-    """Find a checkpoint to resume, open the run (`open_run`), load the RL prompts, build the
-    reward and the sync probe; evaluate the base model on a new run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    began, tr, d = time.perf_counter(), cfg.trainer, cfg.data
-    ckpt = find_resume_checkpoint(tr.resume, run_dir)
-    if ckpt is not None:
-        check_resume_config(ckpt, cfg)
-    start = 0 if ckpt is None else ckpt.step
-    results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
-    # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
-    # seeding it with seed + step makes a resume from a given checkpoint repeatable
-    evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
-    ctx = open_run(cfg, tr.seed + start, evals)
-    seen = [p.problem for p in ctx.heldout]
-    # procedural data: one problem per prompt of the planned steps; a resumed run regenerates the
-    # set it started with (trainer.steps may have changed since)
+class RunFinished(Exception):
+    """The run directory holds a finished run (its last checkpoint is at ``trainer.steps`` and its
+    summary.json is written): running its command again has nothing to do."""
+
+
+def finished_run(ckpt: Checkpoint | None, run_dir: Path, steps: int) -> Path | None:
+    """`run_dir`'s summary.json when the run there is finished: `ckpt` is its own checkpoint
+    (not another run's), at `steps` or later, and the summary is written; else None."""
+    summary = run_dir / "summary.json"
+    own = ckpt is not None and ckpt.path.parent.parent.resolve() == run_dir.resolve()
+    return summary if own and ckpt.step >= steps and summary.is_file() else None
+
+
+def load_rl_prompts(cfg: RunConfig, heldout: list[Problem], ckpt: Checkpoint | None) -> list[Problem]:
+    """The RL prompts of ``data.train``, without the held-out problems.
+
+    Procedural data has one problem per prompt of the planned steps; a resumed run regenerates
+    the set it started with (``trainer.steps`` may have changed since).
+
+    Raises:
+        FileNotFoundError, reasoner.data.BadRowError: see `reasoner.data.load_problems`.
+        ValueError: no prompt is left once the held-out set's problems are taken out (the message
+            says how many rows the held-out set took and how to leave some for training).
+    """
+    tr, d = cfg.trainer, cfg.data
     n_train = None
     if d.train == "arithmetic":
         n_train = ckpt.state["prompt_stream"]["size"] if ckpt else max(tr.steps * tr.prompts_per_step, 1)
-    train = load_problems(
+    seen = [p.problem for p in heldout]
+    load = partial(
+        load_problems,
         d.train,
         split=d.train_split,
         n=n_train,
         seed=tr.seed + 2 + d.train_seed,
         levels=list(d.arithmetic_levels),
-        exclude=seen,
         on_bad_row=d.on_bad_row.value,
     )
-    log.info("data: %d RL prompts (%s), %d held-out (%s)", len(train), d.train, len(ctx.heldout), d.heldout)
-    probe = make_probe(ctx.tokenizer, d.template, ctx.heldout[0]) if cfg.rollout.sync_check else None
-    reward = build_reward(cfg.reward, d.template, ctx.verifier)
+    train = load(exclude=seen)
+    if not train:
+        rows = len(load())
+        raise ValueError(
+            f"data.train={d.train}: no RL prompt is left: all {rows} of its problems are in the held-out set "
+            f"(data.heldout={d.heldout}, the first data.heldout_n={d.heldout_n} of its shuffle, {len(heldout)} "
+            f"problems), and held-out problems are never trained on. Give data.heldout a file of its own, or set "
+            f'data.heldout_n below {rows} so the rest of the file is left for training (README, "Your own data").'
+        )
+    return train
+
+
+def describe_data(cfg: RunConfig, n_train: int, n_heldout: int) -> None:
+    """Log every data source the run uses; warn when ``data.train`` is the user's own but the
+    held-out set or the cold start still come from the default arithmetic generator."""
+    d, s = cfg.data, cfg.sft
+    cold = f"cold start from sft.source={s.source}" if s.enabled else "no cold start (sft.enabled=false)"
+    log.info(
+        "data: %d RL prompts (data.train=%s), %d held-out (data.heldout=%s), %s",
+        n_train,
+        d.train,
+        n_heldout,
+        d.heldout,
+        cold,
+    )
+    defaults = [f"data.heldout={d.heldout}"] if d.heldout == "arithmetic" else []
+    defaults += [f"sft.source={s.source}"] if s.enabled and s.source == "arithmetic" else []
+    if d.train != "arithmetic" and defaults:
+        log.warning(
+            "data.train is your own (%s) but %s still the default arithmetic generator: set %s to your data too "
+            'if that is not what you want (README, "Your own data")',
+            d.train,
+            " and ".join(defaults) + (" are" if len(defaults) > 1 else " is"),
+            " / ".join(x.split("=")[0] for x in defaults),
+        )
+
+
+def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str] = ()) -> RLRun:
+    """Find a checkpoint to resume and check the config against it, load the held-out set and the
+    RL prompts (all before any model loads, so bad input fails in seconds), write the run's
+    record, open the run (`open_run`), build the reward and the sync probe; evaluate the base
+    model on a new run.
+
+    Raises:
+        RunFinished, CheckpointError, ValueError: see `run`.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    began, tr = time.perf_counter(), cfg.trainer
+    ckpt = find_resume_checkpoint(tr.resume, run_dir)
+    summary = finished_run(ckpt, run_dir, tr.steps)
+    if summary is not None:
+        raise RunFinished(
+            f"{run_dir} holds a finished run of {ckpt.step} steps ({summary}); nothing was redone. To train it "
+            f"further, raise trainer.steps above {ckpt.step}; to start again, use a new hydra.run.dir"
+        )
+    if ckpt is not None:
+        check_resume_config(ckpt, cfg)
+    start = 0 if ckpt is None else ckpt.step
+    results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
+    heldout = load_heldout(cfg)
+    train = load_rl_prompts(cfg, heldout, ckpt)
+    if ckpt is None and cfg.sft.enabled:
+        sft_rows(cfg)  # the cold start's source, checked before any model loads
+    describe_data(cfg, len(train), len(heldout))
+    save_config(cfg, run_dir, overrides)
+    # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
+    # seeding it with seed + step makes a resume from a given checkpoint repeatable
+    evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
+    ctx = open_run(cfg, tr.seed + start, evals, heldout)
+    probe = make_probe(ctx.tokenizer, cfg.data.template, ctx.heldout[0]) if cfg.rollout.sync_check else None
+    reward = build_reward(cfg.reward, cfg.data.template, ctx.verifier)
     state = RLRun(cfg, run_dir, ctx, stop, start, ckpt, train, results, probe, reward, began)
     if ckpt is None and tr.eval_base:
         ctx.heldout_eval("base")
@@ -247,7 +329,8 @@ class BenchmarkHook:
 
 
 class LogHook:
-    """The step's metrics to every configured sink (``trainer.loggers``) and one console line."""
+    """The step's metrics to every configured sink (``trainer.loggers``) and one line to the
+    ``reasoner`` logger (the console and the run's train.log)."""
 
     def __init__(self, loggers: list[Logger]) -> None:
         self.loggers = loggers
@@ -255,7 +338,7 @@ class LogHook:
     def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
         for sink in self.loggers:
             sink.log(step, metrics)
-        tqdm.write(compact_line(step, metrics))
+        log.info(compact_line(step, metrics))
 
 
 class VerifierFailed(RuntimeError):
@@ -351,7 +434,7 @@ def loop(run: RLRun) -> None:
     ckpt = run.ckpt
     other_run = ckpt is not None and ckpt.path.parent.parent.resolve() != run.run_dir.resolve()
     history = ckpt.path.parent.parent / "metrics.jsonl" if other_run else None
-    loggers = make_loggers(list(tr.loggers), run.run_dir, run.start_step, history)
+    loggers = make_loggers(list(tr.loggers), run.run_dir, run.start_step, history, flat_config(cfg))
     benchmarks = BenchmarkHook(cfg, ctx)
     hooks: list[AfterStep] = [heldout_hook, benchmarks, LogHook(loggers), CheckpointHook(store), VerifierGuard()]
     if ckpt is not None:
@@ -365,39 +448,41 @@ def loop(run: RLRun) -> None:
         initial=run.start_step,
         total=tr.steps,
     )
-    for step in bar:
-        if run.stop.signum is not None:
-            break
-        try:
-            result = rl_step(
-                step,
-                run.prompts,
-                ctx.tokenizer,
-                cfg.data.template,
-                ctx.engine,
-                run.reward,
-                run.learner,
-                cfg.algorithm,
-                cfg.rollout,
-                tr.prompts_per_step,
-                run.probe,
-            )
-            run.metrics = result.metrics()
-            for hook in hooks[:2]:  # evaluations use the engine too
+    # log lines (the step lines among them) go around the progress bar, not through it
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]), bar:
+        for step in bar:
+            if run.stop.signum is not None:
+                break
+            try:
+                result = rl_step(
+                    step,
+                    run.prompts,
+                    ctx.tokenizer,
+                    cfg.data.template,
+                    ctx.engine,
+                    run.reward,
+                    run.learner,
+                    cfg.algorithm,
+                    cfg.rollout,
+                    tr.prompts_per_step,
+                    run.probe,
+                )
+                run.metrics = result.metrics()
+                for hook in hooks[:2]:  # evaluations use the engine too
+                    hook(run, step, run.metrics)
+            except RolloutEngineError as err:
+                last = (
+                    f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: resume from it with "
+                    "trainer.resume=auto"
+                    if run.saved
+                    else "no checkpoint was written yet"
+                )
+                raise RolloutEngineError(f"{err}\nRL step {step} did not finish; {last}") from err
+            for hook in hooks[2:]:
                 hook(run, step, run.metrics)
-        except RolloutEngineError as err:
-            last = (
-                f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: resume from it with "
-                "trainer.resume=auto"
-                if run.saved
-                else "no checkpoint was written yet"
-            )
-            raise RolloutEngineError(f"{err}\nRL step {step} did not finish; {last}") from err
-        for hook in hooks[2:]:
-            hook(run, step, run.metrics)
-        done = step
-        if not tr.reuse_heap:
-            release_free_heap()
+            done = step
+            if not tr.reuse_heap:
+                release_free_heap()
     if run.stop.signum is not None:
         if run.saved_step != done:
             save(run, store, done)
@@ -440,29 +525,33 @@ def summarize(run: RLRun) -> dict:
 
 
 def print_summary(summary: dict) -> None:
-    """The held-out figures with their 95% intervals, the RL gain, wall time and peak memory."""
-    print("\nheld-out accuracy (n=%d, greedy, Wilson 95%% interval)" % summary["heldout_n"])
+    """Log the held-out figures with their 95% intervals, the RL gain, wall time and peak memory
+    (the console and the run's train.log)."""
+    lines = ["held-out accuracy (n=%d, greedy, Wilson 95%% interval)" % summary["heldout_n"]]
     for name, e in summary["heldout"].items():
-        print(
+        lines.append(
             f"  {name:<10} {100 * e['accuracy']:5.1f}%  [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]  "
             f"mean length {e['mean_len']:.1f} tokens"
         )
     if "rl_gain" in summary:
         plo, phi = summary["rl_gain_ci95_paired"]
         ulo, uhi = summary["rl_gain_ci95_unpaired"]
-        print(
+        lines.append(
             f"  RL gain ({summary['algorithm']}) over cold start: {100 * summary['rl_gain']:+.1f} points, "
             f"95% interval [{100 * plo:+.1f}, {100 * phi:+.1f}] paired (same problems), "
             f"[{100 * ulo:+.1f}, {100 * uhi:+.1f}] unpaired"
         )
-    print(f"  wall {summary['wall_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_gb']:.2f} GB")
+    lines.append(f"  wall {summary['wall_seconds'] / 60:.1f} min, peak RSS {summary['peak_rss_gb']:.2f} GB")
+    log.info("\n".join(lines))
 
 
-def run_main(cfg: RunConfig, run_dir: Path, command: list[str]) -> None:
+def run_main(cfg: RunConfig, run_dir: Path, command: list[str], overrides: list[str] = ()) -> None:
     """`reasoner.jobs.rl.run`; when a signal stops it, print how to resume (`command`) and exit
-    with status 128 + the signal number."""
+    with status 128 + the signal number; a finished run is reported, not redone (exit 0)."""
     try:
-        run(cfg, run_dir)
+        run(cfg, run_dir, overrides)
+    except RunFinished as finished:
+        print(finished, file=sys.stderr, flush=True)
     except TrainingInterrupted as stopped:
         print(f"{stopped}\nresume with: {' '.join(shlex.quote(a) for a in command)}", file=sys.stderr, flush=True)
         sys.exit(128 + stopped.signum)

@@ -21,19 +21,20 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM
 
-from reasoner.config import CONF_DIR, RunConfig, register_configs
+from reasoner.config import CONF_DIR, RunConfig, register_configs, save_config, to_config
 from reasoner.jobs.common import cold_start, open_run, peak_rss_gb
 from reasoner.models import export_pretrained
 
 log = logging.getLogger("reasoner")
 
 
-def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
+def run_sft_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     """Fine-tune ``model.path`` on ``sft.source`` and evaluate it; return the summary (also
-    written to ``run_dir/summary.json``).
+    written to ``run_dir/summary.json``, the config and command-line `overrides` to
+    ``run_dir/.hydra/``).
 
     Raises:
         FileNotFoundError: the model or a data source is missing (says what was looked for).
@@ -42,6 +43,7 @@ def run_sft_job(cfg: RunConfig, run_dir: Path) -> dict:
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
+    save_config(cfg, run_dir, overrides)
     run = open_run(cfg, cfg.trainer.seed)
     if cfg.trainer.eval_base:
         run.heldout_eval("base")
@@ -77,7 +79,8 @@ register_configs()
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    run_sft_job(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))  # type: ignore[arg-type]
+    hc = HydraConfig.get()
+    run_sft_job(to_config(cfg), Path(hc.runtime.output_dir), list(hc.overrides.task))
 
 
 def main() -> None:

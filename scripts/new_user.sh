@@ -12,6 +12,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$ROOT/.venv/bin"
 W="${1:-$(mktemp -d)}"
 mkdir -p "$W"
+W="$(cd "$W" && pwd)"
 cd "$W"
 fail() { echo "new_user.sh: FAILED: $*" >&2; exit 1; }
 began=$(date +%s)
@@ -51,7 +52,7 @@ export PYTHONPATH="$W${PYTHONPATH:+:$PYTHONPATH}"
 # 3. train in its own process group, Ctrl-C it after the first checkpoint, resume as printed
 setsid "$BIN/reasoner-train" data.train=my.jsonl data.heldout=my.jsonl data.heldout_n=20 \
   sft.source=my.jsonl sft.examples=64 reward.verifier._target_=my_verifiers.LastNumber \
-  trainer.steps=3 trainer.prompts_per_step=2 algorithm.sampling.group_size=4 trainer.checkpoint_every=1 \
+  trainer.steps=6 trainer.prompts_per_step=2 algorithm.sampling.group_size=4 trainer.checkpoint_every=1 \
   hydra.run.dir="$W/run" >train.out 2>train.err &
 pid=$!
 for _ in $(seq 1 900); do
@@ -60,7 +61,7 @@ for _ in $(seq 1 900); do
   sleep 1
 done
 [ -d run/checkpoints/step_000001 ] || fail "no checkpoint after 15 min"
-kill -INT -- "-$pid"
+kill -INT -- "-$pid" || true  # Ctrl-C: every process of the job's group
 rc=0; wait "$pid" || rc=$?
 [ "$rc" = 130 ] || fail "Ctrl-C: exit status $rc, expected 130: $(tail -5 train.err)"
 resume=$(sed -n 's/^resume with: //p' train.err)
@@ -70,15 +71,16 @@ eval "$resume" >resume.out 2>resume.err || fail "the printed resume command fail
 "$BIN/python" -c "
 import json, sys
 s = json.load(open('run/summary.json'))
-assert s['steps'] == 3 and s['resumed_from_step'] >= 1, s
+assert s['steps'] == 6 and s['resumed_from_step'] >= 1, s
 print('trained: held-out', {k: round(v['accuracy'], 3) for k, v in s['heldout'].items()}, 'resumed from step', s['resumed_from_step'])
-" || fail "summary.json does not show a resumed 3-step run"
+" || fail "summary.json does not show a resumed 6-step run"
 
 # 4. evaluate the base and the trained model on a few GSM8K problems, then compare
-for pair in "base embedded:smollm2-135m" "trained $W/run/checkpoint"; do
-  set -- $pair
-  "$BIN/reasoner-eval" model.path="$2" benchmarks=[gsm8k] limit=8 n=1 max_tokens=64 \
+evaluate() {  # NAME MODEL
+  "$BIN/reasoner-eval" model.path="$2" 'benchmarks=[gsm8k]' limit=8 n=1 max_tokens=64 \
     hydra.run.dir="$W/eval_$1" >"eval_$1.out" 2>"eval_$1.err" || fail "reasoner-eval ($1): $(tail -5 "eval_$1.err")"
-done
+}
+evaluate base embedded:smollm2-135m
+evaluate trained "$W/run/checkpoint"
 "$BIN/reasoner-eval" compare "$W/eval_base" "$W/eval_trained" || fail "reasoner-eval compare"
 echo "new_user.sh: all steps passed in $(( $(date +%s) - began )) s (work dir $W)"

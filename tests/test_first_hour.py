@@ -234,3 +234,35 @@ def test_wandb_logger_writes_offline_without_a_key_and_keeps_its_run_id(tmp_path
     records = [(r / f"run-{run_id}.wandb").read_bytes() for r in runs]
     assert all(b"reward/mean" in rec and b"trainer.lr" in rec for rec in records)
     assert b"problem_ids" not in records[0]  # only numbers go to W&B
+
+
+def test_a_mistyped_verifier_keyword_is_still_an_error():
+    with pytest.raises(TypeError, match=r"takes no keyword argument timout_s \(it takes: "):
+        build_verifier({"_target_": "verifiers.math.MathVerifier", "timout_s": 5})
+    with pytest.raises(TypeError, match="takes no keyword argument case_sensitive"):
+        build_verifier({"_target_": f"{__name__}.Strict", "timeout_s": 1.0, "case_sensitive": True})
+
+
+def test_one_file_for_rl_heldout_and_cold_start_leaves_rows_for_each(tmp_path):
+    from reasoner.jobs.common import sft_rows
+    from reasoner.jobs.heldout import load_heldout
+    from reasoner.jobs.rl import load_rl_prompts, sft_exclusions
+
+    rows = _rows_file(tmp_path / "mine.jsonl", 5)
+    cfg = _cfg([f"data.train={rows}", f"data.heldout={rows}", f"sft.source={rows}", "data.heldout_n=2"])
+    heldout = load_heldout(cfg)
+    train = load_rl_prompts(cfg, heldout, None)
+    sft = sft_rows(cfg, sft_exclusions(cfg, heldout, train))
+    assert len(heldout) == 2 and len(train) == 3 and {p.id for p in sft} == {p.id for p in train}
+    other = _cfg([f"data.train={rows}", "data.heldout_n=2"])  # arithmetic cold start: RL prompts stay out of it
+    assert set(sft_exclusions(other, heldout, train)) == {p.problem for p in heldout + train}
+
+
+def test_a_cold_start_source_without_solutions_fails_before_any_model_loads(tmp_path):
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(
+        "".join(json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(4))
+    )
+    cfg = _cfg([f"sft.source={bare}", "model.path=/nonexistent/model", "data.heldout_n=2", "trainer.steps=1"])
+    with pytest.raises(ValueError, match=r"sft.source=.*bare.jsonl: none of its 4 rows has a 'solution' field"):
+        run(cfg, tmp_path / "run")

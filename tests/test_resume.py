@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,7 +269,10 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     done = steps[-1]
     assert steps == list(range(1, done + 1)) and done < 500
     assert f"stopped by SIGTERM after RL step {done}; checkpoint {run_dir / 'checkpoints' / f'step_{done:06d}'}" in err
-    assert f"resume with: reasoner-train model.path={tiny_model_dir}" in err and f"hydra.run.dir={run_dir}" in err
+    printed = next(line for line in err.splitlines() if line.startswith("resume with: "))
+    argv = shlex.split(printed.removeprefix("resume with: "))
+    assert shutil.which(argv[0]) is not None  # runs as printed from here, venv activated or not
+    assert f"model.path={tiny_model_dir}" in argv and argv[-1] == f"hydra.run.dir={run_dir}"
     ckpt = Checkpoint.open(run_dir / "checkpoints" / f"step_{done:06d}")
     stream = ckpt.state["prompt_stream"]
     assert 3 * stream["epoch"] + stream["pos"] == 2 * done and ckpt.config["trainer.steps"] == 500

@@ -8,10 +8,11 @@ A spec is a mapping, either
   ``reasoner.verifiers`` entry-point group (this package registers ``math`` and ``code`` in
   pyproject.toml; another package adds its own under ``[project.entry-points."reasoner.verifiers"]``).
 
-Either way the result must satisfy `verifiers.base.Verifier`. Keyword arguments the class does
-not take are left out with a warning naming them: ``reward.verifier._target_=pkg.MyVerifier``
+Either way the result must satisfy `verifiers.base.Verifier`. ``reward.verifier._target_=pkg.MyVerifier``
 replaces only the class of the reward group's node, whose other keys (the math verifier's
-``timeout_s``, ``workers``, ...) stay, so a custom verifier works from that one override.
+``timeout_s``, ``workers``, ...) stay: those the class does not take are left out with a warning
+naming them, so a custom verifier works from that one override; any other key it does not take
+is an error (`accepted`).
 """
 
 from __future__ import annotations
@@ -32,22 +33,48 @@ def registered() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def accepted(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> dict[str, Any]:
-    """`kwargs` without the keywords `factory` does not take (all of them if it takes
-    ``**kwargs``), warning once with the names left out and where they came from (`what`)."""
+def _parameters(factory: Callable[..., Any]) -> tuple[set[str], bool] | None:
+    """Keyword parameter names of `factory` and whether it takes ``**kwargs``; None when it has no
+    introspectable signature."""
     try:
         params = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):  # no introspectable signature: pass everything
+    except (TypeError, ValueError):
+        return None
+    names = {p.name for p in params if p.kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.VAR_KEYWORD)}
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def builtin_keys() -> set[str]:
+    """The keyword arguments of the verifiers this package registers (math, code): the keys a
+    reward group's node (conf/reward/*.yaml) holds besides its ``_target_``."""
+    keys: set[str] = set()
+    for name in ("math", "code"):
+        found = _parameters(registered()[name].load()) if name in registered() else None
+        keys |= found[0] if found else set()
+    return keys
+
+
+def accepted(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> dict[str, Any]:
+    """`kwargs` fit for `factory`: a key it does not take is left out, with one warning naming
+    them, when it belongs to a built-in verifier (`builtin_keys`: the reward group's node keeps
+    them when only ``_target_`` is overridden); any other is a mistake and raises. Hydra's own
+    keys (``_partial_``, ...) pass through.
+
+    Raises:
+        TypeError: a key neither `factory` nor a built-in verifier takes (a typo), named.
+    """
+    found = _parameters(factory)
+    if found is None or found[1]:
         return kwargs
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+    names, _ = found
+    unknown = {k for k in kwargs if k not in names and not (k.startswith("_") and k.endswith("_"))}
+    if not unknown:
         return kwargs
-    names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
-    dropped = sorted(set(kwargs) - names)
-    if dropped:
-        log.warning(
-            "%s takes no %s: left out (they come from the reward group's verifier node)", what, ", ".join(dropped)
-        )
-    return {k: v for k, v in kwargs.items() if k in names}
+    typos = sorted(unknown - builtin_keys())
+    if typos:
+        raise TypeError(f"{what} takes no keyword argument {', '.join(typos)} (it takes: {', '.join(sorted(names))})")
+    log.warning("%s takes no %s: left out (the reward group's node has them)", what, ", ".join(sorted(unknown)))
+    return {k: v for k, v in kwargs.items() if k not in unknown}
 
 
 def build_verifier(spec: Mapping[str, Any]) -> Verifier:
@@ -57,7 +84,8 @@ def build_verifier(spec: Mapping[str, Any]) -> Verifier:
         ValueError: `spec` has neither ``_target_`` nor ``name``, or names an unregistered
             verifier (the message lists the registered ones).
         ImportError: ``_target_`` cannot be imported.
-        TypeError: the built object lacks ``verify_batch`` / ``close``.
+        TypeError: a keyword argument neither the verifier nor a built-in one takes (`accepted`), or
+            the built object lacks ``verify_batch`` / ``close``.
     """
     kwargs = dict(spec)
     if "_target_" in kwargs:

@@ -96,13 +96,17 @@ class RunContext:
 
 
 def open_run(
-    cfg: RunConfig, engine_seed: int, evals: dict | None = None, heldout: list[Problem] | None = None
+    cfg: RunConfig,
+    engine_seed: int,
+    evals: dict | None = None,
+    heldout: list[Problem] | None = None,
+    verifier: Verifier | None = None,
 ) -> RunContext:
     """The job preamble: seed the process (`setup_process`), build the verifier (first: a bad
-    verifier config fails in seconds, before any model loads), load the held-out set (unless the
-    caller loaded it, `heldout`), resolve the model and load its tokenizer, start the rollout
-    engine (seeded with `engine_seed`), and set up the held-out evaluation (with a resumed run's
-    results `evals`).
+    verifier config fails in seconds, before any model loads) and load the held-out set, unless
+    the caller did (`verifier`, `heldout`), resolve the model and load its tokenizer, start the
+    rollout engine (seeded with `engine_seed`), and set up the held-out evaluation (with a
+    resumed run's results `evals`).
 
     Raises:
         FileNotFoundError: the model or a data source is missing (says what was looked for).
@@ -110,7 +114,7 @@ def open_run(
         ValueError, TypeError: ``reward.verifier`` cannot be built (`verifiers.registry.build_verifier`).
     """
     setup_process(cfg.trainer)
-    verifier = build_verifier(cfg.reward.verifier)
+    verifier = build_verifier(cfg.reward.verifier) if verifier is None else verifier
     heldout = load_heldout(cfg) if heldout is None else heldout
     model_path = str(resolve_model_path(cfg.model.path))
     tokenizer = load_tokenizer(model_path)

@@ -43,12 +43,14 @@ from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, 
 from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, NonFiniteUpdateError
 from reasoner.logprobs import sequence_logprobs
-from reasoner.metrics_log import Logger, compact_line, make_loggers
+from reasoner.metrics_log import Logger, check_loggers, compact_line, make_loggers
+from reasoner.models import resolve_model_path
 from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import rl_step
 from reasoner.rollout import RolloutEngineError
 from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, push_weights, sync_drift
 from reasoner.types import Problem
+from verifiers.registry import build_verifier
 
 log = logging.getLogger("reasoner")
 
@@ -133,6 +135,14 @@ def check_resume_config(ckpt: Checkpoint, cfg: RunConfig) -> None:
         log.info("resume: %s changed from %r to %r", k, old, new)
 
 
+def sft_exclusions(cfg: RunConfig, heldout: list[Problem], train: list[Problem]) -> list[str]:
+    """Problem texts the cold start leaves out: the held-out set's, and the RL prompts' unless
+    the cold start and RL share one source (``sft.source == data.train``: the cold start then
+    trains on the solutions of the RL prompts themselves, as one file of your own would need)."""
+    shared = cfg.sft.source == cfg.data.train
+    return [p.problem for p in heldout] + ([] if shared else [p.problem for p in train])
+
+
 class RunFinished(Exception):
     """The run directory holds a finished run (its last checkpoint is at ``trainer.steps`` and its
     summary.json is written): running its command again has nothing to do."""
@@ -209,8 +219,9 @@ def describe_data(cfg: RunConfig, n_train: int, n_heldout: int) -> None:
 
 
 def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str] = ()) -> RLRun:
-    """Find a checkpoint to resume and check the config against it, load the held-out set and the
-    RL prompts (all before any model loads, so bad input fails in seconds), write the run's
+    """Find a checkpoint to resume and check the config against it, load the held-out set, the RL
+    prompts and the cold start's source, build the verifier, resolve the model path and check the
+    loggers (all before any model loads, so bad input fails in seconds), then write the run's
     record, open the run (`open_run`), build the reward and the sync probe; evaluate the base
     model on a new run.
 
@@ -220,26 +231,29 @@ def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str]
     run_dir.mkdir(parents=True, exist_ok=True)
     began, tr = time.perf_counter(), cfg.trainer
     ckpt = find_resume_checkpoint(tr.resume, run_dir)
+    if ckpt is not None:
+        check_resume_config(ckpt, cfg)
     summary = finished_run(ckpt, run_dir, tr.steps)
     if summary is not None:
         raise RunFinished(
             f"{run_dir} holds a finished run of {ckpt.step} steps ({summary}); nothing was redone. To train it "
             f"further, raise trainer.steps above {ckpt.step}; to start again, use a new hydra.run.dir"
         )
-    if ckpt is not None:
-        check_resume_config(ckpt, cfg)
     start = 0 if ckpt is None else ckpt.step
     results = ckpt.state["results"] if ckpt else {"evals": {}, "sft": None}
     heldout = load_heldout(cfg)
     train = load_rl_prompts(cfg, heldout, ckpt)
-    if ckpt is None and cfg.sft.enabled:
-        sft_rows(cfg)  # the cold start's source, checked before any model loads
+    if ckpt is None and cfg.sft.enabled:  # the cold start's source, checked before any model loads
+        sft_rows(cfg, sft_exclusions(cfg, heldout, train))
     describe_data(cfg, len(train), len(heldout))
+    verifier = build_verifier(cfg.reward.verifier)
+    resolve_model_path(cfg.model.path)
+    check_loggers(list(tr.loggers))
     save_config(cfg, run_dir, overrides)
     # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
     # seeding it with seed + step makes a resume from a given checkpoint repeatable
     evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
-    ctx = open_run(cfg, tr.seed + start, evals, heldout)
+    ctx = open_run(cfg, tr.seed + start, evals, heldout, verifier)
     probe = make_probe(ctx.tokenizer, cfg.data.template, ctx.heldout[0]) if cfg.rollout.sync_check else None
     reward = build_reward(cfg.reward, cfg.data.template, ctx.verifier)
     state = RLRun(cfg, run_dir, ctx, stop, start, ckpt, train, results, probe, reward, began)
@@ -258,8 +272,7 @@ def start_policy(state: RLRun, policy: torch.nn.Module) -> None:
     if state.stop.signum is not None:
         raise TrainingInterrupted(state.stop.signum, 0, None)
     if cfg.sft.enabled:
-        exclude = [p.problem for p in ctx.heldout] + [p.problem for p in state.train]
-        stats, cleaning = cold_start(cfg, ctx, policy, exclude)
+        stats, cleaning = cold_start(cfg, ctx, policy, sft_exclusions(cfg, ctx.heldout, state.train))
         state.results["sft"] = {**vars(stats), "data": cleaning}
         if state.probe is not None:
             check_sync(ctx.engine, logprobs, state.probe, cfg.rollout.sync_check_tol)

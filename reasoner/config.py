@@ -442,7 +442,8 @@ class TrainerConfig:
     grad_clip: float = 1.0
     #: sequences per forward/backward; memory scales with this, not with the batch.
     micro_batch_size: int = 8
-    #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32).
+    #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32); on a CPU
+    #: without fast bf16 kernels (AVX2 only) the learner stays in fp32 (`reasoner.logprobs.autocast`).
     bf16_autocast: bool = True
     seed: int = 0
     #: torch intra-op threads; 0 = all cores.

@@ -16,15 +16,45 @@ on prompts falls by the number of rows per distinct prompt.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 from dataclasses import dataclass
 
 import torch
 
 
+@functools.cache
+def fast_bf16_cpu() -> bool:
+    """Whether this CPU has fast bf16 matmul kernels (oneDNN's, on AVX-512 BF16 / AMX and the
+    like). Without them torch runs bf16 matmuls through its reference GEMM
+    (``cpublas::gemm_transa_``), measured 29x slower than fp32 for a (512 x 576) @ (576 x 1536)
+    product on a 2-core AVX2 EPYC (868 ms vs 30 ms), so bf16 autocast would slow the learner
+    down instead of speeding it up (README, "Results on this machine")."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the probe: assume the kernels exist
+        return True
+
+
 def autocast(enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA (weights and optimizer state stay fp32)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+    """bf16 autocast on CUDA, or on a CPU with fast bf16 kernels (`fast_bf16_cpu`; elsewhere fp32,
+    with one warning); weights and optimizer state stay fp32."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if torch.cuda.is_available():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if not fast_bf16_cpu():
+        _warn_slow_bf16()
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+@functools.cache
+def _warn_slow_bf16() -> None:
+    logging.getLogger("reasoner").warning(
+        "trainer.bf16_autocast: this CPU has no fast bf16 matmul kernels (oneDNN reports none), so the learner "
+        "computes in fp32 (bf16 would be about 20-30x slower here)"
+    )
 
 
 @dataclass

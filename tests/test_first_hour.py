@@ -160,7 +160,7 @@ def test_refused_or_repeated_jobs_leave_the_run_record_as_it_was(tiny_model_dir,
         f"model.path={tiny_model_dir}",
         f"data.train={rows}",
         *TINY_RUN,
-        f"reward.verifier._target_={Strict.__module__}.Strict",
+        "reward.verifier._target_=scripted_verifiers.VowelShare",
         f"hydra.run.dir={run_dir}",
     ]
     first = _cli([*base, "trainer.lr=5e-5"])

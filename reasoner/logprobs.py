@@ -36,14 +36,15 @@ def fast_bf16_cpu() -> bool:
         return True
 
 
-def autocast(enabled: bool) -> contextlib.AbstractContextManager:
+def autocast(enabled: bool, even_if_slow: bool = False) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA, or on a CPU with fast bf16 kernels (`fast_bf16_cpu`; elsewhere fp32,
-    with one warning); weights and optimizer state stay fp32."""
+    with one warning, unless `even_if_slow`: the weight-sync check must round as the bf16 sampler
+    does); weights and optimizer state stay fp32."""
     if not enabled:
         return contextlib.nullcontext()
     if torch.cuda.is_available():
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    if not fast_bf16_cpu():
+    if not (even_if_slow or fast_bf16_cpu()):
         _warn_slow_bf16()
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
@@ -186,8 +187,10 @@ def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: 
 
 def sequence_logprobs(model: torch.nn.Module, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
     """log p(token_t | tokens_<t) for each t >= `prompt_len` of one sequence (nats), under bf16
-    autocast when `bf16` (to match a bf16 sampler); the model is put in eval mode."""
+    autocast when `bf16` (to match a bf16 sampler: on every CPU, fast bf16 kernels or not, since
+    fp32 log-probs of weights off the bf16 grid differ from the sampler's by more than a missed
+    update would); the model is put in eval mode."""
     model.eval()
-    with torch.no_grad(), autocast(bf16):
+    with torch.no_grad(), autocast(bf16, even_if_slow=True):
         logp, _ = completion_logprobs(model, pad_batch([token_ids], [prompt_len], 0))
     return logp[0, prompt_len - 1 :].tolist()

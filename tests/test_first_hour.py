@@ -126,15 +126,18 @@ def test_printed_command_runs_as_shown():
         assert Path(cmd[0]).is_absolute() and Path(cmd[0]).is_file()
 
 
-def test_harmless_vllm_warnings_are_dropped_and_others_kept():
-    from reasoner.rollout.vllm_engine import HARMLESS, _quiet_vllm
+def test_harmless_vllm_warnings_are_dropped_and_others_kept(monkeypatch):
+    from reasoner.rollout.vllm_engine import HARMLESS, _Drop, _quiet_vllm
 
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "INFO")
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL")  # undone after the test, whatever _quiet_vllm sets
     _quiet_vllm()
-    _quiet_vllm()  # idempotent: one filter per logger
+    _quiet_vllm()  # idempotent: one filter per (logger, message)
+    assert os.environ["VLLM_LOGGING_LEVEL"] == "WARNING"
     for name, prefix, why in HARMLESS:
         logger = logging.getLogger(name)
-        assert len(logger.filters) == 1 and why
-        drop = logger.makeRecord(name, logging.WARNING, __file__, 1, prefix + " after the thread binding", (), None)
+        assert sum(isinstance(f, _Drop) and f.prefix == prefix for f in logger.filters) == 1 and why
+        drop = logger.makeRecord(name, logging.WARNING, __file__, 1, prefix + " (and the rest)", (), None)
         keep = logger.makeRecord(name, logging.WARNING, __file__, 1, "something else went wrong", (), None)
         assert not logger.filter(drop) and logger.filter(keep)
 
@@ -167,18 +170,18 @@ def test_refused_or_repeated_jobs_leave_the_run_record_as_it_was(tiny_model_dir,
     assert first.returncode == 0, first.stderr[-3000:]
     record = yaml.safe_load((run_dir / ".hydra/config.yaml").read_text())
     assert record["trainer"]["lr"] == 5e-5 and "trainer.lr=5e-5" in (run_dir / ".hydra/overrides.yaml").read_text()
-    log = (run_dir / "train.log").read_text()
-    assert "step   1 | reward" in log and "held-out accuracy (n=2" in log  # step lines and summary
     summary = (run_dir / "summary.json").read_bytes()
 
     refused = _cli([*base, "trainer.lr=2e-5"])  # a change a resume cannot honour
     assert refused.returncode != 0 and "trainer.lr: 5e-05 -> 2e-05" in refused.stderr
-    assert "README" in refused.stderr and "trainer.resume=never" not in refused.stderr
     assert yaml.safe_load((run_dir / ".hydra/config.yaml").read_text())["trainer"]["lr"] == 5e-5
+    assert "README" in refused.stderr and "trainer.resume=never" not in refused.stderr
 
     again = _cli([*base, "trainer.lr=5e-5"])  # the finished run's own command: nothing to redo
     assert again.returncode == 0 and "holds a finished run of 1 steps" in again.stderr
     assert (run_dir / "summary.json").read_bytes() == summary
+    log = (run_dir / "train.log").read_text()
+    assert "step   1 | reward" in log and "held-out accuracy (n=2" in log  # step lines and summary
 
 
 def test_refused_eval_leaves_the_record_as_it_was(tiny_model_dir, tmp_path):
@@ -196,10 +199,10 @@ def test_refused_eval_leaves_the_record_as_it_was(tiny_model_dir, tmp_path):
     first = _cli([*base, "n=1"])
     assert first.returncode == 0, first.stderr[-3000:]
     assert yaml.safe_load((run_dir / ".hydra/config.yaml").read_text())["n"] == 1
-    assert (run_dir / "eval.log").is_file()
     refused = _cli([*base, "n=2"])
     assert refused.returncode != 0 and "holds a run with other settings" in refused.stderr
     assert yaml.safe_load((run_dir / ".hydra/config.yaml").read_text())["n"] == 1
+    assert (run_dir / "eval.log").is_file()  # the log file is named after the command
 
 
 def test_a_hub_id_that_cannot_be_fetched_fails_at_once(monkeypatch):

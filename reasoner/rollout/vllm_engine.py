@@ -43,6 +43,37 @@ HARMLESS = (
         "a weight sync reloads checkpoint tensors only; the rotary embedding's cos/sin table is computed, not a "
         "weight, so vLLM puts its own copy back (the sync check after every sync compares log-probs)",
     ),
+    (
+        "vllm.engine.arg_utils",
+        "The global random seed is set to",
+        "the engine runs in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0) and seeds its RNGs with trainer.seed; "
+        "the trainer seeds the process itself before (reasoner.jobs.common.setup_process)",
+    ),
+    (
+        "vllm.config.vllm",
+        "Enforce eager set",
+        "rollout.enforce_eager=true (the default on CPU) asks for exactly this: no torch.compile, fast start-up",
+    ),
+    (
+        "vllm.config.vllm",
+        "Inductor compilation was disabled",
+        "the same choice as above (rollout.enforce_eager=true)",
+    ),
+    (
+        "vllm.config.vllm",
+        "Model Runner V2 requires Triton",
+        "on CPU vLLM uses its V1 model runner, the one this project is tested with",
+    ),
+    (
+        "vllm.platforms.cpu",
+        "Triton is not installed. triton-cpu",
+        "Triton has no CPU backend in this set-up; vLLM's CPU kernels do not need it",
+    ),
+    (
+        "vllm.triton_utils.importing",
+        "Triton is installed, but doesn't include CPU backend",
+        "the same: torch installs Triton, which has no CPU backend; vLLM disables it on CPU",
+    ),
 )
 
 
@@ -58,9 +89,11 @@ class _Drop(logging.Filter):
 
 
 def _quiet_vllm() -> None:
-    """vLLM's loggers at WARNING (unless ``VLLM_LOGGING_LEVEL`` is set: vLLM reads it itself),
-    with the `HARMLESS` warnings dropped. Idempotent."""
+    """vLLM's logs at WARNING (``VLLM_LOGGING_LEVEL``, which vLLM reads when it is imported and
+    again when an engine starts; left alone if the user set it), with the `HARMLESS` warnings
+    dropped. Idempotent."""
     if "VLLM_LOGGING_LEVEL" not in os.environ:
+        os.environ["VLLM_LOGGING_LEVEL"] = "WARNING"
         logging.getLogger("vllm").setLevel(logging.WARNING)
     for name, prefix, _why in HARMLESS:
         target = logging.getLogger(name)
@@ -81,10 +114,9 @@ class VLLMEngine:
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
         _set_env(cfg)
-        from vllm import LLM
-
         if not cfg.engine_logs:
-            _quiet_vllm()  # after the import: importing vLLM configures its loggers
+            _quiet_vllm()  # before the import: importing vLLM configures its loggers
+        from vllm import LLM
 
         kwargs = dict(
             model=model_path,

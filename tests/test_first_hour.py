@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -68,11 +67,9 @@ def test_own_file_swallowed_by_the_heldout_set_fails_before_any_model_loads(tmp_
     rows = _rows_file(tmp_path / "mine.jsonl", 3)
     # the model path does not exist: the data check must come first, or this would be FileNotFoundError
     cfg = _cfg([f"data.train={rows}", f"data.heldout={rows}", "model.path=/nonexistent/model", "sft.enabled=false"])
-    began = time.perf_counter()
     with pytest.raises(ValueError, match=r"no RL prompt is left: all 3 of its problems are in the held-out set") as err:
         run(cfg, tmp_path / "run")
     assert "data.heldout_n=500" in str(err.value) and "below 3" in str(err.value)
-    assert time.perf_counter() - began < 10
     assert not (tmp_path / "run" / ".hydra").exists()  # nothing recorded for a job that did not run
 
 
@@ -210,15 +207,13 @@ def test_a_hub_id_that_cannot_be_fetched_fails_at_once(monkeypatch):
 
     from reasoner.models import resolve_model_path
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    began = time.perf_counter()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # decided from the setting: no request, no retries
     with pytest.raises(
         FileNotFoundError, match=r"not in the local cache while the hub cannot be reached \(HF_HUB_OFFLINE"
     ):
         resolve_model_path("no-such-org/no-such-model")
     with pytest.raises(FileNotFoundError, match="not a hub id"):
         resolve_model_path("outputs/some/run/checkpoint")
-    assert time.perf_counter() - began < 5
 
 
 def test_wandb_logger_writes_offline_without_a_key_and_keeps_its_run_id(tmp_path, monkeypatch):

@@ -47,9 +47,9 @@ def _parameters(factory: Callable[..., Any]) -> tuple[set[str], bool] | None:
 def builtin_keys() -> set[str]:
     """The keyword arguments of the verifiers this package registers (math, code): the keys a
     reward group's node (conf/reward/*.yaml) holds besides its ``_target_``."""
-    keys: set[str] = set()
+    known, keys = registered(), set()
     for name in ("math", "code"):
-        found = _parameters(registered()[name].load()) if name in registered() else None
+        found = _parameters(known[name].load()) if name in known else None
         keys |= found[0] if found else set()
     return keys
 

@@ -101,12 +101,13 @@ def open_run(
     evals: dict | None = None,
     heldout: list[Problem] | None = None,
     verifier: Verifier | None = None,
+    model_path: str | None = None,
 ) -> RunContext:
     """The job preamble: seed the process (`setup_process`), build the verifier (first: a bad
-    verifier config fails in seconds, before any model loads) and load the held-out set, unless
-    the caller did (`verifier`, `heldout`), resolve the model and load its tokenizer, start the
-    rollout engine (seeded with `engine_seed`), and set up the held-out evaluation (with a
-    resumed run's results `evals`).
+    verifier config fails in seconds, before any model loads), load the held-out set and resolve
+    the model path, each unless the caller did (`verifier`, `heldout`, `model_path`), load the
+    tokenizer, start the rollout engine (seeded with `engine_seed`), and set up the held-out
+    evaluation (with a resumed run's results `evals`).
 
     Raises:
         FileNotFoundError: the model or a data source is missing (says what was looked for).
@@ -116,7 +117,7 @@ def open_run(
     setup_process(cfg.trainer)
     verifier = build_verifier(cfg.reward.verifier) if verifier is None else verifier
     heldout = load_heldout(cfg) if heldout is None else heldout
-    model_path = str(resolve_model_path(cfg.model.path))
+    model_path = str(resolve_model_path(cfg.model.path)) if model_path is None else model_path
     tokenizer = load_tokenizer(model_path)
     engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
     return RunContext(

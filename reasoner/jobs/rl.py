@@ -247,13 +247,13 @@ def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str]
         sft_rows(cfg, sft_exclusions(cfg, heldout, train))
     describe_data(cfg, len(train), len(heldout))
     verifier = build_verifier(cfg.reward.verifier)
-    resolve_model_path(cfg.model.path)
+    model_path = resolve_model_path(cfg.model.path)
     check_loggers(list(tr.loggers))
     save_config(cfg, run_dir, overrides)
     # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
     # seeding it with seed + step makes a resume from a given checkpoint repeatable
     evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
-    ctx = open_run(cfg, tr.seed + start, evals, heldout, verifier)
+    ctx = open_run(cfg, tr.seed + start, evals, heldout, verifier, model_path)
     probe = make_probe(ctx.tokenizer, cfg.data.template, ctx.heldout[0]) if cfg.rollout.sync_check else None
     reward = build_reward(cfg.reward, cfg.data.template, ctx.verifier)
     state = RLRun(cfg, run_dir, ctx, stop, start, ckpt, train, results, probe, reward, began)

@@ -29,6 +29,12 @@ class Backend(str, Enum):
     hf = "hf"
 
 
+class RolloutDtype(str, Enum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+
+
 class KLPlacement(str, Enum):
     loss = "loss"  # L += β · agg(kl)  (GRPO style)
     reward = "reward"  # r_t -= β · kl_t before returns/advantages (PPO / REINFORCE++ style)
@@ -374,6 +380,10 @@ class RolloutConfig:
     #: (BENCHMARKS.md "Profile of the GRPO step"); on GPU it enables CUDA graphs. Set it False for
     #: long runs.
     enforce_eager: bool = True
+    #: vLLM's compute dtype. ``auto``: bfloat16 on a GPU or on a CPU with fast bf16 kernels, float32
+    #: on a CPU without them, where vLLM's bf16 linear layers fall back to torch's reference GEMM
+    #: (about 4x fewer tokens/s: BENCHMARKS.md, "Rollout"). The hf backend always samples in float32.
+    dtype: RolloutDtype = RolloutDtype.auto
     #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
     sync_check: bool = True
     #: allowed increase (nats/token) of the mean |logprob difference| in that check over its value
@@ -402,6 +412,12 @@ class RolloutConfig:
             "in (0, 1]",
         )
         check("rollout.sync_check_tol", self.sync_check_tol, self.sync_check_tol >= 0, ">= 0")
+        check(
+            "rollout.dtype",
+            RolloutDtype(self.dtype).value,
+            self.backend == Backend.vllm or self.dtype != RolloutDtype.bfloat16,
+            "auto or float32 with rollout.backend=hf (it samples in float32)",
+        )
 
 
 @dataclass

@@ -103,3 +103,12 @@ def test_missing_model_paths_say_what_was_looked_for(tmp_path):
         resolve_model_path(str(tmp_path / "gone"))
     with pytest.raises(FileNotFoundError, match=rf"not an HF model directory \(looked for {tmp_path}/config.json\)"):
         resolve_model_path(str(tmp_path))
+
+
+def test_rollout_dtype_choices():
+    assert to_run_config(_compose(["rollout.dtype=float32"])).rollout.dtype.value == "float32"
+    with pytest.raises(ValueError, match="rollout.dtype='bfloat16' is not allowed: must be auto or float32"):
+        to_run_config(_compose(["rollout=hf", "rollout.dtype=bfloat16"]))
+    with pytest.raises(ConfigCompositionException) as err:
+        _compose(["rollout.dtype=fp16"])
+    assert "rollout.dtype" in str(err.value.__cause__) and "float32" in str(err.value.__cause__)

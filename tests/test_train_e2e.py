@@ -112,6 +112,35 @@ def test_sync_check_catches_a_missed_sync(tiny_model_dir):
     assert check_sync(engine, learner, probe, tol) < 1e-4
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_vllm_engine_computes_in_its_dtype(tiny_model_dir, dtype):
+    # weights off the bf16 grid: a float32 engine takes them as they are and matches the fp32
+    # learner to float noise; a bfloat16 engine rounds them and matches the learner under autocast
+    from reasoner.config import RolloutConfig, RolloutDtype
+    from reasoner.rollout.sync import SyncProbe, named_weights, push_weights, sync_drift
+    from reasoner.rollout.vllm_engine import VLLMEngine, engine_dtype
+
+    engine = VLLMEngine(str(tiny_model_dir), RolloutConfig(dtype=RolloutDtype(dtype), max_model_len=256), seed=0)
+    assert engine.dtype == engine_dtype(RolloutDtype(dtype)) == getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)
+    push_weights(engine, named_weights(model))
+    drift = sync_drift(engine, _logprobs_of(model), SyncProbe(list(range(100, 140)), 20))
+    assert drift < (1e-4 if dtype == "float32" else RolloutConfig().sync_check_tol)
+    del engine
+
+
+def test_auto_rollout_dtype_follows_the_bf16_kernels():
+    from reasoner.config import RolloutDtype
+    from reasoner.logprobs import fast_bf16_cpu
+    from reasoner.rollout.vllm_engine import engine_dtype
+
+    fast = torch.cuda.is_available() or fast_bf16_cpu()
+    assert engine_dtype(RolloutDtype.auto) == (torch.bfloat16 if fast else torch.float32)
+
+
 def _logprobs_of(model):
     """The sync check's learner side for a bare model (`reasoner.logprobs.sequence_logprobs`)."""
     from functools import partial

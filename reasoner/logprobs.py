@@ -27,9 +27,8 @@ import torch
 def fast_bf16_cpu() -> bool:
     """Whether this CPU has fast bf16 matmul kernels (oneDNN's, on AVX-512 BF16 / AMX and the
     like). Without them torch runs bf16 matmuls through its reference GEMM
-    (``cpublas::gemm_transa_``), measured 29x slower than fp32 for a (512 x 576) @ (576 x 1536)
-    product on a 2-core AVX2 EPYC (868 ms vs 30 ms), so bf16 autocast would slow the learner
-    down instead of speeding it up (README, "Results on this machine")."""
+    (``cpublas::gemm_transa_``), many times slower than fp32, so bf16 autocast would slow the
+    learner down instead of speeding it up (measured: README, "Results on this machine")."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without the probe: assume the kernels exist

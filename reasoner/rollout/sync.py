@@ -78,9 +78,9 @@ def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: 
     """Mean |sampler log-prob - learner log-prob| per completion token (nats) of the probe.
 
     Against a bf16 sampler the learner scores under bf16 autocast, so both sides round the same
-    fp32 weights to bf16 (against an fp32 sampler, in fp32); what remains is kernel-level numerical noise, which grows with the
-    sequence (the floors measured per model and probe: BENCHMARKS.md, "Figures moved from code
-    comments").
+    fp32 weights to bf16 (against an fp32 sampler, in fp32); what remains is kernel-level
+    numerical noise, which grows with the sequence (the floors measured per model and probe:
+    BENCHMARKS.md, "Figures moved from code comments").
     """
     sampler = torch.tensor(engine.sequence_logprobs(probe.token_ids, probe.prompt_len))
     learner = torch.tensor(learner_logprobs(probe.token_ids, probe.prompt_len, engine.dtype == torch.bfloat16))

@@ -113,9 +113,9 @@ def _set_env(cfg: RolloutConfig) -> None:
 
 def engine_dtype(choice: RolloutDtype) -> torch.dtype:
     """The sampler's compute dtype for ``rollout.dtype``: ``auto`` is bfloat16 on CUDA or on a CPU
-    with fast bf16 kernels (`reasoner.logprobs.fast_bf16_cpu`), float32 otherwise. Measured on a
-    2-core AVX2 EPYC, where vLLM's bf16 linear layers fall back to torch's reference GEMM: 39
-    tokens/s in bf16 against 153 in fp32 (BENCHMARKS.md, "Rollout")."""
+    with fast bf16 kernels (`reasoner.logprobs.fast_bf16_cpu`), float32 otherwise: without those
+    kernels vLLM's bf16 linear layers fall back to torch's reference GEMM, several times slower
+    than fp32 (BENCHMARKS.md, "Rollout")."""
     if choice == RolloutDtype.auto:
         return torch.bfloat16 if torch.cuda.is_available() or fast_bf16_cpu() else torch.float32
     return getattr(torch, RolloutDtype(choice).value)

@@ -382,7 +382,7 @@ class RolloutConfig:
     enforce_eager: bool = True
     #: vLLM's compute dtype. ``auto``: bfloat16 on a GPU or on a CPU with fast bf16 kernels, float32
     #: on a CPU without them, where vLLM's bf16 linear layers fall back to torch's reference GEMM
-    #: (several times fewer tokens/s: README, "Results on this machine"). The hf backend always samples in float32.
+    #: (4x fewer tokens/s on an AVX2 CPU: BENCHMARKS.md, "Rollout"). The hf backend always samples in float32.
     dtype: RolloutDtype = RolloutDtype.auto
     #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
     sync_check: bool = True

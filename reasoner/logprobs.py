@@ -28,7 +28,7 @@ def fast_bf16_cpu() -> bool:
     """Whether this CPU has fast bf16 matmul kernels (oneDNN's, on AVX-512 BF16 / AMX and the
     like). Without them torch runs bf16 matmuls through its reference GEMM
     (``cpublas::gemm_transa_``), many times slower than fp32, so bf16 autocast would slow the
-    learner down instead of speeding it up (measured: README, "Results on this machine")."""
+    learner down instead of speeding it up (measured: README, "Results on this machine (2 CPU cores)")."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without the probe: assume the kernels exist

@@ -115,7 +115,7 @@ def engine_dtype(choice: RolloutDtype) -> torch.dtype:
     """The sampler's compute dtype for ``rollout.dtype``: ``auto`` is bfloat16 on CUDA or on a CPU
     with fast bf16 kernels (`reasoner.logprobs.fast_bf16_cpu`), float32 otherwise: without those
     kernels vLLM's bf16 linear layers fall back to torch's reference GEMM, several times slower
-    than fp32 (measured: README, "Results on this machine")."""
+    than fp32 (measured: BENCHMARKS.md, "Rollout")."""
     if choice == RolloutDtype.auto:
         return torch.bfloat16 if torch.cuda.is_available() or fast_bf16_cpu() else torch.float32
     return getattr(torch, RolloutDtype(choice).value)

@@ -458,6 +458,27 @@ class TrainerConfig:
     grad_clip: float = 1.0
     #: sequences per forward/backward; memory scales with this, not with the batch.
     micro_batch_size: int = 8
+    #: token budget of a micro-batch instead (0 = off): sequences are packed, longest first, while
+    #: rows x longest sequence (the padded tokens) stay within it, so memory follows tokens, not
+    #: sequences (veRL's dynamic batch size, ``ppo_max_token_len_per_gpu``); a sequence longer
+    #: than the budget gets a micro-batch of its own. The gradient is the same either way.
+    micro_batch_tokens: int = 0
+    #: completion positions per LM-head chunk: log-softmax and entropy are computed chunk by
+    #: chunk, and under a gradient each chunk's (chunk, V) logits are recomputed in the backward
+    #: pass instead of kept, so the logits' memory is bounded by the chunk, not the micro-batch.
+    #: A micro-batch with no more positions than this runs as one chunk, kept (no recompute).
+    logits_chunk_tokens: int = 2048
+    #: activation checkpointing of the decoder layers in the RL update (recompute each layer in
+    #: the backward pass): activation memory falls from every layer's to one layer's plus each
+    #: layer's input, for about one more forward pass of compute. Prompt sharing is off with it
+    #: (`reasoner.logprobs`: the shared prompt's key/value cache cannot be recomputed).
+    gradient_checkpointing: bool = False
+    #: leave out of the RL update's forward and backward passes the sequences whose advantage is
+    #: 0 at every token when nothing else in the loss sees them (no KL in the loss, no entropy
+    #: bonus, no critic): they add exactly nothing to the gradient, and the loss normalizers
+    #: still count them, so the gradient is unchanged (tested). An optimizer step with nothing
+    #: left is skipped and counted (``policy/empty_steps``).
+    skip_zero_advantage: bool = True
     #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32); on a CPU
     #: without fast bf16 kernels (AVX2 only) the learner stays in fp32 (`reasoner.logprobs.autocast`).
     bf16_autocast: bool = True
@@ -515,6 +536,8 @@ class TrainerConfig:
         check("trainer.steps", self.steps, self.steps >= 0, ">= 0")
         check("trainer.prompts_per_step", self.prompts_per_step, self.prompts_per_step >= 1, ">= 1")
         check("trainer.micro_batch_size", self.micro_batch_size, self.micro_batch_size >= 1, ">= 1")
+        check("trainer.micro_batch_tokens", self.micro_batch_tokens, self.micro_batch_tokens >= 0, ">= 0 (0 = off)")
+        check("trainer.logits_chunk_tokens", self.logits_chunk_tokens, self.logits_chunk_tokens >= 1, ">= 1")
         check("trainer.eval_every", self.eval_every, self.eval_every >= 0, ">= 0")
         check(
             "trainer.eval_benchmarks",

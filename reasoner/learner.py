@@ -50,7 +50,10 @@ class UpdateStats:
     log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
     optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
     the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
-    skipped for a non-finite loss or gradient norm (not in optimizer_steps)."""
+    skipped for a non-finite loss or gradient norm, empty_steps those skipped because every
+    sequence of their mini-batch had a zero advantage (neither is in optimizer_steps);
+    zero_adv_sequences counts the sequences left out of the first epoch's passes for a zero
+    advantage (``trainer.skip_zero_advantage``). The token means cover the sequences run."""
 
     loss: float
     kl: float
@@ -63,12 +66,18 @@ class UpdateStats:
     value_loss: float
     optimizer_steps: int
     skipped_steps: int = 0
+    empty_steps: int = 0
+    zero_adv_sequences: int = 0
 
     @classmethod
-    def skipped(cls) -> UpdateStats:
-        """No update ran (every figure NaN, no optimizer step)."""
-        counts = ("optimizer_steps", "skipped_steps")
-        return cls(**{f: float("nan") for f in cls.__dataclass_fields__ if f not in counts}, optimizer_steps=0)
+    def skipped(cls, empty_steps: int = 0, zero_adv_sequences: int = 0) -> UpdateStats:
+        """No optimizer step ran (every mean NaN); `empty_steps` and `zero_adv_sequences` as counted."""
+        means = {f: float("nan") for f in cls.__dataclass_fields__ if f not in COUNTS}
+        return cls(**means, optimizer_steps=0, empty_steps=empty_steps, zero_adv_sequences=zero_adv_sequences)
+
+
+#: the `UpdateStats` fields that are counts, not means
+COUNTS = ("optimizer_steps", "skipped_steps", "empty_steps", "zero_adv_sequences")
 
 
 class NonFiniteUpdateError(FloatingPointError):
@@ -166,7 +175,18 @@ class Learner:
         self.pad_id, self.temperature, self.max_tokens = pad_id, temperature, max_tokens
         self.ref_model, self.critic = ref_model, critic
         self.kl_coef = algo.kl.beta
-        self._policy_loss = registry.get("policy_loss", algo.policy_loss).fn
+        loss_entry = registry.get("policy_loss", algo.policy_loss)
+        self._policy_loss = loss_entry.fn
+        # a zero-advantage sequence adds nothing to the gradient when the policy loss is the only term
+        self._skip_zero_advantage = (
+            trainer.skip_zero_advantage
+            and loss_entry.zero_at_zero_advantage
+            and algo.kl.beta == 0
+            and not algo.entropy_coef
+            and critic is None
+        )
+        if trainer.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._aggregate = registry.get("loss_agg", algo.loss_agg).fn
         self._kl = registry.get("kl", algo.kl.estimator).fn
         # fused: one kernel per parameter, no full-model temporaries (BENCHMARKS.md "Profile of the GRPO step")
@@ -258,6 +278,7 @@ class Learner:
         old: Rows = [None] * n if need_old else []
         ref: Rows = [None] * n if self.ref_model is not None else []
         values: Rows = [None] * n if self.critic is not None else []
+        chunk = self.trainer.logits_chunk_tokens
         if need_old or ref or values:
             self.model.eval()
             with torch.no_grad():
@@ -266,9 +287,19 @@ class Learner:
                     mask = padded.target_mask
                     with autocast(self.trainer.bf16_autocast):
                         if need_old:
-                            _put(old, idx, completion_logprobs(self.model, padded, self.temperature)[0], mask)
+                            _put(
+                                old,
+                                idx,
+                                completion_logprobs(self.model, padded, self.temperature, chunk_tokens=chunk)[0],
+                                mask,
+                            )
                         if self.ref_model is not None:
-                            _put(ref, idx, completion_logprobs(self.ref_model, padded, self.temperature)[0], mask)
+                            _put(
+                                ref,
+                                idx,
+                                completion_logprobs(self.ref_model, padded, self.temperature, chunk_tokens=chunk)[0],
+                                mask,
+                            )
                         if self.critic is not None:
                             _put(values, idx, self.critic(padded), mask)
         return replace(batch, old_logp=old or None, ref_logp=ref or None, values=values or None)
@@ -289,8 +320,8 @@ class Learner:
         self.model.train()
         rows = [i for i in range(len(batch)) if not (a.mask_truncated and batch.truncated[i])]
         totals = dict.fromkeys(("loss", "value_loss", "grad_norm", "kl", "entropy", "clip", "mismatch"), 0.0)
-        totals.update(tokens=0, mismatch_n=0, tis_capped=0.0)
-        steps = skipped = 0
+        totals.update(tokens=0, mismatch_n=0, tis_capped=0.0, zero_adv=0)
+        steps = skipped = empty = 0
         for epoch in range(a.ppo_epochs):
             order = torch.tensor(rows)
             if a.mini_batches > 1:
@@ -300,8 +331,9 @@ class Learner:
                     continue
                 sums = self.accumulate(batch, part.tolist())
                 loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
-                grad_norm = self._optimizer_step(math.isfinite(loss + value_loss))
-                if grad_norm is None:
+                if not sums["tokens"]:  # every sequence had a zero advantage: no gradient, no step
+                    empty += 1
+                elif (grad_norm := self._optimizer_step(math.isfinite(loss + value_loss))) is None:
                     skipped += 1
                 else:
                     totals["grad_norm"] += grad_norm
@@ -311,7 +343,9 @@ class Learner:
                 if epoch == 0:
                     for key, value in sums.items():
                         totals[key] += value
-        tokens = max(totals["tokens"], 1)
+        if not totals["tokens"]:
+            return UpdateStats.skipped(empty_steps=empty, zero_adv_sequences=totals["zero_adv"])
+        tokens = totals["tokens"]
         kl = totals["kl"] / tokens
         if a.kl.target and not skipped:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl.target, a.kl.horizon, len(batch))
@@ -328,25 +362,36 @@ class Learner:
             value_loss=per_step["value_loss"],
             optimizer_steps=steps,
             skipped_steps=skipped,
+            empty_steps=empty,
+            zero_adv_sequences=totals["zero_adv"],
         )
 
     def accumulate(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
         """Forward + backward of one mini-batch (`rows`), micro-batched; no optimizer step.
 
         Loss normalizers count the mini-batch's policy tokens and sequences, so the accumulated
-        gradient is the mini-batch's gradient for any micro-batch size. Returns sums for the stats.
+        gradient is the mini-batch's gradient for any micro-batch size. Sequences whose advantage
+        is 0 at every token are not run when that cannot change the gradient
+        (``trainer.skip_zero_advantage``); the normalizers still count them. Returns sums for the
+        stats; ``tokens`` counts the policy tokens run, ``zero_adv`` the sequences left out.
         """
         a = self.algo
         total_tokens = sum(batch.policy_lengths[i] for i in rows)
+        run = [i for i in rows if batch.advantages[i].any()] if self._skip_zero_advantage else rows
         sums = dict.fromkeys(("loss", "value_loss", "kl", "entropy", "clip", "mismatch", "tis_capped"), 0.0)
-        sums.update(tokens=total_tokens, mismatch_n=0)
-        for idx in self._micro_batches(batch, rows):
+        sums.update(tokens=sum(batch.policy_lengths[i] for i in run), mismatch_n=0, zero_adv=len(rows) - len(run))
+        for idx in self._micro_batches(batch, run):
             padded = self._pad(batch, idx)
             mask = padded.target_mask
             maskf = mask.float()
             with autocast(self.trainer.bf16_autocast):
                 logp, entropy = completion_logprobs(
-                    self.model, padded, self.temperature, with_entropy=True, entropy_grad=a.entropy_coef > 0
+                    self.model,
+                    padded,
+                    self.temperature,
+                    with_entropy=True,
+                    entropy_grad=a.entropy_coef > 0,
+                    chunk_tokens=self.trainer.logits_chunk_tokens,
                 )
             old = logp.detach() if batch.old_logp is None else _place(batch.old_logp, idx, mask)
             adv = _place(batch.advantages, idx, mask)
@@ -386,19 +431,30 @@ class Learner:
     # ------------------------------------------------------------------ helpers
 
     def _micro_batches(self, batch: TrainBatch, rows: list[int]) -> list[list[int]]:
-        """`rows` in micro-batches of ``trainer.micro_batch_size``: the rows of a group (one
-        prompt) stay together, so the prompt is computed once per micro-batch
-        (`reasoner.logprobs`), groups ordered by their longest sequence and rows by length, so
-        that a micro-batch pads to little more than its own rows need. The normalizers count the
-        whole batch, so the order changes no result beyond float summation order."""
-        mb, g = self.trainer.micro_batch_size, batch.group_size
+        """`rows` in micro-batches of ``trainer.micro_batch_size`` sequences, or, with
+        ``trainer.micro_batch_tokens`` = K > 0, of as many sequences as keep n x (longest
+        sequence) <= K tokens (a longer sequence alone). The rows of a group (one prompt) are
+        consecutive, so a micro-batch computes the prompt once (`reasoner.logprobs`); groups are
+        ordered by their longest sequence and rows by length, so that a micro-batch pads to
+        little more than its own rows need. The normalizers count the whole batch, so the split
+        changes no result beyond float summation order."""
+        mb, budget, g = self.trainer.micro_batch_size, self.trainer.micro_batch_tokens, batch.group_size
         length = lambda i: len(batch.sequences[i])  # noqa: E731
         groups: dict[int, list[int]] = {}
         for i in rows:
             groups.setdefault(i // g, []).append(i)
         ordered = sorted(groups.values(), key=lambda members: -max(map(length, members)))
         order = [i for members in ordered for i in sorted(members, key=length, reverse=True)]
-        return [order[s : s + mb] for s in range(0, len(order), mb)]
+        if not budget:
+            return [order[s : s + mb] for s in range(0, len(order), mb)]
+        parts: list[list[int]] = []
+        for i in order:  # lengths never rise within a group, but may between groups
+            part = parts[-1] if parts else []
+            if part and (len(part) + 1) * max(map(length, [*part, i])) <= budget:
+                part.append(i)
+            else:
+                parts.append([i])
+        return parts
 
     def _pad(self, batch: TrainBatch, idx: list[int]) -> PaddedBatch:
         return pad_batch(

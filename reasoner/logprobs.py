@@ -1,8 +1,8 @@
 """Per-token log-probabilities (and entropy) of completion tokens under a causal LM.
 
 Only the positions that predict a completion token go through the LM head, so the full
-(n, L, V) logits tensor is never built: the memory of the head is (M, V) for the M completion
-tokens of a micro-batch.
+(n, L, V) logits tensor is never built, and those M positions go through it in chunks
+(`head_logprobs`): the memory of the head is (chunk, V) for any micro-batch.
 
 Prompt sharing: the G completions of a GRPO group share one prompt. When rows of a micro-batch
 share a prompt, the decoder runs each distinct prompt once (left-padded, ``use_cache``), the
@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
 
 @functools.cache
@@ -100,8 +101,12 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    chunk_tokens: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
+
+    The LM head, log-softmax and entropy run over the M target positions in chunks of
+    `chunk_tokens` (`head_logprobs`), so at most (chunk_tokens, V) logits exist at a time.
 
     Args:
         model: a transformers causal LM (``get_decoder()`` and ``get_output_embeddings()``).
@@ -110,31 +115,89 @@ def completion_logprobs(
             distribution.
         with_entropy: also return the per-token entropy (nats).
         entropy_grad: keep the entropy's gradient (for an entropy bonus); else it has none.
+        chunk_tokens: positions per LM-head chunk (``trainer.logits_chunk_tokens``).
     Returns:
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
     """
     mask = batch.target_mask
-    h = _shared_prompt_hidden(model.get_decoder(), batch)
+    decoder = model.get_decoder()
+    # activation checkpointing recomputes each layer in the backward pass, which a key/value
+    # cache written in the forward pass cannot follow (transformers drops the cache): full rows
+    recompute = decoder.training and getattr(decoder, "is_gradient_checkpointing", False)
+    h = None if recompute else _shared_prompt_hidden(decoder, batch)
     if h is not None and batch.completion_mask is not mask:
         h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
     if h is None:
-        hidden = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         h = hidden[:, :-1][mask]  # (M, H)
-    logits = model.get_output_embeddings()(h).float() / temperature  # (M, V)
-    logz = torch.logsumexp(logits, dim=-1)
     targets = batch.input_ids[:, 1:][mask]
-    lp = logits.gather(-1, targets[:, None]).squeeze(-1) - logz
+    lp, ent = head_logprobs(
+        model.get_output_embeddings(), h, targets, temperature, with_entropy, entropy_grad, chunk_tokens
+    )
     logp = torch.zeros(mask.shape, dtype=torch.float32)
     logp[mask] = lp
     entropy = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            probs = torch.softmax(logits, dim=-1)
-            ent = logz - (probs * logits).sum(-1)
-            entropy = torch.zeros(mask.shape, dtype=torch.float32)
-            entropy[mask] = ent
+    if ent is not None:
+        entropy = torch.zeros(mask.shape, dtype=torch.float32)
+        entropy[mask] = ent
     return logp, entropy
+
+
+def head_logprobs(
+    head: torch.nn.Module,
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    with_entropy: bool,
+    entropy_grad: bool,
+    chunk_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-position log-prob of the target and entropy of softmax(head(h) / temperature), over
+    chunks of `chunk_tokens` positions.
+
+    log p_t = z_{t, y_t} - logsumexp_v z_{t, v}; H_t = logsumexp_v z_{t, v} - Σ_v p_{t, v} z_{t, v}
+    (z = logits / temperature, fp32). With a gradient and more than one chunk, each chunk runs
+    under activation checkpointing (`torch.utils.checkpoint`, non-reentrant): its logits are
+    freed after the forward pass and recomputed in the backward pass, so the memory of the
+    logits is (chunk_tokens, V) however many positions there are, for one more LM-head matmul.
+    One chunk (M <= chunk_tokens) runs as is. The values and gradients are those of the
+    unchunked computation.
+
+    Args:
+        head: the LM head (``get_output_embeddings()``), H -> V.
+        h: (M, H) hidden states at the target positions.
+        targets: (M,) target token ids.
+        temperature: divides the logits.
+        with_entropy: also return the entropy.
+        entropy_grad: keep the entropy's gradient; else it has none.
+        chunk_tokens: positions per chunk, >= 1.
+    Returns:
+        (logp, entropy): (M,) float32 each; entropy None unless `with_entropy`.
+    """
+
+    def chunk(h_c: torch.Tensor, y_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = head(h_c).float() / temperature  # (C, V)
+        logz = torch.logsumexp(logits, dim=-1)
+        lp = logits.gather(-1, y_c[:, None]).squeeze(-1) - logz
+        if not with_entropy:
+            return lp, lp.new_empty(0)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            ent = logz - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        return lp, ent
+
+    spans = range(0, h.shape[0], chunk_tokens)
+    if len(spans) <= 1 or not torch.is_grad_enabled():
+        parts = [chunk(h[s : s + chunk_tokens], targets[s : s + chunk_tokens]) for s in spans] or [chunk(h, targets)]
+    else:
+        parts = [
+            torch.utils.checkpoint.checkpoint(
+                chunk, h[s : s + chunk_tokens], targets[s : s + chunk_tokens], use_reentrant=False
+            )
+            for s in spans
+        ]
+    lp = torch.cat([p[0] for p in parts])
+    return lp, torch.cat([p[1] for p in parts]) if with_entropy else None
 
 
 def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: int = 0) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ from reasoner.algorithms.registry import AdvantageInput
 from reasoner.algorithms.registry import get as get_algorithm
 from reasoner.config import AlgorithmConfig, KLPlacement, RolloutConfig
 from reasoner.data.stream import PromptStream
-from reasoner.learner import LearnerAPI, UpdateStats
+from reasoner.learner import COUNTS, LearnerAPI, UpdateStats
 from reasoner.prompts import Template, prompt_ids
 from reasoner.rewards import Reward, add_length_terms, policy_lengths
 from reasoner.rollout.base import RolloutEngine
@@ -91,7 +91,7 @@ class StepResult:
         lengths = policy_lengths(s).float().reshape(-1)
         verdicts = [v for row in s.verdicts for v in row]
         correct = s.correct if s.correct is not None else torch.full(s.rewards.shape, float("nan"))
-        policy = {k: float(v) for k, v in vars(stats).items() if k not in ("optimizer_steps", "skipped_steps")}
+        policy = {k: float(v) for k, v in vars(stats).items() if k not in COUNTS}
         return {
             "reward/mean": float(s.rewards.mean()),
             "reward/accuracy": float(correct.float().mean()),
@@ -109,6 +109,8 @@ class StepResult:
             **{f"policy/{k}": v for k, v in policy.items()},
             "policy/optimizer_steps": float(stats.optimizer_steps),
             "policy/skipped_updates": float(stats.skipped_steps),
+            "policy/empty_steps": float(stats.empty_steps),
+            "policy/zero_adv_sequences": float(stats.zero_adv_sequences),
             "sync/logprob_diff": self.sync_drift,
             **{f"time/{k}": v for k, v in self.seconds.items()},
             "perf/tokens_per_s": float(lengths.sum()) / self.seconds["step"],
@@ -254,7 +256,9 @@ def rl_step(
 
     When no group is kept (`sample_groups`), or every verdict is a verifier error (a dead
     verifier scores every sample 0: those are not the model's rewards), the learner's phases and
-    the sync are skipped and the policy figures are NaN.
+    the sync are skipped and the policy figures are NaN. The sync is also skipped when the
+    update took no optimizer step (every advantage 0, or a non-finite gradient): the engine
+    already has the weights.
 
     Raises:
         reasoner.rollout.RolloutEngineError: the engine failed.
@@ -274,6 +278,7 @@ def rl_step(
             batch = estimate_advantages(batch, algo, learner.kl_coef)
         with t("update"):
             stats = learner.update(batch)
+    if stats.optimizer_steps:  # else the weights are the engine's already
         with t("sync"):
             push_weights(engine, learner.export_weights())
             if probe is not None:

@@ -65,13 +65,13 @@ def gae_estimator(x: AdvantageInput, algo: Any) -> Advantages:
 # ------------------------------------------------------------------ policy losses
 
 
-@register("policy_loss", "ppo_clip")
+@register("policy_loss", "ppo_clip", zero_at_zero_advantage=True)
 def ppo_clip(logp: torch.Tensor, old: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, algo: Any):
     """Token-level ratio, clipped surrogate, optional dual clip (`clipped_surrogate`)."""
     return clipped_surrogate(logp, old, adv, algo.clip.low, algo.clip.high, algo.clip.dual)
 
 
-@register("policy_loss", "gspo")
+@register("policy_loss", "gspo", zero_at_zero_advantage=True)
 def gspo(logp: torch.Tensor, old: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, algo: Any):
     """Sequence-level, length-normalized ratio (`gspo_surrogate`)."""
     return gspo_surrogate(logp, old, adv, mask, algo.clip.low, algo.clip.high)

@@ -49,6 +49,9 @@ class Entry:
         needs_critic: an advantage estimator that reads critic values (the job builds a critic).
         token_level: an advantage estimator that builds per-token returns, so the KL may enter
             as a per-token reward (``algorithm.kl.placement=reward``).
+        zero_at_zero_advantage: a policy loss whose value and gradient are 0 at every token
+            whose advantage is 0, so the learner may leave such sequences out of the update
+            (``trainer.skip_zero_advantage``); False (never skipped) unless declared.
     """
 
     kind: str
@@ -56,6 +59,7 @@ class Entry:
     fn: Callable[..., Any]
     needs_critic: bool = False
     token_level: bool = False
+    zero_at_zero_advantage: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,9 @@ class AdvantageInput:
         return self.rewards.float().reshape(-1, self.group_size)
 
 
-def register(kind: str, name: str, *, needs_critic: bool = False, token_level: bool = False) -> Callable:
+def register(
+    kind: str, name: str, *, needs_critic: bool = False, token_level: bool = False, zero_at_zero_advantage: bool = False
+) -> Callable:
     """Decorator: register the function under (`kind`, `name`); returns it unchanged.
 
     Raises:
@@ -99,7 +105,7 @@ def register(kind: str, name: str, *, needs_critic: bool = False, token_level: b
         old = _TABLES[kind].get(name)
         if old is not None and old.fn is not fn and old.fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"{kind} {name!r} is already registered ({old.fn.__module__}.{old.fn.__qualname__})")
-        _TABLES[kind][name] = Entry(kind, name, fn, needs_critic, token_level)
+        _TABLES[kind][name] = Entry(kind, name, fn, needs_critic, token_level, zero_at_zero_advantage)
         fn.registered_as = (kind, name)  # type: ignore[attr-defined]
         return fn
 

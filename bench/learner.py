@@ -22,15 +22,35 @@ Method, every configuration in its own process (peak RSS is per process):
   minus the RSS just before (MB). The update's peak RSS is measured the same way, from after
   the model and learner are built (it includes the weights, gradients and AdamW state).
 Written to ``bench/results/learner.json`` and the "Learner" section of BENCHMARKS.md.
+
+    python -m bench.learner --sweep [--lengths 128,512,2048,4096] [--token-budget 8192] [--before-tree DIR]
+
+**Long chain-of-thought sweep**, every configuration in its own process: one update of the
+embedded default on a single micro-batch of n = max(1, budget // (16 + length)) sequences of
+16 prompt + `length` completion tokens (the same token budget at every length), advantages
++1 / -1 (every sequence trained), GRPO defaults, without ``reuse_heap`` (glibc hands large
+blocks back, so RSS follows what is live). A one-sequence update first allocates the AdamW
+state; then memory = peak RSS during the measured update minus the RSS just before (gradients,
+activations, logits: what grows with the batch), and seconds = that update's. Variants:
+``default`` (today's trainer settings) and ``gradient checkpointing``; with `--before-tree`, also
+``before``: the same children run in that checkout (it must hold this file), for the learner as
+it was. MFU (model FLOP utilization) = 6 x parameters x completion tokens per second / the
+machine's matmul throughput, measured in the same run (square fp32 and bf16 ``torch.matmul``s
+of 2048 in fp32, 512 in bf16, 2 n^3 FLOPs each) against the dtype the learner computes in here. Written to
+``bench/results/learner_sweep.json`` and the "Learner: long chain-of-thought memory and MFU"
+section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
+from dataclasses import replace
+from pathlib import Path
 
-from bench.report import child_result, machine, machine_line, print_result, save, spread, table
+from bench.report import ROOT, child_result, machine, machine_line, print_result, save, spread, table
 
 GROUP = 8
 
@@ -55,17 +75,19 @@ def _peak_mb() -> float:
     return kb * 1024 / 1e6
 
 
-def _batch(n: int, prompt: int, completion: int, vocab: int):
+def _batch(n: int, prompt: int, completion: int, vocab: int, group: int = GROUP):
+    """n random sequences in groups of `group` sharing a prompt; rewards alternate 1, 0, so that
+    every group has a nonzero advantage (none is left out of the update)."""
     import torch
 
     from reasoner.types import TrainBatch
 
     g = torch.Generator().manual_seed(0)
-    prompts = torch.randint(0, vocab, (n // GROUP + 1, prompt), generator=g)
+    prompts = torch.randint(0, vocab, (n // group + 1, prompt), generator=g)
     completions = torch.randint(0, vocab, (n, completion), generator=g)
-    seqs = [prompts[i // GROUP].tolist() + completions[i].tolist() for i in range(n)]  # a group shares its prompt
-    rewards = torch.randint(0, 2, (n,), generator=g).float()
-    return TrainBatch(seqs, [prompt] * n, rewards, GROUP, [[] for _ in range(n)], [False] * n)
+    seqs = [prompts[i // group].tolist() + completions[i].tolist() for i in range(n)]  # a group shares its prompt
+    rewards = torch.tensor([float(i % 2) for i in range(n)])
+    return TrainBatch(seqs, [prompt] * n, rewards, group, [[] for _ in range(n)], [False] * n)
 
 
 def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: int, reuse: bool) -> dict:
@@ -95,6 +117,129 @@ def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: in
         if i:
             seconds.append(time.perf_counter() - start)
     return {"seconds": seconds, "tokens": n * completion, "peak_rss_mb": _peak_mb()}
+
+
+SWEEP_PROMPT = 16
+#: sweep variant -> TrainerConfig overrides (``before`` runs ``default`` in the --before-tree)
+VARIANTS = {"default": {}, "gradient checkpointing": {"gradient_checkpointing": True}}
+
+
+def measure_long(length: int, budget: int, trainer: dict) -> dict:
+    """Run in a child process: peak RSS growth (MB) and seconds of one update on one micro-batch
+    of max(1, budget // (16 + length)) sequences of `length` completion tokens."""
+    import ctypes
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from reasoner.config import AlgorithmConfig, TrainerConfig
+    from reasoner.learner import Learner
+    from reasoner.logprobs import fast_bf16_cpu
+    from reasoner.models import resolve_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32)
+    n = max(1, budget // (SWEEP_PROMPT + length))
+    vocab = model.config.vocab_size
+    learner = Learner(
+        model, AlgorithmConfig(), TrainerConfig(micro_batch_size=n, **trainer), 0, temperature=1.0, max_tokens=length
+    )
+
+    def signed(batch):
+        adv = [
+            torch.full((len(s) - p,), 1.0 if i % 2 else -1.0)
+            for i, (s, p) in enumerate(zip(batch.sequences, batch.prompt_lens))
+        ]
+        return replace(batch, advantages=adv)
+
+    learner.update(signed(_batch(1, SWEEP_PROMPT, 16, vocab, group=1)))  # allocates the AdamW state
+    batch = signed(_batch(n, SWEEP_PROMPT, length, vocab, group=min(GROUP, n)))
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = _rss_mb()
+    _reset_peak()
+    start = time.perf_counter()
+    learner.update(batch)
+    seconds = time.perf_counter() - start
+    dtype = "bfloat16" if learner.trainer.bf16_autocast and fast_bf16_cpu() else "float32"
+    return {
+        "length": length,
+        "sequences": n,
+        "completion_tokens": n * length,
+        "seconds": seconds,
+        "peak_growth_mb": _peak_mb() - before,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "compute_dtype": dtype,
+    }
+
+
+#: square matmul size per dtype: bf16 without fast kernels runs ~300x slower here, so smaller
+MATMUL_SIZE = {"float32": 2048, "bfloat16": 512}
+
+
+def matmul_tflops(repeats: int = 3) -> dict[str, float]:
+    """This machine's dense matmul throughput, TFLOP/s, in float32 and bfloat16: square
+    ``torch.matmul`` of `MATMUL_SIZE` (2 n^3 FLOPs per product), median of `repeats` after one
+    warm-up."""
+    import torch
+
+    out = {}
+    for name, size in MATMUL_SIZE.items():
+        dtype = getattr(torch, name)
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        times = []
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            if i:
+                times.append(time.perf_counter() - start)
+        out[name] = 2 * size**3 / sorted(times)[len(times) // 2] / 1e12
+    return out
+
+
+def sweep(lengths: list[int], budget: int, before_tree: Path | None) -> None:
+    """The long chain-of-thought sweep and MFU (module docstring); writes its BENCHMARKS.md section."""
+    variants = {**({"before": {}} if before_tree else {}), **VARIANTS}
+    runs = {
+        name: [
+            child_result(
+                "bench.learner",
+                ["--child-long", str(length), "--token-budget", str(budget), "--child-trainer", json.dumps(overrides)],
+                cwd=before_tree if name == "before" else ROOT,
+            )
+            for length in lengths
+        ]
+        for name, overrides in variants.items()
+    }
+    peak = matmul_tflops()
+    info = machine()
+    header = "| completion length | sequences | " + " | ".join(f"{v}: MB" for v in variants) + " |"
+    lines = [header, "|" + "---:|" * (2 + len(variants))]
+    for k, length in enumerate(lengths):
+        first = runs[next(iter(variants))][k]
+        cells = " | ".join(f"{runs[v][k]['peak_growth_mb']:.0f}" for v in variants)
+        lines.append(f"| {length} | {first['sequences']} | {cells} |")
+    speed = ["| variant | completion length | completion tokens/s | MFU vs " + "fp32 peak |", "|---|---:|---:|---:|"]
+    for name, rs in runs.items():
+        for r in rs:
+            tps = r["completion_tokens"] / r["seconds"]
+            mfu = 6 * r["parameters"] * tps / (peak[r["compute_dtype"]] * 1e12)
+            speed.append(f"| {name} | {r['length']} | {tps:.0f} | {100 * mfu:.1f}% |")
+    save(
+        "learner_sweep",
+        {"lengths": lengths, "token_budget": budget, "runs": runs, "matmul_tflops": peak, "machine": info},
+        "Learner: long chain-of-thought memory and MFU (`bench/learner.py --sweep`)",
+        f"`python -m bench.learner --sweep --lengths {','.join(map(str, lengths))} --token-budget {budget}"
+        f"{' --before-tree ' + str(before_tree) if before_tree else ''}`\n\n"
+        f"One update of the embedded SmolLM2-135M-Instruct on one micro-batch of {budget} tokens at most "
+        f"(n sequences of {SWEEP_PROMPT} prompt + L completion tokens), every sequence trained; each cell its own "
+        f"process. Peak RSS growth during the update (gradients, activations, logits; the weights and AdamW "
+        f"state were allocated before), MB. {machine_line(info)}\n\n"
+        + "\n".join(lines)
+        + f"\n\nMatmul throughput measured in the same run (square products of {MATMUL_SIZE['float32']} in fp32 and "
+        f"{MATMUL_SIZE['bfloat16']} in bf16, median of 3): fp32 {peak['float32']:.4f} TFLOP/s, bf16 "
+        f"{peak['bfloat16']:.4f} TFLOP/s. The learner computes in "
+        f"{runs['default'][0]['compute_dtype']} here. MFU = 6 x {runs['default'][0]['parameters'] / 1e6:.0f}M "
+        "parameters x completion tokens/s / the peak of that dtype:\n\n" + "\n".join(speed) + "\n",
+    )
 
 
 def measure_logprobs(n: int, prompt: int, completion: int, route: str) -> dict:
@@ -156,7 +301,19 @@ def main() -> None:
     parser.add_argument("--child-update", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-reuse-heap", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child-logprobs", choices=sorted(set(ROUTES.values())), help=argparse.SUPPRESS)
+    parser.add_argument("--sweep", action="store_true", help="the long chain-of-thought memory sweep and MFU")
+    parser.add_argument("--lengths", default="128,512,2048,4096")
+    parser.add_argument("--token-budget", type=int, default=8192)
+    parser.add_argument("--before-tree", type=Path, help="a checkout of the learner before (holding this file)")
+    parser.add_argument("--child-long", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child-trainer", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_long is not None:
+        print_result(measure_long(args.child_long, args.token_budget, json.loads(args.child_trainer)))
+        return
+    if args.sweep:
+        sweep([int(x) for x in args.lengths.split(",")], args.token_budget, args.before_tree)
+        return
     shape = (args.sequences, args.prompt_tokens, args.completion_tokens)
     if args.child_update is not None:
         print_result(measure_update(*shape, args.child_update, args.repeats, bool(args.child_reuse_heap)))

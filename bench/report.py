@@ -94,16 +94,17 @@ def table(rows: list[tuple[str, dict[str, Any]]], unit_digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def child_result(module: str, args: list[str]) -> dict[str, Any]:
-    """Run ``python -m <module> <args>`` and return the JSON it prints on its ``RESULT `` line
-    (benchmarks measure each backend in a fresh process).
+def child_result(module: str, args: list[str], cwd: Path = ROOT) -> dict[str, Any]:
+    """Run ``python -m <module> <args>`` in `cwd` (a checkout: its packages are the ones
+    imported) and return the JSON it prints on its ``RESULT `` line (benchmarks measure each
+    backend in a fresh process).
 
     Raises:
         subprocess.CalledProcessError: the child failed (its stderr is in the exception).
         StopIteration: it printed no ``RESULT`` line.
     """
     out = subprocess.run(
-        [sys.executable, "-m", module, *args], check=True, capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", module, *args], check=True, capture_output=True, text=True, cwd=cwd
     ).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
 

@@ -30,7 +30,7 @@ class EvalConfig:
     #: the engine's context (prompt + completion), tokens; null = the model's maximum.
     max_model_len: int | None = None
     #: vLLM KV-cache size on CPU, GiB; GPU memory fraction on GPU.
-    kv_cache_gb: int = 1
+    kv_cache_gb: float = 1.0
     gpu_memory_utilization: float = 0.8
     #: problems per engine call; an interrupted run loses at most the chunk in flight.
     chunk: int = 32

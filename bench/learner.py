@@ -127,12 +127,11 @@ VARIANTS = {"default": {}, "gradient checkpointing": {"gradient_checkpointing": 
 def measure_long(length: int, budget: int, trainer: dict) -> dict:
     """Run in a child process: peak RSS growth (MB) and seconds of one update on one micro-batch
     of max(1, budget // (16 + length)) sequences of `length` completion tokens."""
-    import ctypes
-
     import torch
     from transformers import AutoModelForCausalLM
 
     from reasoner.config import AlgorithmConfig, TrainerConfig
+    from reasoner.jobs.common import release_free_heap
     from reasoner.learner import Learner
     from reasoner.logprobs import fast_bf16_cpu
     from reasoner.models import resolve_model_path
@@ -153,7 +152,7 @@ def measure_long(length: int, budget: int, trainer: dict) -> dict:
 
     learner.update(signed(_batch(1, SWEEP_PROMPT, 16, vocab, group=1)))  # allocates the AdamW state
     batch = signed(_batch(n, SWEEP_PROMPT, length, vocab, group=min(GROUP, n)))
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    release_free_heap()
     before = _rss_mb()
     _reset_peak()
     start = time.perf_counter()

@@ -1,19 +1,24 @@
 """Our GRPO step against TRL's GRPOTrainer on the identical CPU workload, in one run.
 
     python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--model PATH]
-        [--trl-vllm]
+        [--beta 0.0] [--trl-vllm]
 
 Needs ``trl`` (``pip install -e '.[bench]'``). Method: `--rounds` rounds; each runs ours
 (`bench.step.run_ours`: ``reasoner-train``, vLLM backend, compiled: ``rollout.enforce_eager=false``) and TRL
 (`bench.trl_grpo`, a child process), alternating which goes first, on the same `bench.step.Workload`: the embedded
 SmolLM2-135M-Instruct or `--model` (fp32 weights, bf16 autocast), the same level-2 arithmetic problems and
 prompt tokens, `--prompts` prompts x `--group` completions of at most `--max-tokens` tokens per
-optimizer step, AdamW at 2e-5 constant, grad clip 1.0, k3 KL to the reference at beta 0.04,
-clip 0.2, token-mean loss, temperature 1, our math verifier as the reward. Seconds per
-optimizer step of a run = mean over steps 2..S (step 1 includes warm-up); the ratio is TRL /
-ours of the medians over rounds (and of the minima). TRL generates with transformers
-``generate`` unless `--trl-vllm` (its colocate vLLM mode). The reward curves (mean reward per
-step, each round and the mean over rounds) of both go to ``bench/results/peer_rewards.png``.
+optimizer step, AdamW at 2e-5 constant, grad clip 1.0, k3 KL to the reference at `--beta` (default
+0: TRL's default, and no reference model in either), clip 0.2, token-mean loss, temperature 1,
+our math verifier as the reward. Seconds per training step (one generation batch and its
+update) of a run = mean over steps 2..S (step 1 includes warm-up); the ratio is TRL / ours of
+the medians over rounds (and of the minima). TRL generates with transformers ``generate``
+unless `--trl-vllm` (its colocate vLLM mode). Each framework's share of zero-variance groups
+(ours: ``groups/zero_var_frac``, TRL: ``frac_reward_zero_std``) is reported: with no KL, their
+advantages are all 0, which reasoner skips (``trainer.skip_zero_advantage``) and TRL trains on.
+Start from a cold-started model (`--model`) so that rewards vary. The reward curves (mean
+reward per step, each round and the mean over rounds) of both go to
+``bench/results/peer_rewards.png``.
 Written to ``bench/results/peer.json`` and the "Peer" section of BENCHMARKS.md.
 """
 
@@ -68,29 +73,28 @@ def run_trl(work: Workload, out: Path, vllm: bool) -> tuple[list[dict], float]:
     return [r for r in records if "step" in r], records[-1]["peak_rss_mb"]
 
 
-def plot(curves: dict[str, list[list[float]]], path: Path) -> None:
-    """Reward per step: each round faint, the mean over rounds bold, one colour per framework."""
+def plot(runs: dict[str, list[dict]], path: Path) -> None:
+    """Per step, the mean reward (left) and the share of zero-variance groups (right): each round
+    faint, the mean over rounds bold, one colour per framework. `runs` maps a framework's name to
+    its rounds' records (``rewards``, ``zero_var``: one value per step)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for (name, runs), colour in zip(curves.items(), ("tab:blue", "tab:orange")):
-        steps = range(1, len(runs[0]) + 1)
-        for run in runs:
-            ax.plot(steps, run, color=colour, alpha=0.25, linewidth=1)
-        ax.plot(
-            steps,
-            [statistics.fmean(v) for v in zip(*runs)],
-            color=colour,
-            linewidth=2.5,
-            label=f"{name} (mean of {len(runs)} runs)",
-        )
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("mean reward (accuracy)")
-    ax.set_title("GRPO on the same workload: reward per step")
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, ylabel in zip(axes, ("rewards", "zero_var"), ("mean reward (accuracy)", "zero-variance groups")):
+        for (name, rounds), colour in zip(runs.items(), ("tab:blue", "tab:orange")):
+            curves = [r[key] for r in rounds]
+            steps = range(1, len(curves[0]) + 1)
+            for curve in curves:
+                ax.plot(steps, curve, color=colour, alpha=0.25, linewidth=1)
+            mean = [statistics.fmean(v) for v in zip(*curves)]
+            ax.plot(steps, mean, color=colour, linewidth=2.5, label=f"{name} (mean of {len(curves)} runs)")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+    fig.suptitle("GRPO on the same workload, per step")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -108,9 +112,10 @@ def main() -> None:
         default="embedded:smollm2-135m",
         help="the starting policy of both (a local HF directory, e.g. a cold-started model)",
     )
+    parser.add_argument("--beta", type=float, default=0.0, help="k3 KL coefficient of both (TRL's default: 0)")
     parser.add_argument("--trl-vllm", action="store_true")
     args = parser.parse_args()
-    work = Workload(args.steps, args.prompts, args.group, args.max_tokens, model=args.model)
+    work = Workload(args.steps, args.prompts, args.group, args.max_tokens, beta=args.beta, model=args.model)
     ours, trl = [], []
     with TemporaryDirectory() as tmp:
         for i in range(args.rounds):
@@ -122,6 +127,8 @@ def main() -> None:
                         {
                             "step_s": phases["whole step"],
                             "rewards": [m["reward/mean"] for m in rows],
+                            "zero_var": [m["groups/zero_var_frac"] for m in rows],
+                            "empty_steps": sum(m["policy/optimizer_steps"] == 0 for m in rows),
                             "peak_rss_mb": summary["peak_rss_gb"] * 1e3,
                             "phases": phases,
                         }
@@ -133,6 +140,7 @@ def main() -> None:
                         {
                             "step_s": statistics.fmean(r["seconds"] for r in steady),
                             "rewards": [r["reward"] for r in records],
+                            "zero_var": [r["frac_reward_zero_std"] for r in records],
                             "peak_rss_mb": rss,
                             "records": records,
                         }
@@ -141,15 +149,7 @@ def main() -> None:
     ratio, ratio_min = t["median"] / o["median"], t["min"] / o["min"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / "peer_rewards.png"
-    plot(
-        {
-            "reasoner": [r["rewards"] for r in ours],
-            f"TRL GRPOTrainer ({'vLLM colocate' if args.trl_vllm else 'transformers generate'})": [
-                r["rewards"] for r in trl
-            ],
-        },
-        png,
-    )
+    plot({"reasoner": ours, f"TRL GRPOTrainer ({'vLLM colocate' if args.trl_vllm else 'generate'})": trl}, png)
     info = machine()
     result = {
         "workload": vars(work),
@@ -162,14 +162,20 @@ def main() -> None:
     }
     gen = "vLLM colocate mode" if args.trl_vllm else "transformers `generate` (TRL's default)"
     rows = [
-        ("reasoner: seconds per optimizer step", o),
-        (f"TRL GRPOTrainer ({'vLLM' if args.trl_vllm else 'generate'}): seconds per optimizer step", t),
+        ("reasoner: seconds per training step", o),
+        (f"TRL GRPOTrainer ({'vLLM' if args.trl_vllm else 'generate'}): seconds per training step", t),
         ("reasoner: peak RSS, MB", spread([r["peak_rss_mb"] for r in ours])),
         ("TRL: peak RSS, MB", spread([r["peak_rss_mb"] for r in trl])),
+        *(
+            (f"{name}: {label} (mean per run)", spread([statistics.fmean(r[key]) for r in runs]))
+            for key, label in (("zero_var", "share of zero-variance groups"), ("rewards", "reward"))
+            for name, runs in (("reasoner", ours), ("TRL", trl))
+        ),
     ]
+    empty = sum(r["empty_steps"] for r in ours)
     body = (
         f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} "
-        f"--group {args.group} --max-tokens {args.max_tokens} --model {args.model}"
+        f"--group {args.group} --max-tokens {args.max_tokens} --model {args.model} --beta {args.beta}"
         f"{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
         f"Identical workload: `{args.model}` (fp32 weights, bf16 autocast), "
         f"the same {args.steps * args.prompts} level-2 "
@@ -182,8 +188,11 @@ def main() -> None:
         f"first; per run the mean seconds per step over steps 2-{args.steps}. {machine_line(info)}\n\n"
         + table(rows)
         + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). "
-        f"Reward curves of both: "
-        f"`bench/results/{png.name}`.\n\n![reward per step, reasoner vs TRL](bench/results/{png.name})\n"
+        f"Steps where every group had zero variance, so reasoner made no optimizer step: {empty} of "
+        f"{args.rounds * args.steps}. "
+        f"Reward and zero-variance share per step, both frameworks: "
+        f"`bench/results/{png.name}`.\n\n![reward and zero-variance groups per step, reasoner vs TRL]"
+        f"(bench/results/{png.name})\n"
     )
     save("peer", result, "Peer: reasoner vs TRL GRPOTrainer (`bench/peer.py`)", body)
     print(body)

@@ -29,7 +29,7 @@ class EvalConfig:
     backend: Backend = Backend.vllm
     #: the engine's context (prompt + completion), tokens; null = the model's maximum.
     max_model_len: int | None = None
-    #: vLLM KV-cache size on CPU, GiB; GPU memory fraction on GPU.
+    #: vLLM KV-cache size on CPU, GiB; on a GPU ``gpu_memory_utilization`` sizes it.
     kv_cache_gb: float = 1.0
     gpu_memory_utilization: float = 0.8
     #: problems per engine call; an interrupted run loses at most the chunk in flight.
@@ -47,6 +47,7 @@ class EvalConfig:
             ("max_tokens", self.max_tokens, self.max_tokens is None or self.max_tokens >= 1, "null or >= 1"),
             ("limit", self.limit, self.limit is None or self.limit >= 1, "null or >= 1"),
             ("chunk", self.chunk, self.chunk >= 1, ">= 1"),
+            ("kv_cache_gb", self.kv_cache_gb, self.kv_cache_gb > 0, "> 0"),
             (
                 "benchmarks",
                 self.benchmarks,

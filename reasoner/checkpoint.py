@@ -75,6 +75,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "trainer.micro_batch_tokens",
         "trainer.logits_chunk_tokens",
         "trainer.gradient_checkpointing",
+        "trainer.skip_zero_advantage",
         "trainer.save_checkpoint",
         "trainer.max_nonfinite_steps",
         "trainer.max_verifier_failures",

@@ -373,8 +373,11 @@ class RolloutConfig:
     max_tokens: int = 128
     max_model_len: int = 1024
     #: vLLM KV-cache size on CPU, GiB (``kv_cache_memory_bytes``; vLLM allocates and zeroes it at
-    #: start, so all of it is resident); GPU memory fraction on GPU.
-    kv_cache_gb: float = 1.0
+    #: start, so all of it is resident); on a GPU ``gpu_memory_utilization`` sizes it. The default holds 22k tokens
+    #: of the embedded SmolLM2-135M in bf16 (30 layers x 3 KV heads x 64 x 2 x 2 bytes = 23 KB a
+    #: token; 11k in fp32), above a default step's 64 completions x (prompt + 128 tokens); raise it
+    #: for larger models or longer completions (vLLM queues the sequences that do not fit).
+    kv_cache_gb: float = 0.5
     gpu_memory_utilization: float = 0.3
     #: vLLM without graph capture / torch.compile (``LLM(enforce_eager=...)``): the engine starts
     #: in seconds on CPU. False compiles the model: a longer start per engine, then more tokens/s
@@ -486,11 +489,10 @@ class TrainerConfig:
     seed: int = 0
     #: torch intra-op threads; 0 = all cores.
     threads: int = 0
-    #: keep freed memory in the process heap for the next step (glibc: large blocks from the
-    #: heap, not fresh mmaps; no trimming) instead of handing it back to the OS after every step:
-    #: the learner's large per-step tensors then reuse pages instead of page-faulting fresh,
-    #: zeroed ones (BENCHMARKS.md "Profile of the GRPO step"). The price: the process keeps its
-    #: peak heap.
+    #: keep freed memory in the process heap within a step (glibc: large blocks from the heap, not
+    #: fresh mmaps; no trimming on free): the learner's large per-micro-batch tensors then reuse
+    #: pages instead of page-faulting fresh, zeroed ones (BENCHMARKS.md "Profile of the GRPO
+    #: step"). The free heap goes back to the OS when it creeps (`reasoner.jobs.common.HeapTrimmer`).
     reuse_heap: bool = True
     #: metrics sinks (`reasoner.metrics_log`): jsonl (metrics.jsonl), tensorboard, wandb (Weights &
     #: Biases, the ``wandb`` extra; offline without WANDB_API_KEY).

@@ -28,7 +28,9 @@ class ValueModel(torch.nn.Module):
         """Values aligned with `completion_logprobs`: position t holds V of the state before
         target token t+1. Returns (n, L-1) float32, zero where ``target_mask`` is False; the head
         runs on completion positions only."""
-        hidden = self.backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        hidden = self.backbone(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state
         mask = batch.target_mask
         values = torch.zeros(mask.shape, dtype=torch.float32)
         values[mask] = self.head(hidden[:, :-1][mask]).squeeze(-1).float()

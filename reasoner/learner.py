@@ -186,7 +186,8 @@ class Learner:
             and critic is None
         )
         if trainer.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            for m in (model, *([critic.backbone] if critic is not None else [])):
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self._aggregate = registry.get("loss_agg", algo.loss_agg).fn
         self._kl = registry.get("kl", algo.kl.estimator).fn
         # fused: one kernel per parameter, no full-model temporaries (BENCHMARKS.md "Profile of the GRPO step")

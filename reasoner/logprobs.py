@@ -10,7 +10,8 @@ key/value cache is gathered to one copy per row, and only the completion tokens 
 decoder again, attending to the cached prompt. The log-probs and their gradients are those of
 the full rows (the cache stays in the autograd graph, so the gradient of a shared prompt sums
 over the completions that attend to it; tested against the full-row path); the decoder's work
-on prompts falls by the number of rows per distinct prompt.
+on prompts falls by the number of rows per distinct prompt. Under activation checkpointing
+(``trainer.gradient_checkpointing``) rows run whole: a recomputed layer cannot follow a cache.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = False,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int = 2048,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
 
@@ -129,7 +130,9 @@ def completion_logprobs(
     if h is not None and batch.completion_mask is not mask:
         h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
     if h is None:
-        hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        hidden = decoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+        ).last_hidden_state
         h = hidden[:, :-1][mask]  # (M, H)
     targets = batch.input_ids[:, 1:][mask]
     lp, ent = head_logprobs(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -84,8 +84,10 @@ def run_sft(
     cfg: SFTConfig,
     bf16_autocast: bool = True,
     seed: int = 0,
+    after_step: Callable[[], None] | None = None,
 ) -> SFTStats:
-    """Fine-tune `model` in place on the worked solutions of `problems`.
+    """Fine-tune `model` in place on the worked solutions of `problems`; `after_step` is called
+    after every optimizer step (the jobs hand freed heap memory back there).
 
     Raises:
         ValueError: no example fits in ``cfg.max_tokens`` or a problem lacks a solution.
@@ -128,6 +130,8 @@ def run_sft(
         optimizer.zero_grad(set_to_none=True)
         losses.append(total)
         tokens += n_tokens
+        if after_step is not None:
+            after_step()
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     tail = losses[-10:]

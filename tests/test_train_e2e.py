@@ -28,6 +28,9 @@ TINY = [
     "sft.batch_size=4",
     "sft.micro_batch_size=2",
     "reward.format_weight=0.1",
+    # the random tiny model scores 0 almost everywhere: with zero-advantage skipping most updates
+    # would be empty (no optimizer step, no sync); tests/algorithms/test_update_savings.py tests it
+    "trainer.skip_zero_advantage=false",
 ]
 
 
@@ -208,14 +211,7 @@ ALGORITHMS = sorted(p.stem for p in (Path(CONF_DIR) / "algorithm").glob("*.yaml"
 def test_two_steps_of_every_algorithm(tiny_model_dir, tmp_path, algorithm):
     """Every recipe runs end to end (transformers sampler: no vLLM start-up per recipe)."""
     extra = ["algorithm.shaping.overlong_buffer=4"] if algorithm == "dapo" else []  # DAPO's 25 needs max_tokens > 25
-    # the random tiny model scores 0 everywhere: without skip_zero_advantage=false most updates would be empty
-    overrides = [
-        "rollout=hf",
-        f"algorithm={algorithm}",
-        "trainer.micro_batch_size=4",
-        "trainer.skip_zero_advantage=false",
-    ]
-    cfg = _cfg(tiny_model_dir, [*overrides, *extra])
+    cfg = _cfg(tiny_model_dir, ["rollout=hf", f"algorithm={algorithm}", "trainer.micro_batch_size=4", *extra])
     run(cfg, tmp_path)
     for m in _check_outputs(tmp_path, 2):
         rounds = m["groups/sampling_rounds"]

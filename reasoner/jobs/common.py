@@ -49,10 +49,11 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 def reuse_heap() -> bool:
-    """Make glibc keep freed memory for reuse: no ``mmap`` for large blocks (glibc maps every
-    block over 32 MB afresh, so each (tokens x vocabulary) logits tensor of every step
-    page-faults and zeroes new pages) and no trimming of the heap top. Call once, early; the
-    per-step `release_free_heap` must then be skipped. Returns False where glibc is absent.
+    """Make glibc keep freed memory for reuse within a training step: no ``mmap`` for large
+    blocks (glibc maps every block over 32 MB afresh, so each (tokens x vocabulary) logits tensor
+    of every micro-batch page-faults and zeroes new pages) and no trimming of the heap top on
+    ``free``. Call once, early. The jobs still hand the free heap back when it creeps past a
+    slack (`HeapTrimmer`). Returns False where glibc is absent.
 
     The effect on a GRPO update is measured in BENCHMARKS.md ("Profile of the GRPO step").
     """
@@ -81,6 +82,48 @@ def release_free_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now, bytes (``/proc/self/statm``; 0 where there is none)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+#: how far resident memory at the end of a step may creep above its first step's, GiB (`HeapTrimmer`)
+HEAP_SLACK_GB = 0.5
+
+
+class HeapTrimmer:
+    """Called after every training step (SFT and RL): hands the free heap back to the OS
+    (`release_free_heap`) once resident memory at the end of a step exceeds, by more than
+    `slack_gb` GiB, what it was at the end of the first step after the last hand-back.
+
+    A step's tensors vary in size (sequence lengths), so a heap that keeps freed memory
+    (`reuse_heap`) fragments and creeps up step after step; trimming after every step stops
+    the creep but makes the next step page-fault its whole working set again. Trimming only
+    past the slack does both: the peak stays within `slack_gb` of one step's, and most steps
+    reuse their pages (measured: BENCHMARKS.md "Memory of the main job").
+    """
+
+    def __init__(self, slack_gb: float = HEAP_SLACK_GB) -> None:
+        self.slack = slack_gb * 2**30
+        self.floor: int | None = None
+
+    def __call__(self) -> bool:
+        """Trim if the creep is past the slack; returns whether it trimmed."""
+        rss = resident_bytes()
+        if self.floor is None:
+            self.floor = rss
+            return False
+        if rss - self.floor <= self.slack:
+            return False
+        release_free_heap()
+        self.floor = None
+        return True
 
 
 @dataclass
@@ -198,7 +241,14 @@ def cold_start(cfg: RunConfig, run: RunContext, policy: torch.nn.Module, exclude
     problems, cleaning = load_sft_problems(cfg, run.heldout, exclude)
     log.info("cold start data: %d examples from %s", len(problems), cfg.sft.source)
     stats = run_sft(
-        policy, run.tokenizer, problems, cfg.data.template, cfg.sft, cfg.trainer.bf16_autocast, cfg.trainer.seed
+        policy,
+        run.tokenizer,
+        problems,
+        cfg.data.template,
+        cfg.sft,
+        cfg.trainer.bf16_autocast,
+        cfg.trainer.seed,
+        after_step=HeapTrimmer(),
     )
     log.info("cold start: %s", stats)
     release_free_heap()

@@ -39,7 +39,15 @@ from reasoner.critic import ValueModel
 from reasoner.data import load_problems
 from reasoner.data.stream import PromptStream
 from reasoner.interrupt import StopRequest, TrainingInterrupted
-from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap, sft_rows
+from reasoner.jobs.common import (
+    HeapTrimmer,
+    RunContext,
+    cold_start,
+    open_run,
+    peak_rss_gb,
+    release_free_heap,
+    sft_rows,
+)
 from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, NonFiniteUpdateError
 from reasoner.logprobs import sequence_logprobs
@@ -462,6 +470,7 @@ def loop(run: RLRun) -> None:
         total=tr.steps,
     )
     # log lines (the step lines among them) go around the progress bar, not through it
+    trim_heap = HeapTrimmer()
     with logging_redirect_tqdm(loggers=[logging.getLogger()]), bar:
         for step in bar:
             if run.stop.signum is not None:
@@ -494,8 +503,7 @@ def loop(run: RLRun) -> None:
             for hook in hooks[2:]:
                 hook(run, step, run.metrics)
             done = step
-            if not tr.reuse_heap:
-                release_free_heap()
+            trim_heap()
     if run.stop.signum is not None:
         if run.saved_step != done:
             save(run, store, done)

@@ -170,18 +170,22 @@ def measure_long(length: int, budget: int, trainer: dict) -> dict:
     }
 
 
-#: square matmul size per dtype: bf16 without fast kernels runs ~300x slower here, so smaller
-MATMUL_SIZE = {"float32": 2048, "bfloat16": 512}
+def matmul_sizes() -> dict[str, int]:
+    """Square matmul size per dtype: 2048, but 512 for bf16 on a CPU without fast bf16 kernels
+    (`reasoner.logprobs.fast_bf16_cpu`), where it runs ~300x slower than fp32."""
+    from reasoner.logprobs import fast_bf16_cpu
+
+    return {"float32": 2048, "bfloat16": 2048 if fast_bf16_cpu() else 512}
 
 
 def matmul_tflops(repeats: int = 3) -> dict[str, float]:
     """This machine's dense matmul throughput, TFLOP/s, in float32 and bfloat16: square
-    ``torch.matmul`` of `MATMUL_SIZE` (2 n^3 FLOPs per product), median of `repeats` after one
+    ``torch.matmul`` of `matmul_sizes` (2 n^3 FLOPs per product), median of `repeats` after one
     warm-up."""
     import torch
 
     out = {}
-    for name, size in MATMUL_SIZE.items():
+    for name, size in matmul_sizes().items():
         dtype = getattr(torch, name)
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
         times = []
@@ -216,7 +220,8 @@ def sweep(lengths: list[int], budget: int, before_tree: Path | None) -> None:
         first = runs[next(iter(variants))][k]
         cells = " | ".join(f"{runs[v][k]['peak_growth_mb']:.0f}" for v in variants)
         lines.append(f"| {length} | {first['sequences']} | {cells} |")
-    speed = ["| variant | completion length | completion tokens/s | MFU vs " + "fp32 peak |", "|---|---:|---:|---:|"]
+    dtype, sizes = runs["default"][0]["compute_dtype"], matmul_sizes()
+    speed = [f"| variant | completion length | completion tokens/s | MFU vs the {dtype} peak |", "|---|---:|---:|---:|"]
     for name, rs in runs.items():
         for r in rs:
             tps = r["completion_tokens"] / r["seconds"]
@@ -233,10 +238,10 @@ def sweep(lengths: list[int], budget: int, before_tree: Path | None) -> None:
         f"process. Peak RSS growth during the update (gradients, activations, logits; the weights and AdamW "
         f"state were allocated before), MB. {machine_line(info)}\n\n"
         + "\n".join(lines)
-        + f"\n\nMatmul throughput measured in the same run (square products of {MATMUL_SIZE['float32']} in fp32 and "
-        f"{MATMUL_SIZE['bfloat16']} in bf16, median of 3): fp32 {peak['float32']:.4f} TFLOP/s, bf16 "
-        f"{peak['bfloat16']:.4f} TFLOP/s. The learner computes in "
-        f"{runs['default'][0]['compute_dtype']} here. MFU = 6 x {runs['default'][0]['parameters'] / 1e6:.0f}M "
+        + f"\n\nMatmul throughput measured in the same run (square products of {sizes['float32']} in fp32 and "
+        f"{sizes['bfloat16']} in bf16, median of 3): fp32 {peak['float32']:.4f} TFLOP/s, bf16 "
+        f"{peak['bfloat16']:.4f} TFLOP/s. The learner computes in {dtype} here. "
+        f"MFU = 6 x {runs['default'][0]['parameters'] / 1e6:.0f}M "
         "parameters x completion tokens/s / the peak of that dtype:\n\n" + "\n".join(speed) + "\n",
     )
 

@@ -42,3 +42,25 @@ def tiny_model_dir(smol_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def noisy_sampler_logprobs(tiny_model_dir: Path):
+    """A function (sequences, prompt_lens, noise, generator) -> per-sequence sampler log-probs:
+    the tiny model's own completion log-probs (fp32, pad id 0) plus Gaussian noise of std `noise`,
+    a sampler close to the learner but not equal to it."""
+    from transformers import AutoModelForCausalLM
+
+    from reasoner.logprobs import completion_logprobs, pad_batch
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+    def noisy(seqs: list[list[int]], plens: list[int], noise: float, gen: torch.Generator) -> list[list[float]]:
+        with torch.no_grad():
+            lp, _ = completion_logprobs(model, pad_batch(seqs, plens, 0))
+        return [
+            (lp[i][lp[i] != 0] + noise * torch.randn(len(s) - p, generator=gen)).tolist()
+            for i, (s, p) in enumerate(zip(seqs, plens))
+        ]
+
+    return noisy

@@ -42,7 +42,7 @@ MODES = {
 
 
 @pytest.fixture(scope="module")
-def batch(tiny_model_dir):
+def batch(noisy_sampler_logprobs):
     """2 groups of 4 sequences with varied prompt and completion lengths, mixed rewards, one
     truncated completion, and sampler log-probs that differ from the learner's."""
     gen = torch.Generator().manual_seed(1)
@@ -51,13 +51,7 @@ def batch(tiny_model_dir):
         p, t = 3 + i % 3, 2 + (5 * i) % 7
         seqs.append(torch.randint(10, 1000, (p + t,), generator=gen).tolist())
         plens.append(p)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        lp, _ = completion_logprobs(model, pad_batch(seqs, plens, PAD))
-    sampler = [
-        (lp[i][lp[i] != 0] + 0.5 * torch.randn(len(s) - p, generator=gen)).tolist()
-        for i, (s, p) in enumerate(zip(seqs, plens))
-    ]
+    sampler = noisy_sampler_logprobs(seqs, plens, 0.5, gen)
     sampler[3] = []  # a sequence without sampler log-probs
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.5])
     truncated = [False, True, False, False, False, False, False, False]

@@ -49,7 +49,7 @@ NOT_SKIPPING = {
 }
 
 
-def _batch(tiny_model_dir, rewards: list[float], seed: int = 1) -> TrainBatch:
+def _batch(noisy_sampler_logprobs, rewards: list[float], seed: int = 1) -> TrainBatch:
     """len(rewards) / G groups; varied prompt and completion lengths (a group shares its
     prompt); sampler log-probs near the learner's."""
     gen = torch.Generator().manual_seed(seed)
@@ -59,20 +59,14 @@ def _batch(tiny_model_dir, rewards: list[float], seed: int = 1) -> TrainBatch:
             prompt = torch.randint(10, 1000, (3 + (i // G) % 3,), generator=gen).tolist()
         seqs.append(prompt + torch.randint(10, 1000, (2 + (5 * i) % 9,), generator=gen).tolist())
         plens.append(len(prompt))
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        lp, _ = completion_logprobs(model, pad_batch(seqs, plens, PAD))
-    sampler = [
-        (lp[i][lp[i] != 0] + 0.3 * torch.randn(len(s) - p, generator=gen)).tolist()
-        for i, (s, p) in enumerate(zip(seqs, plens))
-    ]
+    sampler = noisy_sampler_logprobs(seqs, plens, 0.3, gen)
     return TrainBatch(seqs, plens, torch.tensor(rewards), G, sampler, [False] * len(seqs))
 
 
 @pytest.fixture(scope="module")
-def mixed(tiny_model_dir) -> TrainBatch:
+def mixed(noisy_sampler_logprobs) -> TrainBatch:
     """4 groups: two with a zero advantage (`REWARDS`)."""
-    return _batch(tiny_model_dir, REWARDS)
+    return _batch(noisy_sampler_logprobs, REWARDS)
 
 
 #: group 0 all right and group 2 all wrong (zero advantage), groups 1 and 3 mixed
@@ -131,10 +125,10 @@ def test_nothing_is_skipped_when_another_term_sees_every_sequence(tiny_model_dir
     assert sums["zero_adv"] == 0
 
 
-def test_a_batch_of_zero_advantages_takes_no_optimizer_step(tiny_model_dir):
+def test_a_batch_of_zero_advantages_takes_no_optimizer_step(tiny_model_dir, noisy_sampler_logprobs):
     algo = AlgorithmConfig()
     learner = _learner(tiny_model_dir, algo)
-    batch = _batch(tiny_model_dir, [1.0] * G + [0.0] * G)
+    batch = _batch(noisy_sampler_logprobs, [1.0] * G + [0.0] * G)
     before = [p.detach().clone() for p in learner.model.parameters()]
     stats = learner.update(estimate_advantages(learner.score(batch), algo, learner.kl_coef))
     assert (stats.optimizer_steps, stats.empty_steps, stats.zero_adv_sequences) == (0, 1, 2 * G)

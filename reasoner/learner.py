@@ -287,20 +287,10 @@ class Learner:
                     padded = self._pad(batch, idx)
                     mask = padded.target_mask
                     with autocast(self.trainer.bf16_autocast):
-                        if need_old:
-                            _put(
-                                old,
-                                idx,
-                                completion_logprobs(self.model, padded, self.temperature, chunk_tokens=chunk)[0],
-                                mask,
-                            )
-                        if self.ref_model is not None:
-                            _put(
-                                ref,
-                                idx,
-                                completion_logprobs(self.ref_model, padded, self.temperature, chunk_tokens=chunk)[0],
-                                mask,
-                            )
+                        for rows_out, model in ((old, self.model), (ref, self.ref_model)):
+                            if rows_out:
+                                logp = completion_logprobs(model, padded, self.temperature, chunk_tokens=chunk)[0]
+                                _put(rows_out, idx, logp, mask)
                         if self.critic is not None:
                             _put(values, idx, self.critic(padded), mask)
         return replace(batch, old_logp=old or None, ref_logp=ref or None, values=values or None)

@@ -39,14 +39,7 @@ from reasoner.critic import ValueModel
 from reasoner.data import load_problems
 from reasoner.data.stream import PromptStream
 from reasoner.interrupt import StopRequest, TrainingInterrupted
-from reasoner.jobs.common import (
-    RunContext,
-    cold_start,
-    open_run,
-    peak_rss_gb,
-    release_free_heap,
-    sft_rows,
-)
+from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap, sft_rows
 from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, NonFiniteUpdateError
 from reasoner.logprobs import sequence_logprobs

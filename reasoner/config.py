@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
 
@@ -48,6 +48,11 @@ class BadRow(str, Enum):
 class BestMode(str, Enum):
     max = "max"
     min = "min"
+
+
+class DPOLoss(str, Enum):
+    sigmoid = "sigmoid"  # DPO (Rafailov et al. 2023, Eq. 7), conservative with label_smoothing > 0
+    ipo = "ipo"  # IPO (Azar et al. 2023, Eq. 17)
 
 
 class StageKind(str, Enum):
@@ -183,6 +188,82 @@ class RejectionConfig:
             1 <= self.keep_per_problem <= self.samples,
             "in [1, rejection.samples]",
         )
+
+
+@dataclass
+class PairsConfig:
+    """Preference pairs from a model's own samples (``reasoner-pairs``, `reasoner.jobs.pairs`): each
+    RL prompt of the run (``data.train``, as ``reasoner-train`` draws them) is sampled ``samples``
+    times at ``rollout.temperature`` / ``rollout.max_tokens``, the verifier grades every sample, and
+    correct completions are paired with wrong ones of the same prompt."""
+
+    #: completions per prompt; 0 = ``algorithm.sampling.group_size`` (GRPO's budget per prompt).
+    samples: int = 0
+    #: pairs kept per prompt (at most), each correct and each wrong completion used once.
+    pairs_per_prompt: int = 4
+
+    def __post_init__(self) -> None:
+        check("pairs.samples", self.samples, self.samples >= 0, ">= 0 (0 = algorithm.sampling.group_size)")
+        check("pairs.pairs_per_prompt", self.pairs_per_prompt, self.pairs_per_prompt >= 1, ">= 1")
+
+
+@dataclass
+class PreferenceTrainConfig:
+    """What reward-model training and DPO share: the pairs and the optimizer loop
+    (`reasoner.fit.fit`: AdamW, 5% warm-up then linear decay, gradient clipping at 1)."""
+
+    #: the config group's name, for error messages
+    group: ClassVar[str] = "rm"
+
+    #: the preference pairs (`reasoner.data.preferences`: a JSONL / JSON / Parquet file or an HF dataset id).
+    source: str = ""
+    #: share of the prompts whose pairs are held out (pairwise accuracy; 0 = none).
+    heldout_fraction: float = 0.2
+    epochs: int = 1
+    lr: float = 1e-5
+    #: pairs per optimizer step
+    batch_size: int = 16
+    #: pairs per forward pass (two sequences each)
+    micro_batch_size: int = 4
+    #: longest sequence, in tokens (pairs with a longer one are dropped and counted).
+    max_tokens: int = 384
+
+    def __post_init__(self) -> None:
+        ok = 0 <= self.heldout_fraction < 1
+        check(f"{self.group}.heldout_fraction", self.heldout_fraction, ok, "in [0, 1)")
+        check(f"{self.group}.epochs", self.epochs, self.epochs >= 1, ">= 1")
+        check(f"{self.group}.lr", self.lr, self.lr > 0, "> 0")
+        check(f"{self.group}.batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        check(f"{self.group}.micro_batch_size", self.micro_batch_size, self.micro_batch_size >= 1, ">= 1")
+        check(f"{self.group}.max_tokens", self.max_tokens, self.max_tokens >= 2, ">= 2")
+
+
+@dataclass
+class RewardModelConfig(PreferenceTrainConfig):
+    """Bradley-Terry reward-model training (``reasoner-rm``, `reasoner.reward_model`): a scalar head
+    on ``model.path``'s backbone scored at the last token, loss -log σ(r_chosen - r_rejected - margin)."""
+
+    lr: float = 3e-5
+
+
+@dataclass
+class DPOConfig(PreferenceTrainConfig):
+    """DPO (``reasoner-dpo``, `reasoner.dpo`) from ``model.path``, which is also the frozen reference."""
+
+    #: β, the strength of the KL to the reference (DPO Eq. 7; τ of IPO).
+    beta: float = 0.1
+    loss: DPOLoss = DPOLoss.sigmoid
+    #: ε of conservative DPO (labels assumed flipped with probability ε); sigmoid only.
+    label_smoothing: float = 0.0
+    lr: float = 1e-6
+
+    group: ClassVar[str] = "dpo"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check("dpo.beta", self.beta, self.beta > 0, "> 0")
+        ok = 0 <= self.label_smoothing < 0.5 and (self.loss is DPOLoss.sigmoid or self.label_smoothing == 0)
+        check("dpo.label_smoothing", self.label_smoothing, ok, "in [0, 0.5), and 0 with dpo.loss=ipo")
 
 
 @dataclass
@@ -579,6 +660,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rejection: RejectionConfig = field(default_factory=RejectionConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    rm: RewardModelConfig = field(default_factory=RewardModelConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)

@@ -7,7 +7,7 @@ end-of-turn token. The loss is the token-mean negative log-likelihood of the tar
 batch (prompt tokens are masked out), accumulated over micro-batches, so it does not depend on
 the micro-batch size. With ``sft.group_by_length``, batches are length-grouped
 (`length_grouped_batches`): padding stays small without packing sequences into one row.
-Optional gradient checkpointing. AdamW with linear warm-up (first 5% of steps) and linear decay to zero.
+Optional gradient checkpointing. The optimizer loop is `reasoner.fit.fit`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from reasoner.algorithms.aggregate import token_mean
 from reasoner.config import SFTConfig
+from reasoner.fit import epoch_batches, fit
 from reasoner.logprobs import autocast, completion_logprobs, pad_batch
 from reasoner.prompts import Template, prompt_ids, target_text
 from reasoner.types import Problem
@@ -97,41 +98,23 @@ def run_sft(
     if not seqs:
         raise ValueError(f"no SFT example fits in sft.max_tokens={cfg.max_tokens}")
     rng = random.Random(seed)
-    batches = []
-    for _ in range(cfg.epochs):
-        if cfg.group_by_length:
-            batches += length_grouped_batches([len(q) for q in seqs], cfg.batch_size, rng)
-        else:
-            order = list(range(len(seqs)))
-            rng.shuffle(order)
-            batches += [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0, fused=True)
-    warmup = max(1, len(batches) // 20)
-    schedule = lambda s: min((s + 1) / warmup, max(0.0, (len(batches) - s) / max(1, len(batches) - warmup)))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if cfg.group_by_length:
+        lengths = [len(q) for q in seqs]
+        batches = [b for _ in range(cfg.epochs) for b in length_grouped_batches(lengths, cfg.batch_size, rng)]
+    else:
+        batches = epoch_batches(len(seqs), cfg.batch_size, cfg.epochs, rng)
+    targets = [len(q) - p for q, p in zip(seqs, plens)]
+
+    def micro_loss(batch: Sequence[int], idx: Sequence[int]) -> torch.Tensor:
+        padded = pad_batch([seqs[i] for i in idx], [plens[i] for i in idx], tokenizer.pad_token_id)
+        with autocast(bf16_autocast):
+            logp, _ = completion_logprobs(model, padded)
+        return token_mean(-logp, padded.target_mask.float(), sum(targets[i] for i in batch))
+
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    model.train()
-    losses, tokens = [], 0
-    for batch in batches:
-        n_tokens = sum(len(seqs[i]) - plens[i] for i in batch)
-        total = 0.0
-        for j in range(0, len(batch), cfg.micro_batch_size):
-            idx = batch[j : j + cfg.micro_batch_size]
-            padded = pad_batch([seqs[i] for i in idx], [plens[i] for i in idx], tokenizer.pad_token_id)
-            with autocast(bf16_autocast):
-                logp, _ = completion_logprobs(model, padded)
-            loss = token_mean(-logp, padded.target_mask.float(), n_tokens)
-            loss.backward()
-            total += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(total)
-        tokens += n_tokens
-        if after_step is not None:
-            after_step()
+    losses = fit(model, batches, cfg.micro_batch_size, micro_loss, cfg.lr, after_step=after_step)
+    tokens = sum(targets[i] for b in batches for i in b)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     tail = losses[-10:]

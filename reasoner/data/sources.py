@@ -32,13 +32,14 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import reasoner.data.arithmetic as arithmetic
 from reasoner.types import Problem
 from verifiers.code.suite import parse_suite, reference
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VENDORED_DIR = Path(__file__).parent / "vendored"
 VENDORED = ("gsm8k_train", "gsm8k_test", "math_train", "math500", "aime24", "aime25", "amc23", "humaneval", "mbpp")
@@ -186,6 +187,46 @@ def _rows(source: str, split: str) -> list[tuple[int, Any]]:
     return list(enumerate(ds, start=1))
 
 
+def validated_rows(
+    source: str, split: str, validate: Callable[[Any, str, int, int], T], on_bad_row: str = "error"
+) -> list[T]:
+    """Every row of `source` (not ``arithmetic``) through `validate` (row, source, 0-based index,
+    row number) -> record, which raises `BadRowError` on a bad row.
+
+    Raises:
+        BadRowError: a bad row, with ``on_bad_row="error"``; with ``"skip"`` bad rows are dropped
+            and one warning names every bad row number and the first reasons.
+        FileNotFoundError: the source cannot be found (`_rows`).
+        ValueError: no usable row.
+    """
+    records, bad = [], []
+    rows = _rows(source, split)
+    for i, (number, row) in enumerate(rows):
+        try:
+            if isinstance(row, BadRowError):
+                raise row
+            records.append(validate(row, source, i, number))
+        except BadRowError as err:
+            if on_bad_row != "skip":
+                raise
+            bad.append((number, str(err)))
+    if bad:
+        numbers = ", ".join(str(n) for n, _ in bad[:50]) + (", ..." if len(bad) > 50 else "")
+        reasons = "; ".join(msg.split(": ", 1)[1] for _, msg in bad[:5])
+        log.warning(
+            "%s: skipped %d bad row(s) of %d: rows %s (%s%s)",
+            source,
+            len(bad),
+            len(rows),
+            numbers,
+            reasons,
+            "; ..." if len(bad) > 5 else "",
+        )
+    if not records:
+        raise ValueError(f"{source}: no usable rows ({len(rows)} rows, {len(bad)} bad and skipped)")
+    return records
+
+
 def load_problems(
     source: str,
     *,
@@ -219,31 +260,7 @@ def load_problems(
         if n is None:
             raise ValueError("the 'arithmetic' source needs a problem count n")
         return arithmetic.generate(n, levels, seed, exclude, terse_fraction)
-    problems, bad = [], []
-    rows = _rows(source, split)
-    for i, (number, row) in enumerate(rows):
-        try:
-            if isinstance(row, BadRowError):
-                raise row
-            problems.append(_validate(row, source, i, number))
-        except BadRowError as err:
-            if on_bad_row != "skip":
-                raise
-            bad.append((number, str(err)))
-    if bad:
-        numbers = ", ".join(str(n) for n, _ in bad[:50]) + (", ..." if len(bad) > 50 else "")
-        reasons = "; ".join(msg.split(": ", 1)[1] for _, msg in bad[:5])
-        log.warning(
-            "%s: skipped %d bad row(s) of %d: rows %s (%s%s)",
-            source,
-            len(bad),
-            len(rows),
-            numbers,
-            reasons,
-            "; ..." if len(bad) > 5 else "",
-        )
-    if not problems:
-        raise ValueError(f"{source}: no usable rows ({len(rows)} rows, {len(bad)} bad and skipped)")
+    problems = validated_rows(source, split, _validate, on_bad_row)
     excluded = set(exclude)
     problems = [p for p in problems if p.problem not in excluded]
     random.Random(seed).shuffle(problems)

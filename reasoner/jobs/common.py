@@ -10,13 +10,14 @@ import logging
 import random
 import resource
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from eval.benchmarks import get_benchmark
-from reasoner.config import RunConfig, TrainerConfig
+from reasoner.config import CONF_DIR, RunConfig, TrainerConfig, register_configs, to_config
 from reasoner.data import load_problems
 from reasoner.data.decontaminate import OverlapFilter, training_pool
 from reasoner.jobs.heldout import HeldoutEval, load_heldout
@@ -254,3 +255,22 @@ def cold_start(cfg: RunConfig, run: RunContext, policy: torch.nn.Module, exclude
     release_free_heap()
     push_weights(run.engine, named_weights(policy))
     return stats, cleaning
+
+
+def hydra_job(job: Callable[[RunConfig, Path, list[str]], Any]) -> Callable[[], None]:
+    """A console entry point that composes the run's Hydra config (``conf/config.yaml`` and the
+    command line), checks it (`reasoner.config.to_config`) and calls ``job(config, run directory,
+    command-line overrides)``. Call the result under ``__main__`` (vLLM spawns workers)."""
+    import hydra
+    from omegaconf import DictConfig
+
+    register_configs()
+
+    @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
+    def _main(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        job(to_config(cfg), Path(hc.runtime.output_dir), list(hc.overrides.task))
+
+    return _main

@@ -19,13 +19,11 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import torch
-from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM
 
-from reasoner.config import CONF_DIR, RunConfig, register_configs, save_config, to_config
-from reasoner.jobs.common import cold_start, open_run, peak_rss_gb
+from reasoner.config import RunConfig, save_config
+from reasoner.jobs.common import cold_start, hydra_job, open_run, peak_rss_gb
 from reasoner.models import export_pretrained
 
 log = logging.getLogger("reasoner")
@@ -72,20 +70,7 @@ def run_sft_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dic
     return summary
 
 
-register_configs()
-
-
-@hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.get()
-    run_sft_job(to_config(cfg), Path(hc.runtime.output_dir), list(hc.overrides.task))
-
-
-def main() -> None:
-    """Console entry point (vLLM spawns workers: this must run under ``__main__``)."""
-    _hydra_main()
+main = hydra_job(run_sft_job)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ class PairsConfig:
 
     #: completions per prompt; 0 = ``algorithm.sampling.group_size`` (GRPO's budget per prompt).
     samples: int = 0
-    #: pairs kept per prompt (at most), each correct and each wrong completion used once.
+    #: pairs kept per prompt (at most), drawn from its (correct, wrong) combinations.
     pairs_per_prompt: int = 4
 
     def __post_init__(self) -> None:

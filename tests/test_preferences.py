@@ -245,10 +245,11 @@ def test_pairs_join_right_and_wrong_samples_of_one_problem_each_once():
     for p in pairs:
         by.setdefault(p.prompt, []).append(p)
     assert set(by) == {"1+1", "3+3"}
-    assert len(by["1+1"]) == 2  # "2" twice counts once: {2, two} x {3, 5}
-    assert {p.chosen for p in by["1+1"]} == {"2", "two"} and {p.rejected for p in by["1+1"]} == {"3", "5"}
+    # "2" twice counts once: {2, two} x {3, 5}, every combination once
+    assert sorted((p.chosen, p.rejected) for p in by["1+1"]) == [("2", "3"), ("2", "5"), ("two", "3"), ("two", "5")]
     assert by["3+3"][0].answer == "6" and by["3+3"][0].meta["rejected_sample"] == 1
-    assert len(make_pairs(samples, problems, per_prompt=1, rng=random.Random(0))) == 2
+    two = make_pairs(samples, problems, per_prompt=2, rng=random.Random(0))
+    assert [p.prompt for p in two] == ["1+1", "1+1", "3+3"] and len({(p.chosen, p.rejected) for p in two}) == 3
 
 
 def test_judge_verdicts_are_parsed_and_the_embedded_model_answers(smol_dir):

@@ -6,9 +6,9 @@ Each RL prompt of the run (``data.train`` without the held-out set, exactly the 
 ``reasoner-train`` would draw with the same ``trainer.*`` and ``data.*``) is sampled ``pairs.samples``
 times (default ``algorithm.sampling.group_size``: the same budget of sampled completions as GRPO)
 at ``rollout.temperature`` / ``rollout.top_p`` / ``rollout.max_tokens``. The reward's verifier
-grades each; a correct completion is paired with a wrong one of the same prompt, each used once,
-at most ``pairs.pairs_per_prompt`` pairs per prompt (identical texts once). Prompts whose samples
-are all correct or all wrong give none.
+grades each; of the (correct, wrong) combinations of one prompt's distinct completions,
+``pairs.pairs_per_prompt`` drawn at random are kept (a completion may be in several pairs, as in
+UltraFeedback-style pairing). Prompts whose samples are all correct or all wrong give none.
 
 Output: ``run_dir/pairs.jsonl`` (`reasoner.data.preferences`, with the reference answer and the
 sample numbers), ``run_dir/summary.json`` (counts, the samples' accuracy).
@@ -20,6 +20,7 @@ import json
 import logging
 import random
 import time
+from itertools import product
 from pathlib import Path
 from typing import Sequence
 
@@ -39,7 +40,7 @@ def make_pairs(
     samples: Sequence[Sample], problems: Sequence[Problem], per_prompt: int, rng: random.Random
 ) -> list[PreferencePair]:
     """Pair correct with wrong samples of each problem (module docstring), in problem order;
-    which ones is drawn by `rng`."""
+    which combinations is drawn by `rng`."""
     by_problem: dict[str, list[Sample]] = {}
     for s in samples:
         by_problem.setdefault(s.problem_id, []).append(s)
@@ -48,9 +49,9 @@ def make_pairs(
         distinct = {s.completion: s for s in by_problem.get(p.id, [])}.values()
         right = [s for s in distinct if s.correct]
         wrong = [s for s in distinct if not s.correct]
-        rng.shuffle(right)
-        rng.shuffle(wrong)
-        for c, w in list(zip(right, wrong))[:per_prompt]:
+        combos = list(product(right, wrong))
+        rng.shuffle(combos)
+        for c, w in combos[:per_prompt]:
             meta = {"chosen_sample": c.index, "rejected_sample": w.index, "rejected_reason": w.reason}
             pair_id = f"{p.id}#{c.index}>{w.index}"
             pairs.append(PreferencePair(pair_id, p.problem, c.completion, w.completion, 0.0, p.answer, meta))

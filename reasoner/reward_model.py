@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from eval.metrics import Proportion, wilson
 from reasoner.algorithms.preference import bradley_terry_loss
 from reasoner.config import RewardModelConfig
 from reasoner.data.preferences import PairTokens
@@ -129,9 +128,10 @@ def train_reward_model(
 
 def pairwise_accuracy(
     model: torch.nn.Module, pairs: Sequence[PairTokens], pad_id: int, batch_size: int = 16, bf16: bool = True
-) -> tuple[Proportion, torch.Tensor]:
-    """Share of `pairs` whose chosen completion scores above the rejected one (a tie counts half),
-    with its Wilson 95% interval, and the (n,) score gaps r_chosen - r_rejected.
+) -> tuple[float, torch.Tensor]:
+    """How many of `pairs` have their chosen completion scored above the rejected one (a tie
+    counts half; divide by ``len(pairs)`` for the accuracy), and the (n,) score gaps
+    r_chosen - r_rejected.
 
     Raises:
         ValueError: no pairs.
@@ -140,5 +140,4 @@ def pairwise_accuracy(
         raise ValueError("no preference pairs to measure pairwise accuracy on")
     r = score_batches(model, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id, batch_size, bf16)
     gap = r[: len(pairs)] - r[len(pairs) :]
-    right = float((gap > 0).sum()) + 0.5 * float((gap == 0).sum())
-    return wilson(right, len(pairs)), gap
+    return float((gap > 0).sum()) + 0.5 * float((gap == 0).sum()), gap

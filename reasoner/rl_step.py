@@ -100,6 +100,7 @@ class StepResult:
             "reward/verify_errors": float(sum(v.reason.startswith("error") for v in verdicts)),
             "reward/verifier_failed": float(self.verifier_failed),
             **self.length_metrics,
+            "response/sampled": float(lengths.numel()),
             "response/len_mean": float(lengths.mean()),
             "response/len_max": float(lengths.max()),
             "response/truncated_frac": sum(c.truncated for g in completions for c in g) / lengths.numel(),

@@ -26,15 +26,21 @@ DEFAULT_ALGORITHMS = ["grpo", "dr_grpo", "dapo", "ppo"]
 CURVES = [("reward/accuracy", "training accuracy (all sampled completions)"), ("reward/mean", "shaped reward (mean)")]
 
 
-def run_one(algorithm: str, run_dir: Path, overrides: list[str]) -> None:
-    """One training run in its own process (vLLM engines are not torn down cleanly in-process)."""
+def run_job(label: str, module: str, run_dir: Path, args: list[str]) -> None:
+    """``python -m module hydra.run.dir=run_dir *args`` in its own process (vLLM engines are not
+    torn down cleanly in-process), unless `run_dir` holds a ``summary.json`` already."""
     if (run_dir / "summary.json").exists():
-        print(f"[{algorithm}] done already: {run_dir}")
+        print(f"[{label}] done already: {run_dir}")
         return
-    cmd = [sys.executable, "-m", "reasoner.jobs.cli", f"algorithm={algorithm}", f"hydra.run.dir={run_dir}", *overrides]
-    print(f"[{algorithm}] {' '.join(cmd)}", flush=True)
+    cmd = [sys.executable, "-m", module, f"hydra.run.dir={run_dir}", *args]
+    print(f"[{label}] {' '.join(cmd)}", flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+
+
+def run_one(algorithm: str, run_dir: Path, overrides: list[str]) -> None:
+    """One ``reasoner-train`` run with ``algorithm=<algorithm>`` (`run_job`)."""
+    run_job(algorithm, "reasoner.jobs.cli", run_dir, [f"algorithm={algorithm}", *overrides])
 
 
 def load(run_dir: Path) -> tuple[list[dict], dict]:

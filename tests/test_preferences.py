@@ -156,8 +156,8 @@ def test_reward_model_learns_held_out_pairs_and_exports_with_the_same_scores(tin
     stats = train_reward_model(rm, train, cfg, tok.pad_token_id, seed=0)
     after, gaps = pairwise_accuracy(rm, held, tok.pad_token_id)
     assert stats.steps == 16 and stats.pairs == 64
-    assert after.value == 1.0 and after.low > 0.5 and gaps.min() > 0  # before: a random head
-    assert before.value < 0.9
+    assert after == 32 and gaps.min() > 0  # every held-out pair; before: a random head
+    assert before < 0.9 * 32
     rm.save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")

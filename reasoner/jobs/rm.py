@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from eval.metrics import Proportion
+from eval.metrics import Proportion, wilson
 from reasoner.config import RunConfig, save_config
 from reasoner.data.preferences import load_pairs, split_pairs, tokenize_pairs
 from reasoner.jobs.common import HeapTrimmer, hydra_job, peak_rss_gb, setup_process
@@ -53,9 +53,12 @@ def run_rm(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     held_tok, held_dropped = tokenize_pairs(tokenizer, held, cfg.data.template, r.max_tokens)
     model = load_reward_model(model_path, tokenizer.pad_token_id)
     pad, bf16 = tokenizer.pad_token_id, tr.bf16_autocast
-    before = pairwise_accuracy(model, held_tok, pad, bf16=bf16)[0] if held_tok else None
+    before = wilson(pairwise_accuracy(model, held_tok, pad, bf16=bf16)[0], len(held_tok)) if held_tok else None
     stats = train_reward_model(model, train_tok, r, pad, bf16, tr.seed, after_step=HeapTrimmer())
-    after, gaps = pairwise_accuracy(model, held_tok, pad, bf16=bf16) if held_tok else (None, None)
+    after, gaps = None, None
+    if held_tok:
+        right, gaps = pairwise_accuracy(model, held_tok, pad, bf16=bf16)
+        after = wilson(right, len(held_tok))
     export_pretrained(model, tokenizer, run_dir / "model")
     summary = {
         "model": str(run_dir / "model"),

@@ -20,10 +20,11 @@ The policy loss, its aggregation and the KL estimator are looked up by name in
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -33,7 +34,9 @@ from reasoner.algorithms.kl import adaptive_kl_coef
 from reasoner.algorithms.policy_loss import truncated_is_weights
 from reasoner.algorithms.value import clipped_value_loss
 from reasoner.config import AlgorithmConfig, KLPlacement, TrainerConfig
-from reasoner.logprobs import PaddedBatch, autocast, completion_logprobs, pad_batch, sequence_logprobs
+from reasoner.critic import ValueModel
+from reasoner.distributed.collective import Collective, Local
+from reasoner.logprobs import PaddedBatch, Scorer, autocast, pad_batch, sequence_logprobs
 from reasoner.models import export_pretrained
 from reasoner.rollout.sync import named_weights
 from reasoner.types import Rows, TrainBatch
@@ -128,6 +131,18 @@ def _put(rows: Rows, idx: list[int], x: torch.Tensor, mask: torch.Tensor) -> Non
         rows[i] = row
 
 
+def companions(policy: torch.nn.Module, algo: AlgorithmConfig) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """(reference, critic) the algorithm needs beside `policy`: a frozen copy when β > 0, a
+    `reasoner.critic.ValueModel` on a copy of its decoder when the estimator needs a critic."""
+    ref = copy.deepcopy(policy).eval().requires_grad_(False) if algo.kl.beta > 0 else None
+    return ref, ValueModel(policy) if algo.needs_critic else None
+
+
+def _scalar(t: torch.Tensor) -> float:
+    """A 0-d tensor's value; for a DTensor (an FSDP2 gradient norm), its value over every rank."""
+    return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Learning-rate multiplier of optimizer step `step` (0-based): linear warm-up over
     `warmup_steps` steps ((step + 1) / warmup_steps), then 1; always 1 when `warmup_steps` is 0."""
@@ -151,6 +166,14 @@ class Learner:
         max_tokens: the generation budget L_max (``seq_mean_token_sum_norm``'s constant).
         ref_model: frozen reference policy; required iff ``algo.kl.beta > 0``.
         critic: a `ValueModel`; required iff the estimator needs a critic.
+        collective: what the ranks of a data-parallel learner agree on (`reasoner.distributed`):
+            this learner then holds one rank's share of each batch (whole groups) and its
+            modules are FSDP2-sharded; the loss normalizers, the statistics and the decisions to
+            step or skip are global, and every rank runs as many micro-batches as the busiest
+            one (a rank with fewer runs passes that add nothing). None: one process.
+        shard: called on each module the learner runs (the policy's and the reference's
+            `reasoner.logprobs.Scorer`, the critic) before the optimizers are built
+            (`reasoner.distributed.worker.shard`: FSDP2).
     Raises:
         ValueError: kl.beta > 0 without a reference model; an estimator that needs a critic
             without one, or a critic with an estimator that does not use it.
@@ -166,6 +189,8 @@ class Learner:
         max_tokens: int,
         ref_model: torch.nn.Module | None = None,
         critic: torch.nn.Module | None = None,
+        collective: Collective | None = None,
+        shard: Callable[[torch.nn.Module], Any] | None = None,
     ) -> None:
         if algo.kl.beta > 0 and ref_model is None:
             raise ValueError("algorithm.kl.beta > 0 needs a reference model")
@@ -174,6 +199,15 @@ class Learner:
         self.model, self.algo, self.trainer = model, algo, trainer
         self.pad_id, self.temperature, self.max_tokens = pad_id, temperature, max_tokens
         self.ref_model, self.critic = ref_model, critic
+        self._policy, self._ref = Scorer(model), None if ref_model is None else Scorer(ref_model)
+        if shard is not None:
+            for m in (self._policy, self._ref, critic):
+                if m is not None:
+                    shard(m)
+        self.comm = collective or Local()
+        # FSDP2 collectives pair up only if every rank runs the decoder as often: no prompt sharing
+        # (which runs it once or twice per micro-batch, depending on the rows) across ranks
+        self._share_prompts = self.comm.world == 1
         self.kl_coef = algo.kl.beta
         loss_entry = registry.get("policy_loss", algo.policy_loss)
         self._policy_loss = loss_entry.fn
@@ -266,7 +300,7 @@ class Learner:
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         """The policy's log-probs of the tokens after `prompt_len` (nats; `reasoner.logprobs.sequence_logprobs`)."""
-        return sequence_logprobs(self.model, token_ids, prompt_len, bf16)
+        return sequence_logprobs(self._policy, token_ids, prompt_len, bf16)
 
     # ------------------------------------------------------------------ the step's calls
 
@@ -282,17 +316,28 @@ class Learner:
         chunk = self.trainer.logits_chunk_tokens
         if need_old or ref or values:
             self.model.eval()
+            parts = self._micro_batches(batch, list(range(n)))
             with torch.no_grad():
-                for idx in self._micro_batches(batch, list(range(n))):
+                for k in range(self.comm.max(len(parts))):
+                    own = k < len(parts)  # past its own micro-batches, a rank runs one for the collectives
+                    idx = parts[k] if own else [0]
                     padded = self._pad(batch, idx)
                     mask = padded.target_mask
                     with autocast(self.trainer.bf16_autocast):
-                        for rows_out, model in ((old, self.model), (ref, self.ref_model)):
+                        for rows_out, scorer in ((old, self._policy), (ref, self._ref)):
                             if rows_out:
-                                logp = completion_logprobs(model, padded, self.temperature, chunk_tokens=chunk)[0]
-                                _put(rows_out, idx, logp, mask)
+                                logp = scorer(
+                                    padded,
+                                    temperature=self.temperature,
+                                    chunk_tokens=chunk,
+                                    share_prompts=self._share_prompts,
+                                )[0]
+                                if own:
+                                    _put(rows_out, idx, logp, mask)
                         if self.critic is not None:
-                            _put(values, idx, self.critic(padded), mask)
+                            v = self.critic(padded)
+                            if own:
+                                _put(values, idx, v, mask)
         return replace(batch, old_logp=old or None, ref_logp=ref or None, values=values or None)
 
     @property
@@ -318,9 +363,10 @@ class Learner:
             if a.mini_batches > 1:
                 order = order[torch.randperm(len(rows), generator=self._shuffle)]
             for part in torch.tensor_split(order, a.mini_batches):
-                if not len(part):
+                local = self.accumulate(batch, part.tolist())
+                sums = dict(zip(local, self.comm.sum(list(local.values()))))  # over the ranks
+                if not sums.pop("rows"):
                     continue
-                sums = self.accumulate(batch, part.tolist())
                 loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
                 if not sums["tokens"]:  # every sequence had a zero advantage: no gradient, no step
                     empty += 1
@@ -335,7 +381,7 @@ class Learner:
                     for key, value in sums.items():
                         totals[key] += value
         if not totals["tokens"]:
-            return UpdateStats.skipped(empty_steps=empty, zero_adv_sequences=totals["zero_adv"])
+            return UpdateStats.skipped(empty_steps=empty, zero_adv_sequences=int(totals["zero_adv"]))
         tokens = totals["tokens"]
         kl = totals["kl"] / tokens
         if a.kl.target and not skipped:
@@ -354,35 +400,42 @@ class Learner:
             optimizer_steps=steps,
             skipped_steps=skipped,
             empty_steps=empty,
-            zero_adv_sequences=totals["zero_adv"],
+            zero_adv_sequences=int(totals["zero_adv"]),
         )
 
     def accumulate(self, batch: TrainBatch, rows: list[int]) -> dict[str, float]:
         """Forward + backward of one mini-batch (`rows`), micro-batched; no optimizer step.
 
-        Loss normalizers count the mini-batch's policy tokens and sequences, so the accumulated
-        gradient is the mini-batch's gradient for any micro-batch size. Sequences whose advantage
-        is 0 at every token are not run when that cannot change the gradient
-        (``trainer.skip_zero_advantage``); the normalizers still count them. Returns sums for the
-        stats; ``tokens`` counts the policy tokens run, ``zero_adv`` the sequences left out.
+        Loss normalizers count the mini-batch's policy tokens and sequences (over every rank), so
+        the accumulated gradient is the mini-batch's gradient for any micro-batch size and any
+        number of ranks. Sequences whose advantage is 0 at every token are not run when that
+        cannot change the gradient (``trainer.skip_zero_advantage``); the normalizers still count
+        them. Returns this rank's sums for the stats; ``tokens`` counts the policy tokens run,
+        ``zero_adv`` the sequences left out, ``rows`` the sequences of the mini-batch.
         """
         a = self.algo
-        total_tokens = sum(batch.policy_lengths[i] for i in rows)
+        total_tokens, total_rows = self.comm.sum([sum(batch.policy_lengths[i] for i in rows), len(rows)])
         run = [i for i in rows if batch.advantages[i].any()] if self._skip_zero_advantage else rows
         sums = dict.fromkeys(("loss", "value_loss", "kl", "entropy", "clip", "mismatch", "tis_capped"), 0.0)
         sums.update(tokens=sum(batch.policy_lengths[i] for i in run), mismatch_n=0, zero_adv=len(rows) - len(run))
-        for idx in self._micro_batches(batch, run):
+        sums["rows"] = len(rows)
+        parts = self._micro_batches(batch, run)
+        for k in range(self.comm.max(len(parts))):
+            if k >= len(parts):  # this rank has run its own: a pass that adds nothing, for the collectives
+                self._idle_pass(batch)
+                continue
+            idx = parts[k]
             padded = self._pad(batch, idx)
             mask = padded.target_mask
             maskf = mask.float()
             with autocast(self.trainer.bf16_autocast):
-                logp, entropy = completion_logprobs(
-                    self.model,
+                logp, entropy = self._policy(
                     padded,
-                    self.temperature,
+                    temperature=self.temperature,
                     with_entropy=True,
                     entropy_grad=a.entropy_coef > 0,
                     chunk_tokens=self.trainer.logits_chunk_tokens,
+                    share_prompts=self._share_prompts,
                 )
             old = logp.detach() if batch.old_logp is None else _place(batch.old_logp, idx, mask)
             adv = _place(batch.advantages, idx, mask)
@@ -402,14 +455,14 @@ class Learner:
                 sums["kl"] += float((kl.detach() * maskf).sum())
             if a.entropy_coef:
                 per_token = per_token - a.entropy_coef * entropy
-            loss = self._aggregate(per_token, maskf, total_tokens, len(rows), self.max_tokens)
+            loss = self._aggregate(per_token, maskf, int(total_tokens), int(total_rows), self.max_tokens)
             loss.backward()
             if self.critic is not None:
                 with autocast(self.trainer.bf16_autocast):
                     values = self.critic(padded)
                 old_values, returns = _place(batch.values, idx, mask), _place(batch.returns, idx, mask)
                 value_loss = clipped_value_loss(values, old_values, returns, a.critic.value_clip)
-                value_loss = aggregate.token_mean(value_loss, maskf, total_tokens)
+                value_loss = aggregate.token_mean(value_loss, maskf, int(total_tokens))
                 value_loss.backward()
                 sums["value_loss"] += float(value_loss.detach())
             sums["loss"] += float(loss.detach())
@@ -420,6 +473,18 @@ class Learner:
         return sums
 
     # ------------------------------------------------------------------ helpers
+
+    def _idle_pass(self, batch: TrainBatch) -> None:
+        """Forward and backward of the batch's first sequence with a zero loss: the FSDP2
+        collectives of one micro-batch (all-gathers, gradient reduce-scatters), no gradient."""
+        padded = self._pad(batch, [0])
+        with autocast(self.trainer.bf16_autocast):
+            chunk = self.trainer.logits_chunk_tokens
+            logp, _ = self._policy(padded, temperature=self.temperature, chunk_tokens=chunk, share_prompts=False)
+            loss = logp.sum() * 0.0
+            if self.critic is not None:
+                loss = loss + self.critic(padded).sum() * 0.0
+        loss.backward()
 
     def _micro_batches(self, batch: TrainBatch, rows: list[int]) -> list[list[int]]:
         """`rows` in micro-batches of ``trainer.micro_batch_size`` sequences, or, with
@@ -476,12 +541,12 @@ class Learner:
         """Clip, step (policy and critic, then the LR schedule) and zero the gradients; return
         the policy's gradient norm, or None when the step was skipped because the loss
         (`loss_finite` False) or a gradient norm is not finite."""
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.trainer.grad_clip)
-        finite = loss_finite and bool(torch.isfinite(grad_norm))
+        grad_norm = _scalar(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.trainer.grad_clip))
+        finite = loss_finite and math.isfinite(grad_norm)
         optimizers = [self.optimizer]
         if self.critic is not None:
-            critic_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.trainer.grad_clip)
-            finite = finite and bool(torch.isfinite(critic_norm))
+            critic_norm = _scalar(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.trainer.grad_clip))
+            finite = finite and math.isfinite(critic_norm)
             optimizers.append(self.critic_optimizer)
         for opt in optimizers:
             if finite:
@@ -490,4 +555,4 @@ class Learner:
         if not finite:
             return None
         self.scheduler.step()
-        return float(grad_norm)
+        return grad_norm

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.utils.checkpoint
@@ -103,6 +104,7 @@ def completion_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     chunk_tokens: int = 2048,
+    share_prompts: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
 
@@ -117,6 +119,8 @@ def completion_logprobs(
         with_entropy: also return the per-token entropy (nats).
         entropy_grad: keep the entropy's gradient (for an entropy bonus); else it has none.
         chunk_tokens: positions per LM-head chunk (``trainer.logits_chunk_tokens``).
+        share_prompts: run each distinct prompt once (module docstring); False runs full rows,
+            one decoder call per micro-batch whatever its rows (what FSDP2 ranks need).
     Returns:
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
@@ -126,7 +130,7 @@ def completion_logprobs(
     # activation checkpointing recomputes each layer in the backward pass, which a key/value
     # cache written in the forward pass cannot follow (transformers drops the cache): full rows
     recompute = decoder.training and getattr(decoder, "is_gradient_checkpointing", False)
-    h = None if recompute else _shared_prompt_hidden(decoder, batch)
+    h = None if recompute or not share_prompts else _shared_prompt_hidden(decoder, batch)
     if h is not None and batch.completion_mask is not mask:
         h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
     if h is None:
@@ -145,6 +149,19 @@ def completion_logprobs(
         entropy = torch.zeros(mask.shape, dtype=torch.float32)
         entropy[mask] = ent
     return logp, entropy
+
+
+class Scorer(torch.nn.Module):
+    """`completion_logprobs` of a causal LM as one module call, ``scorer(batch, **kwargs)``, so that
+    a wrapper of the whole pass sees it begin and end: FSDP2 shards a `Scorer` as its root unit
+    (the embeddings, final norm and LM head, used outside the decoder layers' own calls)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = model
+
+    def forward(self, batch: PaddedBatch, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return completion_logprobs(self.lm, batch, **kwargs)
 
 
 def head_logprobs(
@@ -254,8 +271,9 @@ def sequence_logprobs(model: torch.nn.Module, token_ids: list[int], prompt_len: 
     """log p(token_t | tokens_<t) for each t >= `prompt_len` of one sequence (nats), under bf16
     autocast when `bf16` (to match a bf16 sampler: on every CPU, fast bf16 kernels or not, since
     fp32 log-probs of weights off the bf16 grid differ from the sampler's by more than a missed
-    update would); the model is put in eval mode."""
-    model.eval()
+    update would); `model` (a causal LM or its `Scorer`) is put in eval mode."""
+    scorer = model if isinstance(model, Scorer) else Scorer(model)
+    scorer.eval()
     with torch.no_grad(), autocast(bf16, even_if_slow=True):
-        logp, _ = completion_logprobs(model, pad_batch([token_ids], [prompt_len], 0))
+        logp, _ = scorer(pad_batch([token_ids], [prompt_len], 0))
     return logp[0, prompt_len - 1 :].tolist()

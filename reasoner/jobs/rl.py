@@ -8,7 +8,6 @@ Held-out accuracy is measured three times: base model, after the cold start, aft
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import shlex
@@ -35,13 +34,12 @@ from reasoner.checkpoint import (
     resume_changes,
 )
 from reasoner.config import RunConfig, save_config
-from reasoner.critic import ValueModel
 from reasoner.data import load_problems
 from reasoner.data.stream import PromptStream
 from reasoner.interrupt import StopRequest, TrainingInterrupted
 from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap, sft_rows
 from reasoner.jobs.heldout import EvalResult, load_heldout
-from reasoner.learner import Learner, NonFiniteUpdateError
+from reasoner.learner import Learner, NonFiniteUpdateError, companions
 from reasoner.logprobs import sequence_logprobs
 from reasoner.metrics_log import Logger, check_loggers, compact_line, make_loggers
 from reasoner.models import resolve_model_path
@@ -284,8 +282,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
     needs one), the prompt stream, and on resume everything the checkpoint restores."""
     cfg, ctx, tr = state.cfg, state.ctx, state.cfg.trainer
     a = cfg.algorithm
-    ref = copy.deepcopy(policy).eval().requires_grad_(False) if a.kl.beta > 0 else None
-    critic = ValueModel(policy) if a.needs_critic else None
+    ref, critic = companions(policy, a)
     pad = ctx.tokenizer.pad_token_id
     learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
     state.learner, state.prompts = learner, PromptStream(state.train, tr.seed)

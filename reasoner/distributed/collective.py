@@ -1,0 +1,53 @@
+"""What the ranks of a data-parallel learner must agree on, behind one small interface: sums of
+counts (the loss normalizers, the update's statistics) and the largest count (how many
+micro-batches every rank runs, so that the FSDP2 collectives of their forward and backward
+passes pair up). `Local` is the single process: both are the identity."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+import torch.distributed as dist
+
+
+class Collective(Protocol):
+    """``world``: the number of ranks; ``sum(values)``: each value summed over the ranks;
+    ``max(value)``: the largest over the ranks. Every rank must make the same calls in the same
+    order."""
+
+    world: int
+
+    def sum(self, values: Sequence[float]) -> list[float]: ...
+
+    def max(self, value: int) -> int: ...
+
+
+class Local:
+    """One process: nothing to agree on."""
+
+    world = 1
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        return list(values)
+
+    def max(self, value: int) -> int:
+        return value
+
+
+class ProcessGroup:
+    """The default ``torch.distributed`` process group (it must be initialized): one all-reduce
+    per call, in float64 (exact for counts up to 2^53)."""
+
+    def __init__(self) -> None:
+        self.world = dist.get_world_size()
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        t = torch.tensor(list(values), dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def max(self, value: int) -> int:
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())

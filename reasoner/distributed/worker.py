@@ -1,0 +1,150 @@
+"""One rank of the sharded learner: a process (a Ray actor, `reasoner.distributed.sharded`) that
+joins a ``torch.distributed`` process group (gloo on CPUs, NCCL on GPUs), loads the policy (and
+the reference and critic the algorithm needs), shards each with FSDP2 (``fully_shard`` on every
+decoder layer, then on the whole model) and runs a `reasoner.learner.Learner` on its share of
+every batch, with the ranks' counts and decisions agreed through
+`reasoner.distributed.collective.ProcessGroup`.
+
+Gradients: each rank's loss is its part of the global loss (normalized by the global token and
+sequence counts), so the ranks' gradients must be summed, not averaged: FSDP2's reduce-scatter
+divide factor is set to 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from reasoner.config import AlgorithmConfig, TrainerConfig
+from reasoner.distributed.collective import ProcessGroup
+from reasoner.learner import Learner, UpdateStats, companions
+from reasoner.types import TrainBatch
+
+
+@dataclass
+class LearnerSpec:
+    """What every rank builds its learner from (picklable, sent to each actor).
+
+    Attributes:
+        model_path: the policy's HF directory (fp32 weights are loaded from it).
+        algo, trainer: the run's algorithm and trainer groups.
+        pad_id: the tokenizer's padding id.
+        temperature: the rollout temperature.
+        max_tokens: the generation budget.
+        timeout_s: how long a collective may wait before it fails, naming the rank (seconds).
+    """
+
+    model_path: str
+    algo: AlgorithmConfig
+    trainer: TrainerConfig
+    pad_id: int
+    temperature: float
+    max_tokens: int
+    timeout_s: float = 600.0
+
+
+def shard(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
+    """FSDP2 ``fully_shard`` on every decoder layer of `model` (a `reasoner.logprobs.Scorer`, or a
+    module with a ``backbone`` decoder: the critic), then on `model` itself, the root unit (the
+    embeddings, the final norm, the LM or value head); gradients reduce as sums (divide factor 1).
+    Returns `model`, sharded in place."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    decoder = model.backbone if hasattr(model, "backbone") else model.lm.get_decoder()
+    for layer in decoder.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)  # plain sums: gloo has no pre-multiplied sum
+    return model
+
+
+def free_port() -> int:
+    """A TCP port free on this host now."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class LearnerWorker:
+    """One rank (module docstring). Methods are called on every rank with the same arguments
+    except for the batch, each rank's share (`reasoner.distributed.sharded.split_groups`)."""
+
+    def address(self) -> tuple[str, int]:
+        """(this host's address, a free port): where rank 0 listens for the process group."""
+        return socket.gethostbyname(socket.gethostname()), free_port()
+
+    def setup(self, rank: int, world: int, master: tuple[str, int], spec: LearnerSpec) -> None:
+        """Join the process group (rank `rank` of `world`, rendezvous at `master`) and build the
+        sharded learner of `spec`."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from transformers import AutoModelForCausalLM
+
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = master[0], str(master[1])
+        cuda = torch.cuda.is_available()
+        timeout = datetime.timedelta(seconds=spec.timeout_s)
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
+        self.rank = rank
+        torch.manual_seed(spec.trainer.seed)  # every rank starts from the same critic head
+        mesh = init_device_mesh("cuda" if cuda else "cpu", (world,))
+        policy = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+        ref, critic = companions(policy, spec.algo)
+        self.learner = Learner(
+            policy,
+            spec.algo,
+            spec.trainer,
+            spec.pad_id,
+            spec.temperature,
+            spec.max_tokens,
+            ref,
+            critic,
+            collective=ProcessGroup(),
+            shard=partial(shard, mesh=mesh),
+        )
+
+    def score(self, batch: TrainBatch) -> TrainBatch:
+        return self.learner.score(batch)
+
+    def update(self, batch: TrainBatch) -> UpdateStats:
+        return self.learner.update(batch)
+
+    def kl_coef(self) -> float:
+        return self.learner.kl_coef
+
+    def gradient(self, batch: TrainBatch) -> dict[str, torch.Tensor] | None:
+        """The policy's full gradient of one mini-batch of this rank's `batch` (all its rows),
+        summed over the ranks, without an optimizer step (then zeroed); rank 0 returns it by
+        parameter name, the others None."""
+        self.learner.model.train()
+        self.learner.accumulate(batch, list(range(len(batch))))
+        grads = {}
+        for name, p in self.learner.model.named_parameters():
+            g = p.grad.full_tensor() if p.grad is not None else torch.zeros(p.shape)
+            grads[name] = g.detach().cpu()
+        self.learner.optimizer.zero_grad(set_to_none=True)
+        return grads if self.rank == 0 else None
+
+    def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:
+        """The policy's full weights by HF name (gathered from the shards, on every rank); rank 0
+        returns them, the others None."""
+        weights = [
+            (name, t.full_tensor() if hasattr(t, "full_tensor") else t) for name, t in self.learner.export_weights()
+        ]
+        return weights if self.rank == 0 else None
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
+        return self.learner.sequence_logprobs(token_ids, prompt_len, bf16)
+
+    def close(self) -> None:
+        """Leave the process group."""
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -93,6 +93,10 @@ RESUME_SAFE_FIELDS = frozenset(
 )
 
 
+#: config groups an RL run does not read (the preference-learning jobs'): any change is allowed
+RESUME_SAFE_GROUPS = ("pairs.", "rm.", "dpo.")
+
+
 def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as ``{"trainer.steps": 30, ...}`` (dotted field -> value; enums by name)."""
     tree = (
@@ -124,7 +128,8 @@ def resume_changes(
     for name in sorted(saved.keys() | current.keys()):
         old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
         if old != new:
-            (allowed if name in RESUME_SAFE_FIELDS else refused)[name] = (old, new)
+            safe = name in RESUME_SAFE_FIELDS or name.startswith(RESUME_SAFE_GROUPS)
+            (allowed if safe else refused)[name] = (old, new)
     return allowed, refused
 
 

@@ -85,7 +85,7 @@ def run_dpo(
         ValueError: no pairs.
     """
     if not pairs:
-        raise ValueError("no preference pairs to train on with DPO")
+        raise ValueError("no preference pairs to train on with DPO (did dpo.max_tokens drop them all?)")
     start = time.perf_counter()
     ref = reference_logprobs(policy, pairs, pad_id, cfg.micro_batch_size, bf16)
     batches = epoch_batches(len(pairs), cfg.batch_size, cfg.epochs, random.Random(seed))

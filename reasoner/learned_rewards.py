@@ -17,8 +17,8 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from reasoner.data.preferences import sequence_ids
-from reasoner.reward_model import load_reward_model, score_batches
+from reasoner.data.preferences import prompt_text, sequence_ids
+from reasoner.reward_model import load_reward_model, read_template, score_batches
 from reasoner.rewards import TermScores
 from reasoner.types import Completion, Problem
 
@@ -30,10 +30,14 @@ NORMALIZE = ("none", "group", "running")
 class RewardModelTerm:
     """Scores from a Bradley-Terry reward model (`reasoner.reward_model`, an exported HF directory
     with its tokenizer): the model reads the chat-templated prompt, the completion and the
-    end-of-turn token (`reasoner.data.preferences.sequence_ids`, as in its training).
+    end-of-turn token (`reasoner.data.preferences.sequence_ids`, as in its training). The prompt is
+    rendered with the reward model's own tokenizer and the template it was trained with (its
+    ``reward_model.json``, written by ``reasoner-rm``), whatever the policy's; a reward model
+    without that card gets the policy's chat-templated prompt text.
 
     Normalization of the raw scores r:
-        none:    r (GRPO's group normalization of advantages makes the scale irrelevant there)
+        none:    r (GRPO divides each group's advantages by its std, so a scale does not matter
+                 there; it does with other estimators, a KL in the reward or other weighted terms)
         group:   (r - mean_g) / (std_g + 1e-6) within each group (consecutive samples of one prompt)
         running: (r - μ) / (σ + 1e-6) with μ, σ the running moments of every score seen so far,
                  this batch's included (Chan et al.'s parallel update), as OpenRLHF's
@@ -48,6 +52,7 @@ class RewardModelTerm:
     Raises:
         ValueError: an unknown `normalize`.
         OSError: `path` holds no model transformers can load.
+        ValueError: `path` holds a causal LM, not a trained reward model (`load_reward_model`).
     """
 
     def __init__(
@@ -57,18 +62,23 @@ class RewardModelTerm:
             raise ValueError(f"RewardModelTerm normalize={normalize!r}; known: {', '.join(NORMALIZE)}")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = load_reward_model(path, self.tokenizer.pad_token_id)
+        self.template = read_template(path)
         self.normalize, self.batch_size, self.bf16, self.name = normalize, batch_size, bf16, name
         self.count, self.mean, self.m2 = 0, 0.0, 0.0
 
-    def raw_scores(self, prompts: Sequence[str], completions: Sequence[Completion]) -> torch.Tensor:
-        """(N,) float32 raw reward-model scores of (prompt text, completion) pairs."""
+    def raw_scores(
+        self, problems: Sequence[Problem], prompts: Sequence[str], completions: Sequence[Completion]
+    ) -> torch.Tensor:
+        """(N,) float32 raw reward-model scores of the samples (the arguments of a `RewardTerm` call)."""
+        if self.template is not None:
+            prompts = [prompt_text(self.tokenizer, p.problem, self.template) for p in problems]
         seqs = [sequence_ids(self.tokenizer, p, c.text)[0] for p, c in zip(prompts, completions)]
         return score_batches(self.model, seqs, self.tokenizer.pad_token_id, self.batch_size, self.bf16)
 
     def __call__(
         self, problems: Sequence[Problem], prompts: Sequence[str], completions: Sequence[Completion]
     ) -> TermScores:
-        r = self.raw_scores(prompts, completions)
+        r = self.raw_scores(problems, prompts, completions)
         if self.normalize == "group":
             return TermScores(group_normalize(r, prompts))
         if self.normalize == "running":
@@ -118,7 +128,7 @@ class JudgeTerm:
     or no verdict. ``unparsed`` counts answers with no verdict (each batch logs how many).
 
     The judge is only as good as its model: the embedded SmolLM2-135M's verdicts on arithmetic
-    are weak (README, "Learned rewards"); the term is the interface for a strong judge.
+    are weak (README, "Preference learning"); the term is the interface for a strong judge.
 
     Args:
         path: the judge model (an HF directory).

@@ -6,8 +6,9 @@ last token, exported (`reasoner.models.export_pretrained`) as an HF directory th
 Scoring: the model reads the chat-templated prompt, the completion and the end-of-turn token
 (`reasoner.data.preferences.sequence_ids`), right-padded; the score is its head at the sequence's
 last token that is not the pad token (transformers' own pooling, so the exported model scores the
-same in any HF consumer; with SmolLM2, whose pad token is its end-of-turn token, that is the
-completion's last token).
+same in any HF consumer). With SmolLM2, whose pad token is its end-of-turn token, that is the
+completion's last token, and the end-of-turn token itself never reaches the score; with a
+tokenizer whose pad token differs from it, it is the end-of-turn token.
 
 Training: loss -log σ(r_chosen - r_rejected - margin) (`reasoner.algorithms.preference.bradley_terry_loss`),
 summed over a batch's pairs and divided by their number, in `reasoner.fit.fit`'s loop; the two
@@ -16,6 +17,7 @@ completions of a pair go through one forward pass.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -30,20 +32,49 @@ from reasoner.config import RewardModelConfig
 from reasoner.data.preferences import PairTokens
 from reasoner.fit import epoch_batches, fit
 from reasoner.logprobs import autocast
+from reasoner.prompts import Template
 
 
-def load_reward_model(path: str | Path, pad_token_id: int) -> torch.nn.Module:
+def load_reward_model(path: str | Path, pad_token_id: int | None, new_head: bool = False) -> torch.nn.Module:
     """An ``AutoModelForSequenceClassification`` with one label from `path` (fp32): a trained
-    reward model as it is, or a causal LM whose backbone gets a new scalar head (initialized by
-    transformers, seeded by the caller's ``torch.manual_seed``). `pad_token_id` goes into its
-    config (the pooling needs it).
+    reward model, or with `new_head` a causal LM whose backbone gets a new scalar head
+    (initialized by transformers, seeded by the caller's ``torch.manual_seed``). `pad_token_id`
+    goes into its config (the pooling needs it).
 
     Raises:
         OSError: `path` is not a model directory transformers can load.
+        ValueError: the tokenizer has no pad token, or `path` has no trained scalar head and
+            `new_head` is off (a causal LM given where a reward model was expected: its head
+            would be random).
     """
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    if pad_token_id is None:
+        raise ValueError(f"{path}: the tokenizer has no pad token, which the reward model's pooling needs")
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=1, dtype=torch.float32, output_loading_info=True
+    )
+    if info["missing_keys"] and not new_head:
+        raise ValueError(
+            f"{path} is not a trained reward model: its weights lack {sorted(info['missing_keys'])[:3]} "
+            "(a causal LM, whose scalar head would be random); train one with reasoner-rm and give its model/ directory"
+        )
     model.config.pad_token_id = pad_token_id
     return model
+
+
+#: what `write_card` writes next to an exported reward model
+CARD = "reward_model.json"
+
+
+def write_card(out: Path, template: Template, base: str) -> None:
+    """Record, in ``out/reward_model.json``, the prompt template a reward model was trained with
+    and the model it started from, so that a reward term renders prompts as in training."""
+    (Path(out) / CARD).write_text(json.dumps({"template": template.value, "base": base}, indent=2))
+
+
+def read_template(path: str | Path) -> Template | None:
+    """The template `write_card` recorded for the reward model in `path`, or None (no card)."""
+    card = Path(path) / CARD
+    return Template(json.loads(card.read_text())["template"]) if card.is_file() else None
 
 
 def score(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -58,7 +89,7 @@ def score(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: in
     for i, s in enumerate(sequences):
         ids[i, : len(s)] = torch.tensor(list(s))
         mask[i, : len(s)] = 1
-    return model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
+    return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, 0].float()
 
 
 def score_batches(
@@ -80,7 +111,7 @@ def score_batches(
 @dataclass
 class RewardModelStats:
     """Optimizer steps, pairs trained on, mean loss of the last 10 steps (nats/pair), pairwise
-    accuracy on the training pairs over the last 10 steps, and wall seconds."""
+    accuracy on the training pairs over the last 10 steps (a tie counts half), and wall seconds."""
 
     steps: int
     pairs: int
@@ -104,7 +135,7 @@ def train_reward_model(
         ValueError: no pairs.
     """
     if not pairs:
-        raise ValueError("no preference pairs to train the reward model on")
+        raise ValueError("no preference pairs to train the reward model on (did rm.max_tokens drop them all?)")
     start = time.perf_counter()
     batches = epoch_batches(len(pairs), cfg.batch_size, cfg.epochs, random.Random(seed))
     right: list[float] = []
@@ -114,7 +145,7 @@ def train_reward_model(
         with autocast(bf16):
             r = score(model, chosen_rejected, pad_id)
         chosen, rejected = r[: len(idx)], r[len(idx) :]
-        right.extend((chosen > rejected).float().tolist())
+        right.extend(((chosen > rejected).float() + 0.5 * (chosen == rejected).float()).tolist())
         margin = torch.tensor([pairs[i].margin for i in idx])
         return bradley_terry_loss(chosen, rejected, margin).sum() / len(batch)
 

@@ -80,11 +80,16 @@ def table(out: Path, cold_eval: dict | None, kl_beta: float) -> str:
         f"| {rl['grpo_rm'][1]['wall_seconds'] / 60:.1f} (+ {prep:.1f} for pairs and reward model) |",
     ]
     acc = rm["heldout_accuracy"]
+    rm_line = (
+        "no held-out pairs (rm.heldout_fraction=0)"
+        if acc is None
+        else f"held-out pairwise accuracy {cell(acc)} (n={acc['n']} pairs of prompts it never saw; "
+        f"{100 * rm['heldout_accuracy_before']['accuracy']:.1f}% with its untrained head)"
+    )
     lines.append(
-        f"\nReward model: held-out pairwise accuracy {cell(acc)} (n={acc['n']} pairs of prompts it never saw; "
-        f"{100 * rm['heldout_accuracy_before']['accuracy']:.1f}% with its untrained head), trained on "
-        f"{rm['pairs']['train']} pairs. Pairs: {pairs['pair_count']} from {pairs['prompts_with_a_pair']} of "
-        f"{pairs['prompts']} prompts ({pairs['samples']} samples, {100 * pairs['sample_accuracy']:.1f}% correct)."
+        f"\nReward model: {rm_line}, trained on {rm['pairs']['train']} pairs. "
+        f"Pairs: {pairs['pair_count']} from {pairs['prompts_with_a_pair']} of {pairs['prompts']} prompts "
+        f"({pairs['samples']} samples, {100 * pairs['sample_accuracy']:.1f}% correct)."
     )
     return "\n".join(lines) + "\n"
 

@@ -36,7 +36,7 @@ from reasoner.logprobs import sequence_logprobs
 from reasoner.prompts import Template
 from reasoner.reward_model import load_reward_model, pairwise_accuracy, score_batches, train_reward_model
 from reasoner.rewards import Reward
-from reasoner.rl_step import estimate_advantages, to_train_batch
+from reasoner.rl_step import estimate_advantages, render_prompts, to_train_batch
 from reasoner.types import Completion, Problem, PromptBatch, RolloutBatch
 
 sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
@@ -126,6 +126,8 @@ def test_pair_tokens_share_the_prompt_and_end_with_the_end_of_turn_token(smol_di
     assert toks.chosen[-1] == toks.rejected[-1] == tok.eos_token_id
     assert sequence_ids(tok, head, pair.chosen + tok.eos_token)[0] == toks.chosen  # no second end token
     assert tokenize_pairs(tok, [pair], Template.plain, toks.prompt_len + 3) == ([], 1)
+    # the RL step's prompt text (decoded prompt ids) is this same text: what a reward term receives
+    assert render_prompts(tok, [Problem("0", pair.prompt, "5")], Template.plain).texts == [head]
 
 
 def _arith_pairs(n: int, seed: int = 0) -> list[PreferencePair]:
@@ -150,7 +152,7 @@ def test_reward_model_learns_held_out_pairs_and_exports_with_the_same_scores(tin
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     train, _ = tokenize_pairs(tok, _arith_pairs(64), Template.plain, 128)
     held, _ = tokenize_pairs(tok, _arith_pairs(32, seed=1), Template.plain, 128)
-    rm = load_reward_model(tiny_model_dir, tok.pad_token_id)
+    rm = load_reward_model(tiny_model_dir, tok.pad_token_id, new_head=True)
     before, _ = pairwise_accuracy(rm, held, tok.pad_token_id)
     cfg = RewardModelConfig(lr=1e-3, epochs=2, batch_size=8, micro_batch_size=4)
     stats = train_reward_model(rm, train, cfg, tok.pad_token_id, seed=0)
@@ -172,7 +174,9 @@ def test_reward_model_learns_held_out_pairs_and_exports_with_the_same_scores(tin
 def test_reward_model_term_scores_a_batch_and_its_reward_reaches_the_advantages(tiny_model_dir, tmp_path):
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    rm = load_reward_model(tiny_model_dir, tok.pad_token_id)
+    with pytest.raises(ValueError, match="not a trained reward model"):  # a causal LM: its head would be random
+        RewardModelTerm(str(tiny_model_dir))
+    rm = load_reward_model(tiny_model_dir, tok.pad_token_id, new_head=True)
     rm.save_pretrained(tmp_path / "rm")
     tok.save_pretrained(tmp_path / "rm")
     term = RewardModelTerm(str(tmp_path / "rm"), bf16=False)
@@ -184,7 +188,8 @@ def test_reward_model_term_scores_a_batch_and_its_reward_reaches_the_advantages(
     rollouts = RolloutBatch(PromptBatch(problems, ids, texts), completions)
     scored = Reward([(1.0, term)])(rollouts)
     flat_prompts = [t for t in texts for _ in range(4)]
-    raw = term.raw_scores(flat_prompts, [c for g in completions for c in g])
+    flat_problems = [p for p in problems for _ in range(4)]
+    raw = term.raw_scores(flat_problems, flat_prompts, [c for g in completions for c in g])
     assert torch.allclose(scored.rewards.flatten(), raw) and scored.terms["rm"].shape == (2, 4)
     assert scored.correct is None  # a learned reward does not judge correctness
     batch = estimate_advantages(to_train_batch(scored), AlgorithmConfig(), 0.0)
@@ -237,6 +242,8 @@ def test_pairs_join_right_and_wrong_samples_of_one_problem_each_once():
     samples = [
         *(_sample("p", i, t, c) for i, (t, c) in enumerate([("2", 1), ("3", 0), ("2", 1), ("two", 1), ("5", 0)])),
         *(_sample("q", i, "4", True) for i in range(3)),  # all right: no pair
+        _sample("q", 3, "  ", False),  # empty: left out
+        Sample("pairs", "q", 4, "", "4 is the answer, or", 3, True, False, 0.0, None, "x"),  # cut off: left out
         _sample("r", 0, "6", True),
         _sample("r", 1, "7", False),
     ]
@@ -277,6 +284,12 @@ def test_rm_and_dpo_jobs_train_export_and_report(tiny_model_dir, tmp_path):
     assert rm["pairs"] == {"train": 32, "heldout": 8, "dropped_too_long": 0}
     assert rm["heldout_accuracy"]["accuracy"] == 1.0 and rm["heldout_accuracy"]["n"] == 8
     assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm" / "model").config.num_labels == 1
+    # as a reward term it renders prompts with the template it was trained with, whatever text it is given
+    term = RewardModelTerm(str(tmp_path / "rm" / "model"), bf16=False)
+    problems = [Problem("a", "What is 2 + 3?", "5")] * 2
+    replies = [Completion([], t, [], "stop") for t in ("The final answer is \\boxed{5}.", "hmm")]
+    assert term.template is Template.plain
+    assert torch.equal(term(problems, ["", ""], replies).values, term(problems, ["junk", "junk"], replies).values)
     dpo = run_dpo_job(_cfg([*common, f"dpo.source={pairs}", "dpo.lr=1e-3", "dpo.batch_size=8"]), tmp_path / "dpo")
     assert set(dpo["heldout"]) == {"base", "after_dpo"} and dpo["dpo"]["steps"] == 4
     assert dpo["heldout_pairs_reward_accuracy"]["n"] == 8

@@ -65,11 +65,12 @@ def _validate_pair(row: Any, source: str, index: int, number: int) -> Preference
     answer = row.get("answer")
     if answer is not None and (isinstance(answer, bool) or not isinstance(answer, (str, int, float))):
         raise BadRowError(f"{where}: field 'answer' must be a string or number, got {type(answer).__name__}")
-    meta = row.get("meta") or {}
+    meta = row.get("meta")
+    meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise BadRowError(f"{where}: field 'meta' must be an object, got {type(meta).__name__}")
     return PreferencePair(
-        str(row.get("id", index)),
+        str(index if row.get("id") is None else row["id"]),
         row["prompt"],
         row["chosen"],
         row["rejected"],
@@ -79,21 +80,15 @@ def _validate_pair(row: Any, source: str, index: int, number: int) -> Preference
     )
 
 
-def load_pairs(
-    source: str, *, split: str = "train", on_bad_row: str = "error", n: int | None = None, seed: int = 0
-) -> list[PreferencePair]:
-    """Load and validate preference pairs; with `n`, a seeded random `n` of them (in file order
-    otherwise).
+def load_pairs(source: str, *, split: str = "train", on_bad_row: str = "error") -> list[PreferencePair]:
+    """Load and validate preference pairs, in file order.
 
     Raises:
         BadRowError: a bad row with ``on_bad_row="error"`` (names source, row and field).
         FileNotFoundError: the source cannot be found (says what was looked for).
         ValueError: no usable row.
     """
-    pairs = validated_rows(source, split, _validate_pair, on_bad_row)
-    if n is not None and n < len(pairs):
-        pairs = random.Random(seed).sample(pairs, n)
-    return pairs
+    return validated_rows(source, split, _validate_pair, on_bad_row)
 
 
 def write_pairs(path: Path, pairs: Sequence[PreferencePair]) -> None:
@@ -103,13 +98,13 @@ def write_pairs(path: Path, pairs: Sequence[PreferencePair]) -> None:
 
 
 def split_pairs(
-    pairs: Sequence[PreferencePair], heldout_fraction: float, seed: int
+    pairs: Sequence[PreferencePair], heldout_fraction: float, seed: int, field_name: str = "heldout_fraction"
 ) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """(train, held-out) with every pair of one prompt on the same side (pairs of a prompt share
     text, so splitting them would leak), about `heldout_fraction` of the prompts held out, seeded.
 
     Raises:
-        ValueError: the split leaves either side empty.
+        ValueError: the split leaves either side empty (names `field_name`, the config field).
     """
     prompts = sorted({p.prompt for p in pairs})
     random.Random(seed).shuffle(prompts)
@@ -118,8 +113,8 @@ def split_pairs(
     heldout = [p for p in pairs if p.prompt in held]
     if not train or (heldout_fraction > 0 and not heldout):
         raise ValueError(
-            f"{len(pairs)} pairs over {len(prompts)} prompts cannot be split with held-out fraction "
-            f"{heldout_fraction}: one side would be empty"
+            f"{len(pairs)} pairs over {len(prompts)} prompts cannot be split with {field_name}={heldout_fraction}: "
+            "one side would be empty"
         )
     return train, heldout
 

@@ -3,9 +3,9 @@
     reasoner-dpo dpo.source=outputs/pairs/pairs.jsonl model.path=outputs/coldstart/checkpoint hydra.run.dir=outputs/dpo
 
 The policy and the frozen reference both start as ``model.path`` (`reasoner.dpo`). The pairs of
-``dpo.source`` are split by prompt (``dpo.heldout_fraction``, seeded by ``trainer.seed``); the
-held-out pairs measure the implicit reward accuracy (the share whose chosen completion gains more
-log-probability over the reference than the rejected one) before nothing has moved and after.
+``dpo.source`` are split by prompt (``dpo.heldout_fraction``, seeded by ``trainer.seed``); after
+training, the held-out pairs measure the implicit reward accuracy (the share whose chosen
+completion gained more log-probability over the reference than the rejected one).
 The held-out problem set (``data.heldout``) is evaluated with the rollout engine as in
 ``reasoner-train`` (``base`` unless ``trainer.eval_base=false``, then ``after_dpo``).
 
@@ -50,11 +50,13 @@ def run_dpo_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dic
     began = time.perf_counter()
     save_config(cfg, run_dir, overrides)
     pairs = load_pairs(d.source, on_bad_row=cfg.data.on_bad_row.value)
-    train, held = split_pairs(pairs, d.heldout_fraction, tr.seed)
+    train, held = split_pairs(pairs, d.heldout_fraction, tr.seed, "dpo.heldout_fraction")
     run = open_run(cfg, tr.seed)
     pad, bf16 = run.tokenizer.pad_token_id, tr.bf16_autocast
     train_tok, dropped = tokenize_pairs(run.tokenizer, train, cfg.data.template, d.max_tokens)
     held_tok, held_dropped = tokenize_pairs(run.tokenizer, held, cfg.data.template, d.max_tokens)
+    if not train_tok:
+        raise ValueError(f"dpo.max_tokens={d.max_tokens}: every one of the {dropped} training pairs is longer")
     if tr.eval_base:
         run.heldout_eval("base")
     policy = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)

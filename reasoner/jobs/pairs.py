@@ -3,10 +3,13 @@
     reasoner-pairs model.path=outputs/coldstart/checkpoint hydra.run.dir=outputs/pairs
 
 Each RL prompt of the run (``data.train`` without the held-out set, exactly the prompts
-``reasoner-train`` would draw with the same ``trainer.*`` and ``data.*``) is sampled ``pairs.samples``
-times (default ``algorithm.sampling.group_size``: the same budget of sampled completions as GRPO)
-at ``rollout.temperature`` / ``rollout.top_p`` / ``rollout.max_tokens``. The reward's verifier
-grades each; of the (correct, wrong) combinations of one prompt's distinct completions,
+``reasoner-train`` would draw with the same ``trainer.*`` and ``data.*``) is sampled
+``pairs.samples`` times (default ``algorithm.sampling.group_size``: with ``data.train=arithmetic``,
+whose prompts are exactly steps x prompts per step, the same budget of sampled completions as a
+GRPO run) at ``rollout.temperature`` / ``rollout.top_p`` / ``rollout.max_tokens``. The reward's
+verifier grades each. Empty completions and those cut at the token budget are left out (a cut
+one never ended: the end-of-turn token the pair's sequence ends with would be one the model did
+not write). Of the (correct, wrong) combinations of one prompt's distinct completions,
 ``pairs.pairs_per_prompt`` drawn at random are kept (a completion may be in several pairs, as in
 UltraFeedback-style pairing). Prompts whose samples are all correct or all wrong give none.
 
@@ -46,7 +49,8 @@ def make_pairs(
         by_problem.setdefault(s.problem_id, []).append(s)
     pairs = []
     for p in problems:
-        distinct = {s.completion: s for s in by_problem.get(p.id, [])}.values()
+        usable = [s for s in by_problem.get(p.id, []) if s.completion.strip() and not s.truncated]
+        distinct = {s.completion: s for s in usable}.values()
         right = [s for s in distinct if s.correct]
         wrong = [s for s in distinct if not s.correct]
         combos = list(product(right, wrong))
@@ -85,6 +89,7 @@ def run_pairs(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
         "prompts": len(problems),
         "samples": len(samples),
         "sample_accuracy": sum(s.correct for s in samples) / max(len(samples), 1),
+        "left_out_empty_or_truncated": sum(not s.completion.strip() or s.truncated for s in samples),
         "pair_count": len(pairs),
         "prompts_with_a_pair": len({p.prompt for p in pairs}),
         "model": run.model_path,

@@ -9,7 +9,8 @@ Pairwise accuracy on the held-out pairs (Wilson 95% interval) is measured before
 training.
 
 Run directory: ``model/`` (the reward model and tokenizer, for ``AutoModelForSequenceClassification``
-and `reasoner.learned_rewards.RewardModelTerm`), ``summary.json``.
+and `reasoner.learned_rewards.RewardModelTerm`, with ``reward_model.json``: the prompt template it
+was trained with), ``summary.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from reasoner.config import RunConfig, save_config
 from reasoner.data.preferences import load_pairs, split_pairs, tokenize_pairs
 from reasoner.jobs.common import HeapTrimmer, hydra_job, peak_rss_gb, setup_process
 from reasoner.models import export_pretrained, load_tokenizer, resolve_model_path
-from reasoner.reward_model import load_reward_model, pairwise_accuracy, train_reward_model
+from reasoner.reward_model import load_reward_model, pairwise_accuracy, train_reward_model, write_card
 
 log = logging.getLogger("reasoner")
 
@@ -46,12 +47,14 @@ def run_rm(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     save_config(cfg, run_dir, overrides)
     setup_process(tr)
     pairs = load_pairs(r.source, on_bad_row=cfg.data.on_bad_row.value)
-    train, held = split_pairs(pairs, r.heldout_fraction, tr.seed)
+    train, held = split_pairs(pairs, r.heldout_fraction, tr.seed, "rm.heldout_fraction")
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(model_path)
     train_tok, dropped = tokenize_pairs(tokenizer, train, cfg.data.template, r.max_tokens)
     held_tok, held_dropped = tokenize_pairs(tokenizer, held, cfg.data.template, r.max_tokens)
-    model = load_reward_model(model_path, tokenizer.pad_token_id)
+    if not train_tok:
+        raise ValueError(f"rm.max_tokens={r.max_tokens}: every one of the {dropped} training pairs is longer")
+    model = load_reward_model(model_path, tokenizer.pad_token_id, new_head=True)
     pad, bf16 = tokenizer.pad_token_id, tr.bf16_autocast
     before = wilson(pairwise_accuracy(model, held_tok, pad, bf16=bf16)[0], len(held_tok)) if held_tok else None
     stats = train_reward_model(model, train_tok, r, pad, bf16, tr.seed, after_step=HeapTrimmer())
@@ -60,6 +63,7 @@ def run_rm(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
         right, gaps = pairwise_accuracy(model, held_tok, pad, bf16=bf16)
         after = wilson(right, len(held_tok))
     export_pretrained(model, tokenizer, run_dir / "model")
+    write_card(run_dir / "model", cfg.data.template, model_path)
     summary = {
         "model": str(run_dir / "model"),
         "base": model_path,

@@ -1,6 +1,8 @@
-"""The sharded learner as the driver sees it: `ShardedLearner` implements
-`reasoner.learner.LearnerAPI` over N `reasoner.distributed.worker.LearnerWorker` Ray actors (one
-rank each), so the RL step runs unchanged against it.
+"""The sharded learner as the driver sees it: `ShardedLearner` implements the step's part of
+`reasoner.learner.LearnerAPI` (``score``, ``update``, ``export_weights``, ``sequence_logprobs``)
+over N `reasoner.distributed.worker.LearnerWorker` Ray actors (one rank each), so the RL step
+runs unchanged against it. Checkpoints (``save`` / ``load``) and ``export_pretrained`` are not
+written yet.
 
 A batch is split across the ranks by whole groups (`split_groups`: GRPO-family advantages and
 prompt sharing need a group together), contiguous and balanced by tokens; results come back in
@@ -11,7 +13,6 @@ up); results that every rank computes alike (statistics, log-probs) are taken fr
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -125,15 +126,6 @@ class ShardedLearner:
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         return self._same("sequence_logprobs", token_ids, prompt_len, bf16)[0]
-
-    def save(self, path: Path) -> None:
-        raise NotImplementedError("checkpoints of the sharded learner are not written yet")
-
-    def load(self, path: Path) -> None:
-        raise NotImplementedError("checkpoints of the sharded learner are not read yet")
-
-    def export_pretrained(self, path: Path, tokenizer: Any) -> None:
-        raise NotImplementedError("exporting the sharded learner's policy is not written yet")
 
     def close(self) -> None:
         """Leave the process group on every rank and end the actors."""

@@ -78,3 +78,37 @@ def test_two_fsdp2_ranks_give_the_single_process_gradient(cluster, tiny_model_di
     assert set(got) == set(expected), set(got) ^ set(expected)
     assert diff < 5e-6
     assert max(float(g.abs().max()) for g in expected.values()) > 1e-3  # a real gradient
+
+
+def test_rollout_engines_in_ray_actors_generate_in_order_sync_and_survive_a_kill(cluster, tiny_model_dir):
+    from reasoner.config import Backend, RolloutConfig
+    from reasoner.distributed.rollout import RayEngines
+    from reasoner.logprobs import sequence_logprobs
+    from reasoner.rollout.hf_engine import HFEngine
+
+    prompts = [[1, 5, 9, 30], [1, 7], [1, 8, 2, 44, 5], [3, 3, 3]]
+    local = HFEngine(str(tiny_model_dir), seed=0)
+    group = RayEngines(Backend.hf, str(tiny_model_dir), RolloutConfig(), seed=0, engines=2)
+    try:
+        greedy = lambda engine: [[c.token_ids for c in g] for g in engine.generate(prompts, 1, 0.0, 1.0, 6)]  # noqa: E731
+        assert greedy(group) == greedy(local)  # two engines, two prompts each, back in order
+        # new weights reach every engine: each scores a sequence as the learner's model does
+        policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        with torch.no_grad():
+            for p in policy.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        group.load_weights(policy.named_parameters())
+        seq = [1, 5, 9, 30, 12, 13, 14]
+        want = sequence_logprobs(policy, seq, 4, bf16=False)
+        for member in group.members:
+            assert member.sequence_logprobs(seq, 4) == pytest.approx(want, abs=1e-4)
+        # a killed engine is restarted by Ray with its first weights: it says so, is given the
+        # latest ones, and the call goes through
+        before = ray.get(group.actors[1].pid.remote())
+        ray.kill(group.actors[1], no_restart=False)
+        out = group.generate(prompts, 2, 1.0, 1.0, 4)
+        assert len(out) == 4 and all(len(g) == 2 for g in out) and group.recoveries == 1
+        assert ray.get(group.actors[1].pid.remote()) != before
+        assert group.members[1].sequence_logprobs(seq, 4) == pytest.approx(want, abs=1e-4)
+    finally:
+        group.close()

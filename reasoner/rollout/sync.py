@@ -75,16 +75,21 @@ def push_weights(engine: RolloutEngine, weights: Iterable[tuple[str, torch.Tenso
 
 
 def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe) -> float:
-    """Mean |sampler log-prob - learner log-prob| per completion token (nats) of the probe.
+    """Mean |sampler log-prob - learner log-prob| per completion token (nats) of the probe; for a
+    group of engines (``engine.members``: `reasoner.distributed.rollout.RayEngines`), the largest
+    over its engines, so the check passes only if every engine runs the learner's weights.
 
     Against a bf16 sampler the learner scores under bf16 autocast, so both sides round the same
     fp32 weights to bf16 (against an fp32 sampler, in fp32); what remains is kernel-level
     numerical noise, which grows with the sequence (the floors measured per model and probe:
     BENCHMARKS.md, "Figures moved from code comments").
     """
-    sampler = torch.tensor(engine.sequence_logprobs(probe.token_ids, probe.prompt_len))
     learner = torch.tensor(learner_logprobs(probe.token_ids, probe.prompt_len, engine.dtype == torch.bfloat16))
-    return float((sampler - learner).abs().mean())
+    drifts = [
+        float((torch.tensor(e.sequence_logprobs(probe.token_ids, probe.prompt_len)) - learner).abs().mean())
+        for e in getattr(engine, "members", [engine])
+    ]
+    return max(drifts)
 
 
 def check_sync(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe, tol: float) -> float:

@@ -85,6 +85,7 @@ def test_rollout_engines_in_ray_actors_generate_in_order_sync_and_survive_a_kill
     from reasoner.distributed.rollout import RayEngines
     from reasoner.logprobs import sequence_logprobs
     from reasoner.rollout.hf_engine import HFEngine
+    from reasoner.rollout.sync import SyncProbe, sync_drift
 
     prompts = [[1, 5, 9, 30], [1, 7], [1, 8, 2, 44, 5], [3, 3, 3]]
     local = HFEngine(str(tiny_model_dir), seed=0)
@@ -102,6 +103,14 @@ def test_rollout_engines_in_ray_actors_generate_in_order_sync_and_survive_a_kill
         want = sequence_logprobs(policy, seq, 4, bf16=False)
         for member in group.members:
             assert member.sequence_logprobs(seq, 4) == pytest.approx(want, abs=1e-4)
+        # the sync check looks at every engine: one left on the old weights fails it
+        probe = SyncProbe(seq, 4)
+        learner_side = lambda ids, plen, bf16: sequence_logprobs(policy, ids, plen, bf16)  # noqa: E731
+        assert sync_drift(group, learner_side, probe) < 1e-4
+        original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        ray.get(group.actors[1].load_weights.remote(list(original.named_parameters()), group.version))
+        assert sync_drift(group, learner_side, probe) > 1e-2
+        group.load_weights(policy.named_parameters())
         # a killed engine is restarted by Ray with its first weights: it says so, is given the
         # latest ones, and the call goes through
         before = ray.get(group.actors[1].pid.remote())

@@ -81,7 +81,9 @@ class LearnerWorker:
 
     def address(self) -> tuple[str, int]:
         """(this host's address, a free port): where rank 0 listens for the process group."""
-        return socket.gethostbyname(socket.gethostname()), free_port()
+        import ray
+
+        return ray.util.get_node_ip_address(), free_port()
 
     def setup(self, rank: int, world: int, master: tuple[str, int], spec: LearnerSpec) -> None:
         """Join the process group (rank `rank` of `world`, rendezvous at `master`) and build the

@@ -20,6 +20,7 @@ from eval.benchmarks import get_benchmark
 from reasoner.config import CONF_DIR, RunConfig, TrainerConfig, register_configs, to_config
 from reasoner.data import load_problems
 from reasoner.data.decontaminate import OverlapFilter, training_pool
+from reasoner.data.preferences import PairTokens, load_pairs, split_pairs, tokenize_pairs
 from reasoner.jobs.heldout import HeldoutEval, load_heldout
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rollout import make_engine
@@ -274,3 +275,35 @@ def hydra_job(job: Callable[[RunConfig, Path, list[str]], Any]) -> Callable[[], 
         job(to_config(cfg), Path(hc.runtime.output_dir), list(hc.overrides.task))
 
     return _main
+
+
+@dataclass
+class PairSplit:
+    """Preference pairs as a job trains on them: the training and held-out pairs' tokens, and how
+    many pairs were dropped as longer than the group's ``max_tokens``."""
+
+    train: list[PairTokens]
+    heldout: list[PairTokens]
+    dropped: int
+
+
+def pair_split(cfg: RunConfig, group: str, tokenizer: Any) -> PairSplit:
+    """The pairs of ``<group>.source`` (`group`: ``rm`` or ``dpo``; ``data.on_bad_row`` applies),
+    split by prompt (``<group>.heldout_fraction``, seeded by ``trainer.seed``) and tokenized with
+    ``data.template`` (`reasoner.data.preferences`).
+
+    Raises:
+        ValueError: ``<group>.source`` is not set, the split leaves a side empty, or every
+            training pair is longer than ``<group>.max_tokens`` (each names the field).
+        FileNotFoundError, reasoner.data.BadRowError: a missing pairs file, a bad row.
+    """
+    g = getattr(cfg, group)
+    if not g.source:
+        raise ValueError(f"{group}.source is not set: point it at preference pairs (reasoner-pairs writes pairs.jsonl)")
+    pairs = load_pairs(g.source, on_bad_row=cfg.data.on_bad_row.value)
+    train, held = split_pairs(pairs, g.heldout_fraction, cfg.trainer.seed, f"{group}.heldout_fraction")
+    train_tok, dropped = tokenize_pairs(tokenizer, train, cfg.data.template, g.max_tokens)
+    held_tok, held_dropped = tokenize_pairs(tokenizer, held, cfg.data.template, g.max_tokens)
+    if not train_tok:
+        raise ValueError(f"{group}.max_tokens={g.max_tokens}: every one of the {dropped} training pairs is longer")
+    return PairSplit(train_tok, held_tok, dropped + held_dropped)

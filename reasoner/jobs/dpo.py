@@ -25,11 +25,10 @@ from transformers import AutoModelForCausalLM
 
 from eval.metrics import wilson
 from reasoner.config import RunConfig, save_config
-from reasoner.data.preferences import load_pairs, split_pairs, tokenize_pairs
 from reasoner.dpo import reference_logprobs, run_dpo
-from reasoner.jobs.common import HeapTrimmer, hydra_job, open_run, peak_rss_gb, release_free_heap
+from reasoner.jobs.common import HeapTrimmer, hydra_job, open_run, pair_split, peak_rss_gb, release_free_heap
 from reasoner.jobs.rm import proportion
-from reasoner.models import export_pretrained
+from reasoner.models import export_pretrained, load_tokenizer, resolve_model_path
 from reasoner.rollout.sync import named_weights, push_weights
 
 log = logging.getLogger("reasoner")
@@ -44,19 +43,14 @@ def run_dpo_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dic
         FileNotFoundError, reasoner.data.BadRowError: a missing model or pairs file, a bad row.
     """
     d, tr = cfg.dpo, cfg.trainer
-    if not d.source:
-        raise ValueError("dpo.source is not set: point it at preference pairs (reasoner-pairs writes pairs.jsonl)")
     run_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     save_config(cfg, run_dir, overrides)
-    pairs = load_pairs(d.source, on_bad_row=cfg.data.on_bad_row.value)
-    train, held = split_pairs(pairs, d.heldout_fraction, tr.seed, "dpo.heldout_fraction")
-    run = open_run(cfg, tr.seed)
+    model_path = resolve_model_path(cfg.model.path)
+    split = pair_split(cfg, "dpo", load_tokenizer(model_path))  # bad pairs fail before the engine starts
+    train_tok, held_tok = split.train, split.heldout
+    run = open_run(cfg, tr.seed, model_path=model_path)
     pad, bf16 = run.tokenizer.pad_token_id, tr.bf16_autocast
-    train_tok, dropped = tokenize_pairs(run.tokenizer, train, cfg.data.template, d.max_tokens)
-    held_tok, held_dropped = tokenize_pairs(run.tokenizer, held, cfg.data.template, d.max_tokens)
-    if not train_tok:
-        raise ValueError(f"dpo.max_tokens={d.max_tokens}: every one of the {dropped} training pairs is longer")
     if tr.eval_base:
         run.heldout_eval("base")
     policy = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
@@ -74,7 +68,7 @@ def run_dpo_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dic
     summary = {
         "heldout": {k: v.as_dict() for k, v in run.heldout_eval.evals.items()},
         "heldout_n": len(run.heldout),
-        "pairs": {"train": len(train_tok), "heldout": len(held_tok), "dropped_too_long": dropped + held_dropped},
+        "pairs": {"train": len(train_tok), "heldout": len(held_tok), "dropped_too_long": split.dropped},
         "dpo": asdict(stats),
         "heldout_pairs_reward_accuracy": proportion(accuracy),
         "model": run.model_path,

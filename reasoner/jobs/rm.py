@@ -23,8 +23,7 @@ from pathlib import Path
 
 from eval.metrics import Proportion, wilson
 from reasoner.config import RunConfig, save_config
-from reasoner.data.preferences import load_pairs, split_pairs, tokenize_pairs
-from reasoner.jobs.common import HeapTrimmer, hydra_job, peak_rss_gb, setup_process
+from reasoner.jobs.common import HeapTrimmer, hydra_job, pair_split, peak_rss_gb, setup_process
 from reasoner.models import export_pretrained, load_tokenizer, resolve_model_path
 from reasoner.reward_model import load_reward_model, pairwise_accuracy, train_reward_model, write_card
 
@@ -40,20 +39,14 @@ def run_rm(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
         FileNotFoundError, reasoner.data.BadRowError: a missing model or pairs file, a bad row.
     """
     r, tr = cfg.rm, cfg.trainer
-    if not r.source:
-        raise ValueError("rm.source is not set: point it at preference pairs (reasoner-pairs writes pairs.jsonl)")
     run_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     save_config(cfg, run_dir, overrides)
     setup_process(tr)
-    pairs = load_pairs(r.source, on_bad_row=cfg.data.on_bad_row.value)
-    train, held = split_pairs(pairs, r.heldout_fraction, tr.seed, "rm.heldout_fraction")
     model_path = resolve_model_path(cfg.model.path)
     tokenizer = load_tokenizer(model_path)
-    train_tok, dropped = tokenize_pairs(tokenizer, train, cfg.data.template, r.max_tokens)
-    held_tok, held_dropped = tokenize_pairs(tokenizer, held, cfg.data.template, r.max_tokens)
-    if not train_tok:
-        raise ValueError(f"rm.max_tokens={r.max_tokens}: every one of the {dropped} training pairs is longer")
+    split = pair_split(cfg, "rm", tokenizer)
+    train_tok, held_tok = split.train, split.heldout
     model = load_reward_model(model_path, tokenizer.pad_token_id, new_head=True)
     pad, bf16 = tokenizer.pad_token_id, tr.bf16_autocast
     before = wilson(pairwise_accuracy(model, held_tok, pad, bf16=bf16)[0], len(held_tok)) if held_tok else None
@@ -67,7 +60,7 @@ def run_rm(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     summary = {
         "model": str(run_dir / "model"),
         "base": model_path,
-        "pairs": {"train": len(train_tok), "heldout": len(held_tok), "dropped_too_long": dropped + held_dropped},
+        "pairs": {"train": len(train_tok), "heldout": len(held_tok), "dropped_too_long": split.dropped},
         "training": asdict(stats),
         "heldout_accuracy_before": proportion(before),
         "heldout_accuracy": proportion(after),

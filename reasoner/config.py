@@ -564,7 +564,8 @@ class TrainerConfig:
     #: 0 at every token when nothing else in the loss sees them (no KL in the loss, no entropy
     #: bonus, no critic): they add exactly nothing to the gradient, and the loss normalizers
     #: still count them, so the gradient is unchanged (tested). An optimizer step with nothing
-    #: left is skipped and counted (``policy/empty_steps``).
+    #: left runs no pass and steps on a zero gradient, as it would without skipping (AdamW's
+    #: moments, weight decay and the LR schedule move on), counted in ``policy/empty_steps``.
     skip_zero_advantage: bool = True
     #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32); on a CPU
     #: without fast bf16 kernels (AVX2 only) the learner stays in fp32 (`reasoner.logprobs.autocast`).

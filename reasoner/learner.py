@@ -53,10 +53,12 @@ class UpdateStats:
     log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
     optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
     the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
-    skipped for a non-finite loss or gradient norm, empty_steps those skipped because every
-    sequence of their mini-batch had a zero advantage (neither is in optimizer_steps);
+    skipped for a non-finite loss or gradient norm (not in optimizer_steps); empty_steps counts
+    the optimizer steps taken on a zero gradient, with no pass run, because every sequence of
+    their mini-batch had a zero advantage (in optimizer_steps: AdamW still moves the weights);
     zero_adv_sequences counts the sequences left out of the first epoch's passes for a zero
-    advantage (``trainer.skip_zero_advantage``). The token means cover the sequences run."""
+    advantage (``trainer.skip_zero_advantage``). The token means cover the sequences run (NaN
+    when none ran)."""
 
     loss: float
     kl: float
@@ -368,9 +370,10 @@ class Learner:
                 if not sums.pop("rows"):
                     continue
                 loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
-                if not sums["tokens"]:  # every sequence had a zero advantage: no gradient, no step
+                if not sums["tokens"]:  # every sequence had a zero advantage: the gradient is 0
                     empty += 1
-                elif (grad_norm := self._optimizer_step(math.isfinite(loss + value_loss))) is None:
+                    self._zero_gradients()
+                if (grad_norm := self._optimizer_step(math.isfinite(loss + value_loss))) is None:
                     skipped += 1
                 else:
                     totals["grad_norm"] += grad_norm
@@ -380,11 +383,9 @@ class Learner:
                 if epoch == 0:
                     for key, value in sums.items():
                         totals[key] += value
-        if not totals["tokens"]:
-            return UpdateStats.skipped(empty_steps=empty, zero_adv_sequences=int(totals["zero_adv"]))
-        tokens = totals["tokens"]
+        tokens = totals["tokens"] or float("nan")  # no sequence run: no per-token figure
         kl = totals["kl"] / tokens
-        if a.kl.target and not skipped:
+        if a.kl.target and not skipped and totals["tokens"]:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl.target, a.kl.horizon, len(batch))
         per_step = {k: totals[k] / steps if steps else float("nan") for k in ("loss", "grad_norm", "value_loss")}
         return UpdateStats(
@@ -536,6 +537,15 @@ class Learner:
         sampler = _place(rows, list(range(len(idx))), mask)
         has_sampler = _place(has, list(range(len(idx))), mask)
         return torch.where(has_sampler > 0, sampler, old), has_sampler
+
+    def _zero_gradients(self) -> None:
+        """Set every trained parameter's gradient to zeros, as a forward and backward pass of
+        sequences whose advantages are all 0 would leave it: the optimizer step that follows
+        moves AdamW's moments, weight decay and the LR schedule exactly as that pass would."""
+        for opt in [self.optimizer] + ([self.critic_optimizer] if self.critic is not None else []):
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    p.grad = torch.zeros_like(p)
 
     def _optimizer_step(self, loss_finite: bool) -> float | None:
         """Clip, step (policy and critic, then the LR schedule) and zero the gradients; return

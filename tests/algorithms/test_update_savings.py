@@ -125,16 +125,29 @@ def test_nothing_is_skipped_when_another_term_sees_every_sequence(tiny_model_dir
     assert sums["zero_adv"] == 0
 
 
-def test_a_batch_of_zero_advantages_takes_no_optimizer_step(tiny_model_dir, noisy_sampler_logprobs):
+def test_a_batch_of_zero_advantages_runs_no_pass_and_steps_as_without_skipping(tiny_model_dir, noisy_sampler_logprobs):
+    """A mini-batch with nothing left to run still takes its optimizer step, on a zero gradient,
+    so AdamW's moments, weight decay and the LR schedule move as they do without skipping."""
     algo = AlgorithmConfig()
-    learner = _learner(tiny_model_dir, algo)
-    batch = _batch(noisy_sampler_logprobs, [1.0] * G + [0.0] * G)
-    before = [p.detach().clone() for p in learner.model.parameters()]
-    stats = learner.update(estimate_advantages(learner.score(batch), algo, learner.kl_coef))
-    assert (stats.optimizer_steps, stats.empty_steps, stats.zero_adv_sequences) == (0, 1, 2 * G)
-    assert stats.loss != stats.loss  # NaN: no step to average over
-    assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters()))
-    assert not learner.optimizer.state and learner.scheduler.last_epoch == 0
+    varied = _batch(noisy_sampler_logprobs, [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0])  # nothing to skip
+    zero = _batch(noisy_sampler_logprobs, [1.0] * G + [0.0] * G)
+    runs = {}
+    for skip in (True, False):
+        learner = _learner(tiny_model_dir, algo, skip_zero_advantage=skip, lr=1e-3, weight_decay=0.1)
+        learner.update(estimate_advantages(learner.score(varied), algo, learner.kl_coef))  # momentum != 0
+        before = [p.detach().clone() for p in learner.model.parameters()]
+        stats = learner.update(estimate_advantages(learner.score(zero), algo, learner.kl_coef))
+        moved = max(float((a - b).abs().max()) for a, b in zip(before, learner.model.parameters()))
+        runs[skip] = (stats, [p.detach().clone() for p in learner.model.parameters()], learner, moved)
+    (skipped, params, learner, moved), (full, full_params, full_learner, _) = runs[True], runs[False]
+    assert (skipped.optimizer_steps, skipped.empty_steps, skipped.zero_adv_sequences) == (1, 1, 2 * G)
+    assert (full.optimizer_steps, full.empty_steps, full.zero_adv_sequences) == (1, 0, 0)
+    assert skipped.grad_norm == full.grad_norm == 0.0 and skipped.entropy != skipped.entropy  # NaN: nothing run
+    assert moved > 1e-6  # the zero-gradient step moved the weights
+    assert learner.scheduler.last_epoch == full_learner.scheduler.last_epoch == 2
+    diff = _max_abs_diff(params, full_params)
+    print(f"max |param_skip - param_full| after the zero-advantage step = {diff:.3e} (moved {moved:.3e})")
+    assert diff == 0.0
 
 
 def test_chunked_lm_head_gives_the_same_logprobs_entropy_and_gradients(tiny_model_dir, mixed):

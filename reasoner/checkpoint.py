@@ -86,6 +86,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "rollout.enforce_eager",
         "rollout.sync_check",
         "rollout.sync_check_tol",
+        "rollout.sync_check_follow",
         "trainer.loggers",
         "reward.verifier.workers",
         "reward.verifier.timeout_s",
@@ -93,8 +94,10 @@ RESUME_SAFE_FIELDS = frozenset(
 )
 
 
-#: config groups an RL run does not read (the preference-learning jobs'): any change is allowed
-RESUME_SAFE_GROUPS = ("pairs.", "rm.", "dpo.")
+#: config groups whose changes a resume honours: those an RL run does not read (the preference
+#: learning jobs'), and where it runs (a checkpoint holds the full state in one process's files,
+#: so a run resumes on another cluster or number of learner ranks)
+RESUME_SAFE_GROUPS = ("pairs.", "rm.", "dpo.", "cluster.")
 
 
 def flat_config(cfg: RunConfig | dict[str, Any]) -> dict[str, Any]:

@@ -477,6 +477,10 @@ class RolloutConfig:
     #: before training (same checkpoint on both sides); the floors and the size of a missed update
     #: are in BENCHMARKS.md "Figures moved from code comments" (`reasoner.rollout.sync`).
     sync_check_tol: float = 0.05
+    #: score the engine's own greedy completion of the probe prompt after each sync (one short
+    #: greedy generation per step) instead of a fixed reference completion, whose floor grows as
+    #: the policy moves away from it (`reasoner.rollout.sync`; README "Weight sync").
+    sync_check_follow: bool = False
     #: vLLM's own INFO logs (engine config, start-up steps) and the warnings it gives that are
     #: expected here and harmless (`reasoner.rollout.vllm_engine`); off keeps the console to the
     #: run's own lines. The ``VLLM_LOGGING_LEVEL`` environment variable, when set, wins.
@@ -657,6 +661,74 @@ class TrainerConfig:
         check("trainer.max_verifier_failures", self.max_verifier_failures, self.max_verifier_failures >= 1, ">= 1")
 
 
+class ClusterKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@dataclass
+class LearnerPoolConfig:
+    #: learner ranks: Ray actors, one ``torch.distributed`` process each, the policy (and reference,
+    #: critic) sharded across them with FSDP2; the batch is split by whole groups.
+    workers: int = 1
+    cpus_per_worker: float = 1
+    gpus_per_worker: float = 0
+
+    def __post_init__(self) -> None:
+        check("cluster.learner.workers", self.workers, self.workers >= 1, ">= 1")
+        check("cluster.learner.cpus_per_worker", self.cpus_per_worker, self.cpus_per_worker > 0, "> 0")
+        check("cluster.learner.gpus_per_worker", self.gpus_per_worker, self.gpus_per_worker >= 0, ">= 0")
+
+
+@dataclass
+class EnginePoolConfig:
+    #: rollout engines: Ray actors, each running ``rollout.backend``; a step's prompts are split
+    #: across them.
+    engines: int = 1
+    cpus_per_engine: float = 1
+    gpus_per_engine: float = 0
+    #: how often Ray restarts an engine whose process died (it then gets the current weights).
+    max_restarts: int = 3
+
+    def __post_init__(self) -> None:
+        check("cluster.rollout.engines", self.engines, self.engines >= 1, ">= 1")
+        check("cluster.rollout.cpus_per_engine", self.cpus_per_engine, self.cpus_per_engine > 0, "> 0")
+        check("cluster.rollout.gpus_per_engine", self.gpus_per_engine, self.gpus_per_engine >= 0, ">= 0")
+        check("cluster.rollout.max_restarts", self.max_restarts, self.max_restarts >= 0, ">= 0")
+
+
+@dataclass
+class ClusterConfig:
+    """Where an RL run (``reasoner-train``) runs (`reasoner.distributed.cluster`): ``local`` (one
+    process, the default) or ``ray`` (learner ranks and rollout engines as Ray actors, placed in
+    one placement group; the driver runs the same RL step against them). The other jobs (SFT,
+    reward model, DPO, evaluation) run in one process."""
+
+    kind: ClusterKind = ClusterKind.local
+    #: None: start a Ray cluster on this machine (with at least the CPUs the placement asks for);
+    #: ``auto``: join the one ``ray start --head`` runs on this node; ``ray://HOST:10001``: a remote
+    #: one through Ray Client.
+    address: str | None = None
+    learner: LearnerPoolConfig = field(default_factory=LearnerPoolConfig)
+    rollout: EnginePoolConfig = field(default_factory=EnginePoolConfig)
+    #: engine i shares learner rank i's bundle and devices (engines == workers), else split pools.
+    colocate: bool = False
+    #: Ray placement strategy of the group: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD.
+    strategy: str = "PACK"
+    #: how long to wait for the cluster to hold the placement group (seconds).
+    placement_timeout_s: float = 300.0
+    #: how long a learner collective may wait for the other ranks before it fails (seconds).
+    collective_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+        check("cluster.strategy", self.strategy, self.strategy in strategies, " or ".join(strategies))
+        ok = not self.colocate or self.rollout.engines == self.learner.workers
+        check("cluster.colocate", self.colocate, ok, "false unless cluster.rollout.engines == cluster.learner.workers")
+        check("cluster.placement_timeout_s", self.placement_timeout_s, self.placement_timeout_s > 0, "> 0")
+        check("cluster.collective_timeout_s", self.collective_timeout_s, self.collective_timeout_s > 0, "> 0")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -671,6 +743,7 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         """The rules that join two groups (each group checks its own fields when it is built)."""

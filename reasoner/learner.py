@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 
 from reasoner.algorithms import aggregate, registry
 from reasoner.algorithms.kl import adaptive_kl_coef
@@ -36,6 +36,7 @@ from reasoner.algorithms.value import clipped_value_loss
 from reasoner.config import AlgorithmConfig, KLPlacement, TrainerConfig
 from reasoner.critic import ValueModel
 from reasoner.distributed.collective import Collective, Local
+from reasoner.distributed.full_state import FullState, full_optimizer_state, load_full_optimizer_state, load_full_state
 from reasoner.logprobs import PaddedBatch, Scorer, autocast, pad_batch, sequence_logprobs
 from reasoner.models import export_pretrained
 from reasoner.rollout.sync import named_weights
@@ -243,11 +244,12 @@ class Learner:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
-        """Optimizer(s), LR scheduler, β and shuffling-generator state (for `torch.save`)."""
+        """Optimizer(s) (full, gathered from the shards when sharded: a collective), LR scheduler,
+        β and shuffling-generator state (for `torch.save`)."""
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": full_optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
-            "critic_optimizer": None if self.critic_optimizer is None else self.critic_optimizer.state_dict(),
+            "critic_optimizer": None if self.critic_optimizer is None else full_optimizer_state(self.critic_optimizer),
             "kl_coef": self.kl_coef,
             "shuffle": self._shuffle.get_state(),
         }
@@ -260,10 +262,10 @@ class Learner:
         """
         if (state["critic_optimizer"] is None) != (self.critic_optimizer is None):
             raise ValueError("checkpoint and run disagree on having a critic (algorithm.estimator)")
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_full_optimizer_state(self.optimizer, state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.critic_optimizer is not None:
-            self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            load_full_optimizer_state(self.critic_optimizer, state["critic_optimizer"])
         self.kl_coef = float(state["kl_coef"])
         self._shuffle.set_state(state["shuffle"])
 
@@ -271,25 +273,30 @@ class Learner:
         return dict(zip(_MODULES, (self.model, self.ref_model, self.critic)))
 
     def save(self, path: Path) -> None:
-        """Write the fp32 weights (``policy``, ``reference``, ``critic`` ``.safetensors``, those
-        that exist) and `state_dict` (``trainer.pt``) into the directory `path`."""
-        for file, module in self._modules().items():
-            if module is not None:
-                save_model(module, str(Path(path) / file))
-        torch.save(self.state_dict(), Path(path) / _STATE)
+        """Write the full fp32 weights (``policy``, ``reference``, ``critic`` ``.safetensors``,
+        those that exist) and `state_dict` (``trainer.pt``) into the directory `path`. Sharded:
+        every rank calls it (the state is gathered), rank 0 writes, and all return once it has;
+        the files are those of one process, so a run resumes with any number of ranks."""
+        weights = {file: FullState(m) for file, m in self._modules().items() if m is not None}
+        state = self.state_dict()
+        if self.comm.rank == 0:
+            for file, full in weights.items():
+                save_model(full, str(Path(path) / file))
+            torch.save(state, Path(path) / _STATE)
+        self.comm.barrier()
 
     def load(self, path: Path) -> None:
-        """Restore what `save` wrote.
+        """Restore what `save` wrote (every rank reads the directory and keeps its shards).
 
         Raises:
             ValueError: the directory has reference or critic weights this learner has not, or the
-                reverse (the message names them).
+                reverse, or weights of another model (the message names the file and tensor).
         """
         for file, module in self._modules().items():
             if (module is None) != (not (Path(path) / file).exists()):
                 raise ValueError(f"checkpoint {path} and this run disagree on {file.split('.')[0]} weights")
             if module is not None:
-                load_model(module, str(Path(path) / file))
+                load_full_state(module, load_file(Path(path) / file), str(Path(path) / file))
         self.load_state_dict(torch.load(Path(path) / _STATE, weights_only=True))
 
     def export_weights(self) -> Iterator[tuple[str, torch.Tensor]]:

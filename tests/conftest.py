@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,15 @@ def noisy_sampler_logprobs(tiny_model_dir: Path):
         ]
 
     return noisy
+
+
+@pytest.fixture(scope="session")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 short arithmetic problems as a JSON Lines file (a file source: its size does not depend
+    on trainer.steps, so a run may be resumed with more steps)."""
+    from reasoner.data import arithmetic
+
+    path = tmp_path_factory.mktemp("data") / "train.jsonl"
+    rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in arithmetic.generate(3, [1], seed=5)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from reasoner.config import AlgorithmConfig, TrainerConfig
 from reasoner.distributed.sharded import ShardedLearner, merge_rows, split_groups, take_rows
@@ -121,3 +121,82 @@ def test_rollout_engines_in_ray_actors_generate_in_order_sync_and_survive_a_kill
         assert group.members[1].sequence_logprobs(seq, 4) == pytest.approx(want, abs=1e-4)
     finally:
         group.close()
+
+
+def _weights(learner) -> dict[str, torch.Tensor]:
+    return {n: t.clone() for n, t in learner.export_weights()}
+
+
+def test_sharded_checkpoint_resumes_bitwise_and_loads_in_one_process(cluster, tiny_model_dir, tmp_path):
+    """A sharded learner's checkpoint: a new sharded learner resumed from it takes the next update
+    to bitwise the same weights as the one that went on; a single-process learner loads the same
+    files (the optimizer state included) and reaches the same weights up to float order."""
+    algo = AlgorithmConfig()
+    trainer = TrainerConfig(bf16_autocast=False, micro_batch_size=2, lr=1e-3)
+    first, second = _batch(4, 3, zero_groups={1}, seed=1), _batch(4, 3, zero_groups=set(), seed=2)
+    spec = LearnerSpec(str(tiny_model_dir), algo, trainer, pad_id=2, temperature=1.0, max_tokens=16)
+    a = ShardedLearner(spec, workers=2)
+    try:
+        a.update(first)
+        a.save(tmp_path)
+        a.update(second)
+        went_on = _weights(a)
+    finally:
+        a.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.safetensors", "trainer.pt"]  # one process's files
+    b = ShardedLearner(spec, workers=2)
+    try:
+        b.load(tmp_path)
+        b.update(second)
+        resumed = _weights(b)
+        b.export_pretrained(tmp_path / "hf", AutoTokenizer.from_pretrained(tiny_model_dir))
+    finally:
+        b.close()
+    assert all(torch.equal(went_on[n], resumed[n]) for n in went_on)
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)  # stored in bf16
+    assert all(torch.equal(t, resumed[n].bfloat16().float()) for n, t in exported.state_dict().items())
+    single = Learner(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), algo, trainer, 2, 1.0, 16
+    )
+    single.load(tmp_path)
+    assert single.scheduler.last_epoch == 1 and len(single.optimizer.state) > 0
+    single.update(second)
+    diff = max(float((t - went_on[n]).abs().max()) for n, t in single.export_weights())
+    moved = max(float((t - went_on[n]).abs().max()) for n, t in _weights_of(tiny_model_dir).items())
+    print(f"max |weights, 1 process resumed - 2 ranks|: {diff:.3g} (the two updates moved them {moved:.3g})")
+    assert diff < 1e-2 * moved
+
+
+def _weights_of(model_dir) -> dict[str, torch.Tensor]:
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return {n: t.detach() for n, t in model.state_dict().items()}
+
+
+def test_a_dead_or_hung_learner_rank_is_named_not_waited_for(cluster, tiny_model_dir):
+    """A rank alone in a collective times out after the spec's timeout_s, naming itself; a rank
+    whose process died is named at once, without waiting for the ranks it leaves in their
+    collectives."""
+    import time
+
+    from reasoner.distributed.sharded import LearnerWorkerError
+
+    algo, trainer = AlgorithmConfig(), TrainerConfig(bf16_autocast=False, micro_batch_size=2)
+    spec = LearnerSpec(str(tiny_model_dir), algo, trainer, pad_id=2, temperature=1.0, max_tokens=16, timeout_s=5)
+    batch = _batch(2, 3, zero_groups=set())
+    sharded = ShardedLearner(spec, workers=2)
+    try:
+        begin = time.monotonic()
+        with pytest.raises(LearnerWorkerError, match="learner rank 0 of 2 failed in update"):
+            sharded._all("update", [(batch,)])  # only rank 0 enters the update: its all-reduce waits
+        assert time.monotonic() - begin < 60
+    finally:
+        sharded.close()
+    sharded = ShardedLearner(spec, workers=2)
+    try:
+        ray.kill(sharded.workers[1])
+        begin = time.monotonic()
+        with pytest.raises(LearnerWorkerError, match="learner rank 1 of 2 failed in update"):
+            sharded.update(batch)
+        assert time.monotonic() - begin < 4  # not rank 0's 5 s collective timeout
+    finally:
+        sharded.close()

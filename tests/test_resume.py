@@ -18,14 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 from scripted_verifiers import VowelShare
+from tiny_runs import SMALL, comparable, metrics, run_cfg, same
 
 from reasoner.checkpoint import Checkpoint, CheckpointError, CheckpointStore, find_resume_checkpoint
-from reasoner.config import CONF_DIR, register_configs
-from reasoner.data import arithmetic
-from reasoner.jobs.cli import to_run_config
+from reasoner.config import register_configs
 from reasoner.jobs.rl import run
 from reasoner.learner import NonFiniteUpdateError
 from reasoner.rollout import RolloutEngineError
@@ -33,18 +31,6 @@ from verifiers.base import VerifyResult
 
 register_configs()
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "rollout=hf",
-    "sft.enabled=false",
-    "trainer.prompts_per_step=2",
-    "algorithm.sampling.group_size=4",
-    "trainer.micro_batch_size=4",
-    "rollout.max_tokens=8",
-    "trainer.eval_max_tokens=4",
-    "data.heldout_n=2",
-    "trainer.save_checkpoint=false",
-    "reward.format_weight=0.1",
-]
 
 
 class NaNScore(VowelShare):
@@ -52,42 +38,6 @@ class NaNScore(VowelShare):
 
     def verify_batch(self, pairs):
         return [VerifyResult(False, float("nan"), None, "nan") for _ in pairs]
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory):
-    """3 short arithmetic problems as a JSON Lines file (a file source: its size does not depend
-    on trainer.steps, so a run may be resumed with more steps)."""
-    path = tmp_path_factory.mktemp("data") / "train.jsonl"
-    rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in arithmetic.generate(3, [1], seed=5)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _cfg(model_dir, train_file, extra=(), verifier=None):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        cfg = to_run_config(
-            compose(
-                config_name="config", overrides=[f"model.path={model_dir}", f"data.train={train_file}", *SMALL, *extra]
-            )
-        )
-    if verifier is not None:
-        cfg.reward.verifier = {"_target_": f"{verifier.__module__}.{verifier.__name__}"}
-    return cfg
-
-
-def _metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _comparable(record):
-    """A metrics record without wall-clock figures."""
-    return {k: v for k, v in record.items() if not k.startswith(("time/", "perf/"))}
-
-
-def _same(a, b):
-    """Equal, NaN included (json.loads gives float('nan') for NaN)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 # every piece of resumable state at once: PPO's critic and mini-batch shuffling, a KL reference
@@ -110,13 +60,13 @@ EVERYTHING = [
 
 def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file, tmp_path, caplog):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
-    run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), straight)
-    run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=1"], VowelShare), halves)
+    run(run_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), straight)
+    run(run_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=1"], VowelShare), halves)
 
     # a change the checkpoint cannot honour is refused, naming each field
     with pytest.raises(CheckpointError, match=r"algorithm.clip.high: 0.2 -> 0.3.*trainer.lr: 0.001 -> 0.002"):
         run(
-            _cfg(
+            run_cfg(
                 tiny_model_dir,
                 train_file,
                 [*EVERYTHING, "trainer.steps=2", "algorithm.clip.high=0.3", "trainer.lr=2e-3"],
@@ -125,20 +75,20 @@ def test_stopped_and_resumed_run_equals_straight_run(tiny_model_dir, train_file,
             halves,
         )
     with pytest.raises(CheckpointError, match="trainer.resume=never, but .* holds checkpoints"):
-        run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.resume=never"], VowelShare), halves)
+        run(run_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.resume=never"], VowelShare), halves)
 
     with caplog.at_level(logging.INFO, logger="reasoner"):
-        summary = run(_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), halves)
+        summary = run(run_cfg(tiny_model_dir, train_file, [*EVERYTHING, "trainer.steps=2"], VowelShare), halves)
     assert "resume: trainer.steps changed from 1 to 2" in caplog.text  # a safe change, logged
     assert summary["resumed_from_step"] == 1
 
-    a, b = _metrics(straight), _metrics(halves)
+    a, b = metrics(straight), metrics(halves)
     assert [m["step"] for m in b] == [1, 2]  # continued, nothing repeated
     assert all(m["policy/optimizer_steps"] == 2 for m in a)  # both steps trained (2 mini-batches)
     assert len({m["policy/kl_coef"] for m in a}) == 2  # β adapted after each step
     assert sum(len(m["data/problem_ids"]) for m in a) > 3  # the data stream went into its second epoch
     for x, y in zip(a, b):
-        assert _same(_comparable(x), _comparable(y)), f"step {x['step']} differs"
+        assert same(comparable(x), comparable(y)), f"step {x['step']} differs"
     for name in ("policy", "critic", "reference"):
         pa = load_file(straight / "checkpoints/step_000002" / f"{name}.safetensors")
         pb = load_file(halves / "checkpoints/step_000002" / f"{name}.safetensors")
@@ -232,12 +182,12 @@ def test_sigkill_during_checkpoint_write_keeps_previous_checkpoint(tiny_model_di
     proc.wait()
     ckpts = run_dir / "checkpoints"
     assert (ckpts / ".tmp-step_000002/policy.safetensors").exists() and not (ckpts / "step_000002").exists()
-    assert [m["step"] for m in _metrics(run_dir)] == [1, 2]  # step 2 ran and was logged, its checkpoint did not finish
+    assert [m["step"] for m in metrics(run_dir)] == [1, 2]  # step 2 ran and was logged, its checkpoint did not finish
 
     assert Checkpoint.open(ckpts / "step_000001").step == 1
-    summary = run(_cfg(tiny_model_dir, train_file, ["trainer.checkpoint_every=1", "trainer.steps=3"]), run_dir)
+    summary = run(run_cfg(tiny_model_dir, train_file, ["trainer.checkpoint_every=1", "trainer.steps=3"]), run_dir)
     assert summary["resumed_from_step"] == 1
-    assert [m["step"] for m in _metrics(run_dir)] == [1, 2, 3]
+    assert [m["step"] for m in metrics(run_dir)] == [1, 2, 3]
     assert sorted(p.name for p in ckpts.iterdir()) == ["step_000002", "step_000003"]  # partial write cleaned up
 
 
@@ -265,7 +215,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
     proc.wait(timeout=600)
     err = log.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    steps = [m["step"] for m in _metrics(run_dir)]
+    steps = [m["step"] for m in metrics(run_dir)]
     done = steps[-1]
     assert steps == list(range(1, done + 1)) and done < 500
     assert f"stopped by SIGTERM after RL step {done}; checkpoint {run_dir / 'checkpoints' / f'step_{done:06d}'}" in err
@@ -318,7 +268,7 @@ def test_a_checkpoint_that_cannot_be_written_is_removed_and_named(tiny_model_dir
     assert f"CheckpointWriteError: could not write the checkpoint of step 1 in {ckpts} (" in proc.stderr
     assert "The partial write was removed and no earlier checkpoint exists" in proc.stderr
     assert list(ckpts.iterdir()) == []  # no .tmp-step_000001 left to fill the disk
-    assert [m["step"] for m in _metrics(run_dir)] == [1]  # the step's metrics were logged before the save
+    assert [m["step"] for m in metrics(run_dir)] == [1]  # the step's metrics were logged before the save
 
 
 SIGNAL_DRIVER = """
@@ -354,7 +304,7 @@ def test_second_signal_exits_at_once(sig):
 
 
 def test_nonfinite_updates_are_skipped_then_the_run_stops(tiny_model_dir, train_file, tmp_path):
-    cfg = _cfg(
+    cfg = run_cfg(
         tiny_model_dir,
         train_file,
         ["trainer.steps=5", "trainer.max_nonfinite_steps=2", "trainer.checkpoint_every=0"],
@@ -362,7 +312,7 @@ def test_nonfinite_updates_are_skipped_then_the_run_stops(tiny_model_dir, train_
     )
     with pytest.raises(NonFiniteUpdateError, match=r"steps 1-2 all had a non-finite loss or gradient.*step_000002"):
         run(cfg, tmp_path)
-    lines = _metrics(tmp_path)
+    lines = metrics(tmp_path)
     assert [(m["step"], m["policy/skipped_updates"], m["policy/optimizer_steps"]) for m in lines] == [
         (1, 1, 0),
         (2, 1, 0),
@@ -387,7 +337,7 @@ def test_engine_failure_stops_with_the_last_checkpoint_intact(tiny_model_dir, tr
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(HFEngine, "generate", failing_generate)
-    cfg = _cfg(tiny_model_dir, train_file, ["trainer.steps=5", "trainer.checkpoint_every=2"])
+    cfg = run_cfg(tiny_model_dir, train_file, ["trainer.steps=5", "trainer.checkpoint_every=2"])
     with pytest.raises(
         RolloutEngineError,
         match=r"(?s)rollout engine \(hf\) failed in generate: RuntimeError: engine core died.*"
@@ -420,7 +370,7 @@ def test_resume_with_vllm_keeps_data_order_step_count_and_optimizer_state(tiny_m
     cli(straight, 4)
     cli(halves, 2)
     cli(halves, 4)
-    a, b = _metrics(straight), _metrics(halves)
+    a, b = metrics(straight), metrics(halves)
     assert [m["step"] for m in a] == [m["step"] for m in b] == [1, 2, 3, 4]
     assert [m["data/problem_ids"] for m in a] == [m["data/problem_ids"] for m in b]  # the same data order
     assert json.loads((halves / "summary.json").read_text())["resumed_from_step"] == 2

@@ -12,21 +12,24 @@ import torch.distributed as dist
 
 
 class Collective(Protocol):
-    """``world``: the number of ranks; ``sum(values)``: each value summed over the ranks;
-    ``max(value)``: the largest over the ranks. Every rank must make the same calls in the same
-    order."""
+    """``world``: the number of ranks; ``rank``: this one's (0 writes checkpoints);
+    ``sum(values)``: each value summed over the ranks; ``max(value)``: the largest over the ranks;
+    ``barrier()``: wait for every rank. Every rank must make the same calls in the same order."""
 
     world: int
+    rank: int
 
     def sum(self, values: Sequence[float]) -> list[float]: ...
 
     def max(self, value: int) -> int: ...
 
+    def barrier(self) -> None: ...
+
 
 class Local:
     """One process: nothing to agree on."""
 
-    world = 1
+    world, rank = 1, 0
 
     def sum(self, values: Sequence[float]) -> list[float]:
         return list(values)
@@ -34,13 +37,16 @@ class Local:
     def max(self, value: int) -> int:
         return value
 
+    def barrier(self) -> None:
+        pass
+
 
 class ProcessGroup:
     """The default ``torch.distributed`` process group (it must be initialized): one all-reduce
     per call, in float64 (exact for counts up to 2^53)."""
 
     def __init__(self) -> None:
-        self.world = dist.get_world_size()
+        self.world, self.rank = dist.get_world_size(), dist.get_rank()
 
     def sum(self, values: Sequence[float]) -> list[float]:
         t = torch.tensor(list(values), dtype=torch.float64)
@@ -51,3 +57,6 @@ class ProcessGroup:
         t = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return int(t.item())
+
+    def barrier(self) -> None:
+        dist.barrier()

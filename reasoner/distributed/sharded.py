@@ -1,8 +1,9 @@
 """The sharded learner as the driver sees it: `ShardedLearner` implements the step's part of
 `reasoner.learner.LearnerAPI` (``score``, ``update``, ``export_weights``, ``sequence_logprobs``)
 over N `reasoner.distributed.worker.LearnerWorker` Ray actors (one rank each), so the RL step
-runs unchanged against it. Checkpoints (``save`` / ``load``) and ``export_pretrained`` are not
-written yet.
+runs unchanged against it. Checkpoints (``save`` / ``load``) hold the full state in the
+single-process learner's files (rank 0 writes them; every rank reads them, so on several nodes
+the run directory must be on storage they share), and a run resumes with any number of ranks.
 
 A batch is split across the ranks by whole groups (`split_groups`: GRPO-family advantages and
 prompt sharing need a group together), contiguous and balanced by tokens; results come back in
@@ -13,6 +14,7 @@ up); results that every rank computes alike (statistics, log-probs) are taken fr
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -20,6 +22,12 @@ import torch
 from reasoner.distributed.worker import LearnerSpec, LearnerWorker
 from reasoner.learner import UpdateStats
 from reasoner.types import TrainBatch
+
+
+class LearnerWorkerError(RuntimeError):
+    """A learner rank failed: its process died, or it raised (a collective that timed out waiting
+    for another rank included); the message names the rank. The process group is then unusable."""
+
 
 #: `TrainBatch` fields that hold one entry per sequence
 PER_ROW = ("sequences", "prompt_lens", "sampler_logprobs", "truncated", "loss_masks")
@@ -78,26 +86,50 @@ class ShardedLearner:
         spec: what every rank builds (`LearnerSpec`).
         workers: the number of ranks (learner processes).
         cpus_per_worker, gpus_per_worker: each actor's Ray resources.
+        placement: Ray actor options of each rank (its placement-group bundle), or None.
     Raises:
         RuntimeError: Ray is not initialized (``ray.init`` first).
     """
 
-    def __init__(self, spec: LearnerSpec, workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0) -> None:
+    def __init__(
+        self,
+        spec: LearnerSpec,
+        workers: int,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0,
+        placement: Sequence[dict[str, Any]] | None = None,
+    ) -> None:
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("ShardedLearner needs a Ray cluster: call ray.init() first")
         actor = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(LearnerWorker)
-        self.workers = [actor.remote() for _ in range(workers)]
+        self.workers = [actor.options(**(placement[r] if placement else {})).remote() for r in range(workers)]
         master = ray.get(self.workers[0].address.remote())
         self._all("setup", [(r, workers, master, spec) for r in range(workers)])
-        self.kl_coef = spec.algo.kl.beta
+        self.spec, self.kl_coef = spec, spec.algo.kl.beta
 
     def _all(self, method: str, args: Sequence[tuple]) -> list[Any]:
-        """Call `method` on every rank at once, rank r with ``args[r]``; their results in rank order."""
+        """Call `method` on every rank at once, rank r with ``args[r]``; their results in rank order.
+
+        Raises:
+            LearnerWorkerError: a rank failed (the first to fail is named); the others, which
+                would wait for it in their collectives, are not waited for.
+        """
         import ray
 
-        return ray.get([getattr(w, method).remote(*a) for w, a in zip(self.workers, args)])
+        futures = [getattr(w, method).remote(*a) for w, a in zip(self.workers, args)]
+        pending = list(futures)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except Exception as err:  # the rank raised, or Ray lost its process
+                rank = futures.index(done[0])
+                raise LearnerWorkerError(
+                    f"learner rank {rank} of {len(self.workers)} failed in {method}: {type(err).__name__}: {err}"
+                ) from err
+        return ray.get(futures)
 
     def _same(self, method: str, *args: Any) -> list[Any]:
         return self._all(method, [args] * len(self.workers))
@@ -127,10 +159,37 @@ class ShardedLearner:
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         return self._same("sequence_logprobs", token_ids, prompt_len, bf16)[0]
 
+    def save(self, path: Path) -> None:
+        """Write the checkpoint files of `reasoner.learner.Learner.save` into `path` (rank 0)."""
+        self._same("save", str(path))
+
+    def load(self, path: Path) -> None:
+        """Restore what `save` (or a single-process learner) wrote; every rank keeps its shards."""
+        self._same("load", str(path))
+        self.kl_coef = self._same("kl_coef")[0]
+
+    def export_pretrained(self, path: Path, tokenizer: Any) -> None:
+        """The policy as one HF model directory (`reasoner.models.export_pretrained`): the full
+        weights, gathered from the shards, in a model built from the spec's directory here.
+
+        Raises:
+            RuntimeError: the weights' names are not the model's (a parameter missing or extra).
+        """
+        from transformers import AutoModelForCausalLM
+
+        from reasoner.models import export_pretrained
+
+        model = AutoModelForCausalLM.from_pretrained(self.spec.model_path, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(dict(self.export_weights()), strict=False)
+        params = {name for name, _ in model.named_parameters()}
+        if unexpected or params & set(missing):  # buffers may be missing: they keep their loaded values
+            raise RuntimeError(f"the learner's weights do not fit {self.spec.model_path}: {unexpected or missing}")
+        export_pretrained(model, tokenizer, path)
+
     def close(self) -> None:
-        """Leave the process group on every rank and end the actors."""
+        """End every rank's actor (its process, and with it the process group: also after a
+        rank failed, when the others may still wait in a collective)."""
         import ray
 
-        self._same("close")
         for w in self.workers:
             ray.kill(w)

@@ -17,10 +17,12 @@ import os
 import socket
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_model
 
 from reasoner.config import AlgorithmConfig, TrainerConfig
 from reasoner.distributed.collective import ProcessGroup
@@ -39,6 +41,8 @@ class LearnerSpec:
         temperature: the rollout temperature.
         max_tokens: the generation budget.
         timeout_s: how long a collective may wait before it fails, naming the rank (seconds).
+        weights: a safetensors file of the policy's starting weights (a cold-started policy),
+            loaded over `model_path`'s; None: `model_path`'s own.
     """
 
     model_path: str
@@ -48,6 +52,7 @@ class LearnerSpec:
     temperature: float
     max_tokens: int
     timeout_s: float = 600.0
+    weights: str | None = None
 
 
 def shard(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
@@ -99,6 +104,8 @@ class LearnerWorker:
         torch.manual_seed(spec.trainer.seed)  # every rank starts from the same critic head
         mesh = init_device_mesh("cuda" if cuda else "cpu", (world,))
         policy = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+        if spec.weights is not None:
+            load_model(policy, spec.weights)
         ref, critic = companions(policy, spec.algo)
         self.learner = Learner(
             policy,
@@ -146,7 +153,9 @@ class LearnerWorker:
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         return self.learner.sequence_logprobs(token_ids, prompt_len, bf16)
 
-    def close(self) -> None:
-        """Leave the process group."""
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    def save(self, path: str) -> None:
+        """`reasoner.learner.Learner.save` (a collective: rank 0 writes)."""
+        self.learner.save(Path(path))
+
+    def load(self, path: str) -> None:
+        self.learner.load(Path(path))

@@ -21,10 +21,11 @@ from reasoner.config import CONF_DIR, RunConfig, TrainerConfig, register_configs
 from reasoner.data import load_problems
 from reasoner.data.decontaminate import OverlapFilter, training_pool
 from reasoner.data.preferences import PairTokens, load_pairs, split_pairs, tokenize_pairs
+from reasoner.distributed.cluster import RayCluster
 from reasoner.jobs.heldout import HeldoutEval, load_heldout
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rollout import make_engine
-from reasoner.rollout.base import RolloutEngine
+from reasoner.rollout.base import GuardedEngine, RolloutEngine
 from reasoner.rollout.sync import named_weights, push_weights
 from reasoner.sft import SFTStats, run_sft
 from reasoner.types import Problem
@@ -147,12 +148,13 @@ def open_run(
     heldout: list[Problem] | None = None,
     verifier: Verifier | None = None,
     model_path: str | None = None,
+    cluster: RayCluster | None = None,
 ) -> RunContext:
     """The job preamble: seed the process (`setup_process`), build the verifier (first: a bad
     verifier config fails in seconds, before any model loads), load the held-out set and resolve
     the model path, each unless the caller did (`verifier`, `heldout`, `model_path`), load the
-    tokenizer, start the rollout engine (seeded with `engine_seed`), and set up the held-out
-    evaluation (with a resumed run's results `evals`).
+    tokenizer, start the rollout engine (seeded with `engine_seed`; on `cluster`, its engines),
+    and set up the held-out evaluation (with a resumed run's results `evals`).
 
     Raises:
         FileNotFoundError: the model or a data source is missing (says what was looked for).
@@ -164,7 +166,11 @@ def open_run(
     heldout = load_heldout(cfg) if heldout is None else heldout
     model_path = str(resolve_model_path(cfg.model.path)) if model_path is None else model_path
     tokenizer = load_tokenizer(model_path)
-    engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
+    if cluster is None:
+        engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
+    else:
+        engines = cluster.engines(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
+        engine = GuardedEngine(engines, f"{cfg.rollout.backend.value} on ray")
     return RunContext(
         model_path, tokenizer, heldout, engine, verifier, HeldoutEval(cfg, engine, tokenizer, heldout, verifier, evals)
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors.torch import save_model
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import AutoModelForCausalLM
@@ -36,10 +37,13 @@ from reasoner.checkpoint import (
 from reasoner.config import RunConfig, save_config
 from reasoner.data import load_problems
 from reasoner.data.stream import PromptStream
+from reasoner.distributed.cluster import RayCluster, cluster_session
+from reasoner.distributed.sharded import LearnerWorkerError
+from reasoner.distributed.worker import LearnerSpec
 from reasoner.interrupt import StopRequest, TrainingInterrupted
 from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap, sft_rows
 from reasoner.jobs.heldout import EvalResult, load_heldout
-from reasoner.learner import Learner, NonFiniteUpdateError, companions
+from reasoner.learner import Learner, LearnerAPI, NonFiniteUpdateError, companions
 from reasoner.logprobs import sequence_logprobs
 from reasoner.metrics_log import Logger, check_loggers, compact_line, make_loggers
 from reasoner.models import resolve_model_path
@@ -68,7 +72,8 @@ class RLRun:
     probe: SyncProbe | None
     reward: Reward
     began: float
-    learner: Learner | None = None
+    cluster: RayCluster | None = None
+    learner: LearnerAPI | None = None
     prompts: PromptStream | None = None
     saved: Path | None = None
     saved_step: int | None = None
@@ -97,6 +102,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
         NonFiniteUpdateError: ``trainer.max_nonfinite_steps`` consecutive steps had a
             non-finite loss or gradient (their updates were skipped; a checkpoint is written).
         RolloutEngineError: the rollout engine failed; no checkpoint is written after it.
+        LearnerWorkerError: a learner rank of ``cluster=ray`` died or failed (a collective timed
+            out included); the message names the rank and the last intact checkpoint.
         VerifierFailed: ``trainer.max_verifier_failures`` consecutive steps had only verifier
             errors (none was trained on).
         CheckpointError: ``trainer.resume`` names no usable checkpoint, or the config changed in a
@@ -104,8 +111,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
         RunFinished: `run_dir` holds a finished run of ``trainer.steps`` steps (nothing is redone).
         ValueError: no RL prompt is left after the held-out set took its rows (says which).
     """
-    with StopRequest() as stop:
-        state = setup(cfg, run_dir, stop, overrides)
+    with StopRequest() as stop, cluster_session(cfg.cluster) as cluster:
+        state = setup(cfg, run_dir, stop, overrides, cluster)
         policy = AutoModelForCausalLM.from_pretrained(state.ctx.model_path, dtype=torch.float32)
         if state.ckpt is None:
             start_policy(state, policy)
@@ -216,12 +223,14 @@ def describe_data(cfg: RunConfig, n_train: int, n_heldout: int) -> None:
         )
 
 
-def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str] = ()) -> RLRun:
+def setup(
+    cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str] = (), cluster: RayCluster | None = None
+) -> RLRun:
     """Find a checkpoint to resume and check the config against it, load the held-out set, the RL
     prompts and the cold start's source, build the verifier, resolve the model path and check the
     loggers (all before any model loads, so bad input fails in seconds), then write the run's
-    record, open the run (`open_run`), build the reward and the sync probe; evaluate the base
-    model on a new run.
+    record, open the run (`open_run`; its engines on `cluster` with ``cluster=ray``), build the
+    reward and the sync probe; evaluate the base model on a new run.
 
     Raises:
         RunFinished, CheckpointError, ValueError: see `run`.
@@ -251,10 +260,11 @@ def setup(cfg: RunConfig, run_dir: Path, stop: StopRequest, overrides: list[str]
     # a resumed vLLM engine cannot continue the old engine's sampling stream (README: "Resuming"):
     # seeding it with seed + step makes a resume from a given checkpoint repeatable
     evals = {k: EvalResult.from_dict(v) for k, v in results["evals"].items()}
-    ctx = open_run(cfg, tr.seed + start, evals, heldout, verifier, model_path)
-    probe = make_probe(ctx.tokenizer, cfg.data.template, ctx.heldout[0]) if cfg.rollout.sync_check else None
+    ctx = open_run(cfg, tr.seed + start, evals, heldout, verifier, model_path, cluster)
+    r = cfg.rollout
+    probe = make_probe(ctx.tokenizer, cfg.data.template, ctx.heldout[0], r.sync_check_follow) if r.sync_check else None
     reward = build_reward(cfg.reward, cfg.data.template, ctx.verifier)
-    state = RLRun(cfg, run_dir, ctx, stop, start, ckpt, train, results, probe, reward, began)
+    state = RLRun(cfg, run_dir, ctx, stop, start, ckpt, train, results, probe, reward, began, cluster)
     if ckpt is None and tr.eval_base:
         ctx.heldout_eval("base")
     return state
@@ -279,12 +289,29 @@ def start_policy(state: RLRun, policy: torch.nn.Module) -> None:
 
 def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
     """The learner around `policy` (a reference copy when β > 0, a critic when the estimator
-    needs one), the prompt stream, and on resume everything the checkpoint restores."""
+    needs one; with ``cluster=ray``, the sharded learner's ranks start from `policy`'s weights),
+    the prompt stream, and on resume everything the checkpoint restores."""
     cfg, ctx, tr = state.cfg, state.ctx, state.cfg.trainer
-    a = cfg.algorithm
-    ref, critic = companions(policy, a)
-    pad = ctx.tokenizer.pad_token_id
-    learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
+    a, pad = cfg.algorithm, ctx.tokenizer.pad_token_id
+    learner: LearnerAPI
+    if state.cluster is None:
+        ref, critic = companions(policy, a)
+        learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
+    else:
+        start = state.run_dir / "learner_start.safetensors"  # read by every rank, then removed
+        save_model(policy, str(start))
+        spec = LearnerSpec(
+            ctx.model_path,
+            a,
+            tr,
+            pad,
+            cfg.rollout.temperature,
+            cfg.rollout.max_tokens,
+            cfg.cluster.collective_timeout_s,
+            str(start),
+        )
+        learner = state.cluster.learner(spec)
+        start.unlink()
     state.learner, state.prompts = learner, PromptStream(state.train, tr.seed)
     if state.ckpt is not None:
         state.ckpt.restore(learner, state.prompts)
@@ -434,7 +461,8 @@ def loop(run: RLRun) -> None:
 
     Raises:
         TrainingInterrupted: a stop request (after a checkpoint of the last finished step).
-        RolloutEngineError: the engine failed (the message names the last intact checkpoint).
+        RolloutEngineError, LearnerWorkerError: the engine or a learner rank failed (the message
+            names the last intact checkpoint).
         NonFiniteUpdateError: see `CheckpointHook`.
         VerifierFailed: see `VerifierGuard`.
     """
@@ -480,14 +508,14 @@ def loop(run: RLRun) -> None:
                 run.metrics = result.metrics()
                 for hook in hooks[:2]:  # evaluations use the engine too
                     hook(run, step, run.metrics)
-            except RolloutEngineError as err:
+            except (RolloutEngineError, LearnerWorkerError) as err:
                 last = (
                     f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: resume from it with "
                     "trainer.resume=auto"
                     if run.saved
                     else "no checkpoint was written yet"
                 )
-                raise RolloutEngineError(f"{err}\nRL step {step} did not finish; {last}") from err
+                raise type(err)(f"{err}\nRL step {step} did not finish; {last}") from err
             for hook in hooks[2:]:
                 hook(run, step, run.metrics)
             done = step
@@ -510,6 +538,8 @@ def summarize(run: RLRun) -> dict:
     cfg, ctx = run.cfg, run.ctx
     if cfg.trainer.save_checkpoint:
         run.learner.export_pretrained(run.run_dir / "checkpoint", ctx.tokenizer)
+    if run.cluster is not None:
+        run.learner.close()  # the ranks' actors and their memory
     run.learner = None  # the optimizer state (2x the fp32 weights) is not needed past the last step
     release_free_heap()
     ctx.heldout_eval("after_rl")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import torch
 
@@ -74,3 +74,9 @@ class GuardedEngine:
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
         with self._guard("sequence_logprobs"):
             return self.engine.sequence_logprobs(token_ids, prompt_len)
+
+    @property
+    def members(self) -> list[Any]:
+        """The wrapped engine's members (a group of engines: each is checked after a weight
+        sync, `reasoner.rollout.sync.sync_drift`), or this engine alone."""
+        return getattr(self.engine, "members", [self])

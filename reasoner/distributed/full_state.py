@@ -1,0 +1,89 @@
+"""Full (unsharded) state of modules and optimizers whether or not FSDP2 shards them, so that one
+checkpoint format serves the single-process learner and every world size of the sharded one.
+
+A parameter sharded by FSDP2 is a ``DTensor``: gathering it (``full_tensor``) is a collective,
+so every rank makes the same calls in the same order; a plain tensor is returned as it is.
+Loading goes the other way: every rank reads the full tensor and keeps its own shard
+(``distribute_tensor(..., src_data_rank=None)``: a local slice, no communication).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    """`t` gathered from its shards (a ``DTensor``: collective), or `t` itself; detached."""
+    return (t.full_tensor() if isinstance(t, DTensor) else t).detach()
+
+
+def like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The full tensor `value` laid out as `target` is: this rank's shard when `target` is a
+    ``DTensor`` (same mesh and placements), else `value` itself."""
+    if isinstance(target, DTensor):
+        return distribute_tensor(value, target.device_mesh, target.placements, src_data_rank=None)
+    return value
+
+
+class FullState:
+    """A module's full state under its ``state_dict`` names (tied weights: one tensor under each
+    name, so safetensors' ``save_model`` stores it once, as for the module itself)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        gathered: dict[int, torch.Tensor] = {}
+        self.tensors = {}
+        for name, t in module.state_dict(keep_vars=True).items():
+            if id(t) not in gathered:
+                gathered[id(t)] = full(t)
+            self.tensors[name] = gathered[id(t)]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.tensors
+
+
+def load_full_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy full `tensors` (by ``state_dict`` name; of tied weights one name is enough) into
+    `module`, each rank keeping its shard.
+
+    Raises:
+        ValueError: a name of the module that `tensors` lacks (no tied alias either), or a shape
+            that differs (names `source`, the file, and the tensor).
+    """
+    state = module.state_dict(keep_vars=True)
+    by_id: dict[int, torch.Tensor] = {}
+    for name, value in tensors.items():
+        if name in state:
+            by_id[id(state[name])] = value
+    with torch.no_grad():
+        for name, target in state.items():
+            value = by_id.get(id(target))
+            if value is None:
+                raise ValueError(f"{source} has no tensor {name!r}: it was written for another model")
+            if tuple(value.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"{source}: {name!r} has shape {tuple(value.shape)}, the model {tuple(target.shape)}: "
+                    "it was written for another model"
+                )
+            target.copy_(like(value.to(target.dtype), target))
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with every sharded state tensor gathered (the format of an
+    optimizer over the unsharded parameters, which are numbered alike)."""
+    sd = optimizer.state_dict()
+    sd["state"] = {i: {k: full(v) if torch.is_tensor(v) else v for k, v in s.items()} for i, s in sd["state"].items()}
+    return sd
+
+
+def load_full_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict[str, Any]) -> None:
+    """Load what `full_optimizer_state` returned, each state tensor shaped like its parameter
+    laid out as that parameter is (this rank's shard)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {}
+    for i, s in sd["state"].items():
+        p = params[int(i)]
+        state[i] = {k: like(v, p) if torch.is_tensor(v) and v.shape == p.shape else v for k, v in s.items()}
+    optimizer.load_state_dict({**sd, "state": state})

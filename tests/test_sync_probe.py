@@ -1,0 +1,47 @@
+"""The weight-sync check's probe: a fixed completion's numerical floor grows as the policy grows
+confident away from it (a false alarm in a healthy run), while the engine's own greedy
+completion stays at its floor and still catches an engine left on old weights. On a tiny random
+Llama with a transformers engine holding the learner's weights rounded to bf16 (the rounding
+gap of a bf16 sampler)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from reasoner.logprobs import sequence_logprobs
+from reasoner.rollout.hf_engine import HFEngine
+from reasoner.rollout.sync import SyncProbe, WeightSyncError, check_sync, named_weights, sync_drift
+
+TOL = 0.05  # rollout.sync_check_tol's default
+
+
+def test_a_greedy_probe_follows_the_policy_where_a_fixed_one_drifts(tiny_model_dir):
+    engine = HFEngine(str(tiny_model_dir), seed=0)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    learner = lambda ids, plen, bf16: sequence_logprobs(policy, ids, plen, bf16)  # noqa: E731
+
+    def sync():
+        engine.load_weights([(n, t.bfloat16().float()) for n, t in named_weights(policy)])
+
+    ids = torch.randint(10, 1000, (40,), generator=torch.Generator().manual_seed(0)).tolist()
+    fixed = SyncProbe(ids, 8)
+    sync()
+    fixed = replace(fixed, baseline=sync_drift(engine, learner, fixed))
+    follow = replace(fixed, follow=True, baseline=sync_drift(engine, learner, replace(fixed, follow=True)))
+    # an engine left on the old weights fails the following check
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(WeightSyncError):
+        check_sync(engine, learner, follow, TOL)
+    # the policy grows confident (logits x 128): in sync, yet the fixed probe's drift is past the tolerance
+    with torch.no_grad():
+        policy.model.norm.weight.mul_(128.0)
+    sync()
+    drift_fixed, drift_follow = sync_drift(engine, learner, fixed), check_sync(engine, learner, follow, TOL)
+    print(f"confident policy, in sync: fixed probe {drift_fixed:.4f}, greedy probe {drift_follow:.4f} nats/token")
+    assert drift_fixed > fixed.baseline + TOL and drift_follow < drift_fixed / 3

@@ -23,9 +23,10 @@ RUN = ["trainer.lr=1e-3", "trainer.checkpoint_every=1", "trainer.eval_base=false
 
 def test_placement_bundles_split_or_colocated(train_file):
     gpus = ["cluster.learner.gpus_per_worker=1", "cluster.rollout.gpus_per_engine=1"]
-    assert bundles(run_cfg("unused", train_file, RAY + gpus).cluster) == [{"CPU": 1, "GPU": 1}] * 3
+    split = [{"CPU": 1, "GPU": 1}] * 2 + [{"CPU": 2, "GPU": 1}]  # conf/cluster/ray.yaml: 2 CPUs per engine
+    assert bundles(run_cfg("unused", train_file, RAY + gpus).cluster) == split
     colocated = ["cluster.colocate=true", "cluster.rollout.engines=2"]
-    assert bundles(run_cfg("unused", train_file, RAY + colocated).cluster) == [{"CPU": 2}] * 2
+    assert bundles(run_cfg("unused", train_file, RAY + colocated).cluster) == [{"CPU": 3}] * 2
     with pytest.raises(ValueError, match="cluster.colocate=True is not allowed"):
         run_cfg("unused", train_file, RAY + ["cluster.colocate=true"])
 

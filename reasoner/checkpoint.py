@@ -44,6 +44,7 @@ from omegaconf import OmegaConf
 
 from reasoner.config import BestMode, RunConfig
 from reasoner.data.stream import PromptStream
+from reasoner.distributed.sharded import LearnerWorkerError
 from reasoner.learner import LearnerAPI
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,9 @@ class CheckpointStore:
         tmp.mkdir()
         try:
             files = self._write(tmp, step, learner, prompts, cfg, results, metrics)
+        except LearnerWorkerError:  # a learner rank failed, not the disk: said as it is
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except Exception as err:
             shutil.rmtree(tmp, ignore_errors=True)
             free = shutil.disk_usage(self.root).free / 1e9

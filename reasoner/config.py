@@ -757,6 +757,9 @@ class RunConfig:
         )
         ok = a.shaping.overlong_buffer < r.max_tokens
         check("algorithm.shaping.overlong_buffer", a.shaping.overlong_buffer, ok, "< rollout.max_tokens")
+        workers = self.cluster.learner.workers
+        ok = self.cluster.kind is ClusterKind.local or workers <= t.prompts_per_step
+        check("cluster.learner.workers", workers, ok, "<= trainer.prompts_per_step (each rank trains whole groups)")
         checks = []
         names = [s.name for s in self.recipe.stages]
         for i, stage in enumerate(self.recipe.stages):

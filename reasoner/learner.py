@@ -243,15 +243,19 @@ class Learner:
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict:
-        """Optimizer(s) (full, gathered from the shards when sharded: a collective), LR scheduler,
-        β and shuffling-generator state (for `torch.save`)."""
+    def state_dict(self, keep: bool = True) -> dict:
+        """Optimizer(s) (full, on the CPU: gathered from the shards when sharded, a collective;
+        `keep` False on the ranks that do not write it, which then hold none of it), LR scheduler,
+        β and shuffling-generator states (for `torch.save`)."""
+        critic_opt = self.critic_optimizer
         return {
-            "optimizer": full_optimizer_state(self.optimizer),
+            "optimizer": full_optimizer_state(self.optimizer, keep),
             "scheduler": self.scheduler.state_dict(),
-            "critic_optimizer": None if self.critic_optimizer is None else full_optimizer_state(self.critic_optimizer),
+            "critic_optimizer": None if critic_opt is None else full_optimizer_state(critic_opt, keep),
             "kl_coef": self.kl_coef,
+            # each rank shuffles its own rows (a sharded learner): every rank's generator, in rank order
             "shuffle": self._shuffle.get_state(),
+            "shuffle_ranks": self.comm.gather(self._shuffle.get_state()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -267,7 +271,9 @@ class Learner:
         if self.critic_optimizer is not None:
             load_full_optimizer_state(self.critic_optimizer, state["critic_optimizer"])
         self.kl_coef = float(state["kl_coef"])
-        self._shuffle.set_state(state["shuffle"])
+        ranks = state.get("shuffle_ranks") or [state["shuffle"]]
+        # the same number of ranks continues each rank's stream; another number restarts them from rank 0's
+        self._shuffle.set_state(ranks[self.comm.rank] if len(ranks) == self.comm.world else state["shuffle"])
 
     def _modules(self) -> dict[str, torch.nn.Module | None]:
         return dict(zip(_MODULES, (self.model, self.ref_model, self.critic)))
@@ -277,9 +283,10 @@ class Learner:
         those that exist) and `state_dict` (``trainer.pt``) into the directory `path`. Sharded:
         every rank calls it (the state is gathered), rank 0 writes, and all return once it has;
         the files are those of one process, so a run resumes with any number of ranks."""
-        weights = {file: FullState(m) for file, m in self._modules().items() if m is not None}
-        state = self.state_dict()
-        if self.comm.rank == 0:
+        keep = self.comm.rank == 0
+        weights = {file: FullState(m, keep) for file, m in self._modules().items() if m is not None}
+        state = self.state_dict(keep)
+        if keep:
             for file, full in weights.items():
                 save_model(full, str(Path(path) / file))
             torch.save(state, Path(path) / _STATE)
@@ -297,7 +304,7 @@ class Learner:
                 raise ValueError(f"checkpoint {path} and this run disagree on {file.split('.')[0]} weights")
             if module is not None:
                 load_full_state(module, load_file(Path(path) / file), str(Path(path) / file))
-        self.load_state_dict(torch.load(Path(path) / _STATE, weights_only=True))
+        self.load_state_dict(torch.load(Path(path) / _STATE, weights_only=True, map_location="cpu"))
 
     def export_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """The policy's weights by HF name (`reasoner.rollout.sync.named_weights`)."""
@@ -548,10 +555,11 @@ class Learner:
     def _zero_gradients(self) -> None:
         """Set every trained parameter's gradient to zeros, as a forward and backward pass of
         sequences whose advantages are all 0 would leave it: the optimizer step that follows
-        moves AdamW's moments, weight decay and the LR schedule exactly as that pass would."""
-        for opt in [self.optimizer] + ([self.critic_optimizer] if self.critic is not None else []):
-            for group in opt.param_groups:
-                for p in group["params"]:
+        moves AdamW's moments, weight decay and the LR schedule exactly as that pass would.
+        (Only the policy's: sequences are skipped only without a critic.)"""
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
                     p.grad = torch.zeros_like(p)
 
     def _optimizer_step(self, loss_finite: bool) -> float | None:

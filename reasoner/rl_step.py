@@ -258,8 +258,9 @@ def rl_step(
     When no group is kept (`sample_groups`), or every verdict is a verifier error (a dead
     verifier scores every sample 0: those are not the model's rewards), the learner's phases and
     the sync are skipped and the policy figures are NaN. The sync is also skipped when the
-    update took no optimizer step (every advantage 0, or a non-finite gradient): the engine
-    already has the weights.
+    update took no optimizer step (every one skipped for a non-finite loss or gradient): the
+    engine already has the weights. (A mini-batch whose advantages are all 0 still steps, on a
+    zero gradient: `reasoner.learner.UpdateStats`.)
 
     Raises:
         reasoner.rollout.RolloutEngineError: the engine failed.

@@ -17,8 +17,14 @@ from reasoner.jobs.rl import run
 pytest.importorskip("ray")
 
 RAY = ["cluster=ray", "cluster.learner.workers=2", "cluster.rollout.engines=1"]
-#: a real update, a checkpoint after every step, the final policy exported
-RUN = ["trainer.lr=1e-3", "trainer.checkpoint_every=1", "trainer.eval_base=false", "trainer.save_checkpoint=true"]
+#: real updates (two mini-batches: each rank shuffles its rows), a checkpoint every step, the final policy
+RUN = [
+    "trainer.lr=1e-3",
+    "algorithm.mini_batches=2",
+    "trainer.checkpoint_every=1",
+    "trainer.eval_base=false",
+    "trainer.save_checkpoint=true",
+]
 
 
 def test_placement_bundles_split_or_colocated(train_file):
@@ -37,7 +43,7 @@ def test_ray_run_trains_syncs_and_resumes_exactly(tiny_model_dir, train_file, tm
     run(cfg("trainer.steps=1"), local)
     summary = run(cfg(*RAY, "trainer.steps=2"), straight)
     a = metrics(straight)
-    assert [m["step"] for m in a] == [1, 2] and all(m["policy/optimizer_steps"] == 1 for m in a)
+    assert [m["step"] for m in a] == [1, 2] and all(m["policy/optimizer_steps"] == 2 for m in a)
     # the weight-sync check ran on the engine after each update and passed (else WeightSyncError)
     assert all(m["sync/logprob_diff"] < summary["sync_probe_baseline"] + 0.05 for m in a)
     assert (straight / "checkpoint" / "config.json").exists()  # the final policy, one HF directory

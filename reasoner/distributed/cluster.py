@@ -48,16 +48,16 @@ class RayCluster:
         import ray
         from ray.util.placement_group import placement_group
 
-        self.cfg = cfg
+        self.cfg, self.group = cfg, None
         wanted = bundles(cfg)
         self.started = cfg.address is None
-        if self.started:  # a cluster on this machine, with at least the CPUs the placement asks for
+        if self.started:  # a new cluster here (not one found running), with the CPUs the placement asks for
             cpus = max(os.cpu_count() or 1, sum(b.get("CPU", 0) for b in wanted))
-            ray.init(num_cpus=int(-(-cpus // 1)), include_dashboard=False, configure_logging=False)
+            ray.init(address="local", num_cpus=int(-(-cpus // 1)), include_dashboard=False, configure_logging=False)
         else:
             ray.init(address=cfg.address, configure_logging=False)
-        self.group = placement_group(wanted, strategy=cfg.strategy)
         try:
+            self.group = placement_group(wanted, strategy=cfg.strategy)
             ray.get(self.group.ready(), timeout=cfg.placement_timeout_s)
         except ray.exceptions.GetTimeoutError:
             have = ray.cluster_resources()
@@ -67,6 +67,9 @@ class RayCluster:
                 f"{wanted} ({cfg.strategy}); the cluster has {have}. Lower cluster.learner / cluster.rollout "
                 "resources or add nodes"
             ) from None
+        except BaseException:
+            self.close()
+            raise
         where = "a new local" if self.started else cfg.address
         log.info("ray: %s cluster; placement group of %d bundles %s (%s)", where, len(wanted), wanted, cfg.strategy)
 
@@ -114,7 +117,8 @@ class RayCluster:
         from ray.util.placement_group import remove_placement_group
 
         if ray.is_initialized():
-            remove_placement_group(self.group)
+            if self.group is not None:
+                remove_placement_group(self.group)
             ray.shutdown()
 
 

@@ -5,7 +5,7 @@ passes pair up). `Local` is the single process: both are the identity."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
@@ -14,7 +14,8 @@ import torch.distributed as dist
 class Collective(Protocol):
     """``world``: the number of ranks; ``rank``: this one's (0 writes checkpoints);
     ``sum(values)``: each value summed over the ranks; ``max(value)``: the largest over the ranks;
-    ``barrier()``: wait for every rank. Every rank must make the same calls in the same order."""
+    ``gather(obj)``: every rank's `obj` (picklable), in rank order; ``barrier()``: wait for
+    every rank. Every rank must make the same calls in the same order."""
 
     world: int
     rank: int
@@ -22,6 +23,8 @@ class Collective(Protocol):
     def sum(self, values: Sequence[float]) -> list[float]: ...
 
     def max(self, value: int) -> int: ...
+
+    def gather(self, obj: Any) -> list[Any]: ...
 
     def barrier(self) -> None: ...
 
@@ -36,6 +39,9 @@ class Local:
 
     def max(self, value: int) -> int:
         return value
+
+    def gather(self, obj: Any) -> list[Any]:
+        return [obj]
 
     def barrier(self) -> None:
         pass
@@ -60,3 +66,8 @@ class ProcessGroup:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out

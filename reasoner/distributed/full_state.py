@@ -16,8 +16,11 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 
 
 def full(t: torch.Tensor) -> torch.Tensor:
-    """`t` gathered from its shards (a ``DTensor``: collective), or `t` itself; detached."""
-    return (t.full_tensor() if isinstance(t, DTensor) else t).detach()
+    """`t` gathered from its shards (a ``DTensor``: collective) into its own CPU tensor, or `t`
+    itself on the CPU; detached."""
+    if isinstance(t, DTensor):
+        return t.full_tensor().detach().cpu().clone()  # own storage, not a view of a padded gather
+    return t.detach().cpu()
 
 
 def like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -29,16 +32,21 @@ def like(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class FullState:
-    """A module's full state under its ``state_dict`` names (tied weights: one tensor under each
-    name, so safetensors' ``save_model`` stores it once, as for the module itself)."""
+    """A module's full state under its ``state_dict`` names, on the CPU (tied weights: one tensor
+    under each name, so safetensors' ``save_model`` stores it once, as for the module itself).
+    `keep` False: take part in the gathering (every rank must) but hold nothing (the ranks that do
+    not write it)."""
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, keep: bool = True) -> None:
         gathered: dict[int, torch.Tensor] = {}
         self.tensors = {}
         for name, t in module.state_dict(keep_vars=True).items():
             if id(t) not in gathered:
                 gathered[id(t)] = full(t)
-            self.tensors[name] = gathered[id(t)]
+            if keep:
+                self.tensors[name] = gathered[id(t)]
+            else:
+                gathered[id(t)] = torch.empty(0)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.tensors
@@ -49,10 +57,15 @@ def load_full_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
     `module`, each rank keeping its shard.
 
     Raises:
-        ValueError: a name of the module that `tensors` lacks (no tied alias either), or a shape
-            that differs (names `source`, the file, and the tensor).
+        ValueError: a name of the module that `tensors` lacks (no tied alias either), a name the
+            module has not, or a shape that differs (names `source`, the file, and the tensor).
     """
     state = module.state_dict(keep_vars=True)
+    unknown = sorted(set(tensors) - set(state))
+    if unknown:
+        raise ValueError(
+            f"{source} has tensors the model has not ({', '.join(unknown[:5])}): it was written for another model"
+        )
     by_id: dict[int, torch.Tensor] = {}
     for name, value in tensors.items():
         if name in state:
@@ -70,11 +83,15 @@ def load_full_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], s
             target.copy_(like(value.to(target.dtype), target))
 
 
-def full_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """``optimizer.state_dict()`` with every sharded state tensor gathered (the format of an
-    optimizer over the unsharded parameters, which are numbered alike)."""
+def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool = True) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with every state tensor gathered from its shards onto the CPU (the
+    format of an optimizer over the unsharded parameters, which are numbered alike); `keep`: as
+    for `FullState` (False: the state tensors are gathered one by one and dropped)."""
     sd = optimizer.state_dict()
-    sd["state"] = {i: {k: full(v) if torch.is_tensor(v) else v for k, v in s.items()} for i, s in sd["state"].items()}
+    sd["state"] = {
+        i: {k: (full(v) if keep else full(v).new_empty(0)) if torch.is_tensor(v) else v for k, v in s.items()}
+        for i, s in sd["state"].items()
+    }
     return sd
 
 

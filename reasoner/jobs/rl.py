@@ -111,7 +111,8 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
         RunFinished: `run_dir` holds a finished run of ``trainer.steps`` steps (nothing is redone).
         ValueError: no RL prompt is left after the held-out set took its rows (says which).
     """
-    with StopRequest() as stop, cluster_session(cfg.cluster) as cluster:
+    # Ray installs its own SIGTERM handler when it starts: StopRequest's must be set after it
+    with cluster_session(cfg.cluster) as cluster, StopRequest() as stop:
         state = setup(cfg, run_dir, stop, overrides, cluster)
         policy = AutoModelForCausalLM.from_pretrained(state.ctx.model_path, dtype=torch.float32)
         if state.ckpt is None:
@@ -297,9 +298,10 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
     if state.cluster is None:
         ref, critic = companions(policy, a)
         learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
-    else:
-        start = state.run_dir / "learner_start.safetensors"  # read by every rank, then removed
-        save_model(policy, str(start))
+    else:  # a new run's ranks read the (cold-started) policy from a file; a resumed run's, the checkpoint
+        start = state.run_dir / "learner_start.safetensors"
+        if state.ckpt is None:
+            save_model(policy, str(start))
         spec = LearnerSpec(
             ctx.model_path,
             a,
@@ -308,10 +310,12 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
             cfg.rollout.temperature,
             cfg.rollout.max_tokens,
             cfg.cluster.collective_timeout_s,
-            str(start),
+            None if state.ckpt is not None else str(start),
         )
-        learner = state.cluster.learner(spec)
-        start.unlink()
+        try:
+            learner = state.cluster.learner(spec)
+        finally:
+            start.unlink(missing_ok=True)
     state.learner, state.prompts = learner, PromptStream(state.train, tr.seed)
     if state.ckpt is not None:
         state.ckpt.restore(learner, state.prompts)

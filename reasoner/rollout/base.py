@@ -77,6 +77,7 @@ class GuardedEngine:
 
     @property
     def members(self) -> list[Any]:
-        """The wrapped engine's members (a group of engines: each is checked after a weight
-        sync, `reasoner.rollout.sync.sync_drift`), or this engine alone."""
-        return getattr(self.engine, "members", [self])
+        """The wrapped engine's members, each guarded (a group of engines: each is checked after
+        a weight sync, `reasoner.rollout.sync.sync_drift`), or this engine alone."""
+        members = getattr(self.engine, "members", None)
+        return [self] if members is None else [GuardedEngine(m, f"{self.backend} #{i}") for i, m in enumerate(members)]

@@ -209,3 +209,31 @@ def test_learner_state_round_trips(tiny_model_dir, batch):
     a, b = _train(first, batch, algo), _train(second, batch, algo)
     assert a == b and a.kl_coef != 0.05
     assert all(torch.equal(x, y) for x, y in zip(first.model.parameters(), second.model.parameters()))
+
+
+def test_loading_weights_of_another_model_names_the_file_and_tensor(tiny_model_dir, tmp_path):
+    """A checkpoint directory whose policy file has a tensor the model lacks, lacks one it has,
+    or has another shape is refused, naming the file and the tensor (no partial load)."""
+    from safetensors.torch import load_file, save_file
+
+    learner = Learner(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
+        AlgorithmConfig(),
+        TrainerConfig(),
+        PAD,
+        1.0,
+        16,
+    )
+    learner.save(tmp_path)
+    file = tmp_path / "policy.safetensors"
+    weights = load_file(file)
+    name = "model.layers.0.mlp.up_proj.weight"
+    cases = {
+        "has tensors the model has not \\(model.layers.9.extra\\)": {**weights, "model.layers.9.extra": torch.zeros(2)},
+        f"has no tensor '{name}'": {k: v for k, v in weights.items() if k != name},
+        f"'{name}' has shape \\(3, 3\\)": {**weights, name: torch.zeros(3, 3)},
+    }
+    for message, tensors in cases.items():
+        save_file(tensors, file)
+        with pytest.raises(ValueError, match=f"{file}.*{message}|{file}: {message}"):
+            learner.load(tmp_path)

@@ -209,8 +209,10 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_model_dir, train_fil
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
-    metrics = run_dir / "metrics.jsonl"
-    _wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 1, proc, log, 900, "the first RL step")
+    metrics_file = run_dir / "metrics.jsonl"
+    _wait_for(
+        lambda: metrics_file.exists() and metrics_file.read_text().count("\n") >= 1, proc, log, 900, "the first RL step"
+    )
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=600)
     err = log.read_text()

@@ -128,7 +128,7 @@ def main() -> None:
                             "step_s": phases["whole step"],
                             "rewards": [m["reward/mean"] for m in rows],
                             "zero_var": [m["groups/zero_var_frac"] for m in rows],
-                            "empty_steps": sum(m["policy/optimizer_steps"] == 0 for m in rows),
+                            "empty_steps": sum(m["policy/empty_steps"] > 0 for m in rows),
                             "peak_rss_mb": summary["peak_rss_gb"] * 1e3,
                             "phases": phases,
                         }
@@ -188,8 +188,8 @@ def main() -> None:
         f"first; per run the mean seconds per step over steps 2-{args.steps}. {machine_line(info)}\n\n"
         + table(rows)
         + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). "
-        f"Steps where every group had zero variance, so reasoner made no optimizer step: {empty} of "
-        f"{args.rounds * args.steps}. "
+        f"Steps where every group had zero variance, so reasoner ran no forward or backward pass (only "
+        f"AdamW's step on a zero gradient and the sync): {empty} of {args.rounds * args.steps}. "
         f"Reward and zero-variance share per step, both frameworks: "
         f"`bench/results/{png.name}`.\n\n![reward and zero-variance groups per step, reasoner vs TRL]"
         f"(bench/results/{png.name})\n"

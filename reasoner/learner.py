@@ -76,10 +76,10 @@ class UpdateStats:
     zero_adv_sequences: int = 0
 
     @classmethod
-    def skipped(cls, empty_steps: int = 0, zero_adv_sequences: int = 0) -> UpdateStats:
-        """No optimizer step ran (every mean NaN); `empty_steps` and `zero_adv_sequences` as counted."""
+    def skipped(cls) -> UpdateStats:
+        """No update ran (every mean NaN, every count 0)."""
         means = {f: float("nan") for f in cls.__dataclass_fields__ if f not in COUNTS}
-        return cls(**means, optimizer_steps=0, empty_steps=empty_steps, zero_adv_sequences=zero_adv_sequences)
+        return cls(**means, optimizer_steps=0)
 
 
 #: the `UpdateStats` fields that are counts, not means
@@ -254,7 +254,6 @@ class Learner:
             "critic_optimizer": None if critic_opt is None else full_optimizer_state(critic_opt, keep),
             "kl_coef": self.kl_coef,
             # each rank shuffles its own rows (a sharded learner): every rank's generator, in rank order
-            "shuffle": self._shuffle.get_state(),
             "shuffle_ranks": self.comm.gather(self._shuffle.get_state()),
         }
 
@@ -271,9 +270,9 @@ class Learner:
         if self.critic_optimizer is not None:
             load_full_optimizer_state(self.critic_optimizer, state["critic_optimizer"])
         self.kl_coef = float(state["kl_coef"])
-        ranks = state.get("shuffle_ranks") or [state["shuffle"]]
+        ranks = state["shuffle_ranks"] if "shuffle_ranks" in state else [state["shuffle"]]  # or an older checkpoint's
         # the same number of ranks continues each rank's stream; another number restarts them from rank 0's
-        self._shuffle.set_state(ranks[self.comm.rank] if len(ranks) == self.comm.world else state["shuffle"])
+        self._shuffle.set_state(ranks[self.comm.rank] if len(ranks) == self.comm.world else ranks[0])
 
     def _modules(self) -> dict[str, torch.nn.Module | None]:
         return dict(zip(_MODULES, (self.model, self.ref_model, self.critic)))

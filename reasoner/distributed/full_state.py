@@ -15,6 +15,13 @@ import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 
+def gathered(t: torch.Tensor, keep: bool) -> torch.Tensor:
+    """`full` of `t` (a collective for a ``DTensor``: every rank calls it), or, `keep` False, an
+    empty tensor once this rank has taken part (the ranks that do not write the state)."""
+    value = full(t)
+    return value if keep else value.new_empty(0)
+
+
 def full(t: torch.Tensor) -> torch.Tensor:
     """`t` gathered from its shards (a ``DTensor``: collective) into its own CPU tensor, or `t`
     itself on the CPU; detached."""
@@ -38,15 +45,13 @@ class FullState:
     not write it)."""
 
     def __init__(self, module: torch.nn.Module, keep: bool = True) -> None:
-        gathered: dict[int, torch.Tensor] = {}
+        by_id: dict[int, torch.Tensor] = {}
         self.tensors = {}
         for name, t in module.state_dict(keep_vars=True).items():
-            if id(t) not in gathered:
-                gathered[id(t)] = full(t)
+            if id(t) not in by_id:
+                by_id[id(t)] = gathered(t, keep)
             if keep:
-                self.tensors[name] = gathered[id(t)]
-            else:
-                gathered[id(t)] = torch.empty(0)
+                self.tensors[name] = by_id[id(t)]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.tensors
@@ -89,8 +94,7 @@ def full_optimizer_state(optimizer: torch.optim.Optimizer, keep: bool = True) ->
     for `FullState` (False: the state tensors are gathered one by one and dropped)."""
     sd = optimizer.state_dict()
     sd["state"] = {
-        i: {k: (full(v) if keep else full(v).new_empty(0)) if torch.is_tensor(v) else v for k, v in s.items()}
-        for i, s in sd["state"].items()
+        i: {k: gathered(v, keep) if torch.is_tensor(v) else v for k, v in s.items()} for i, s in sd["state"].items()
     }
     return sd
 

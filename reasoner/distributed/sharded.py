@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from reasoner.distributed.full_state import load_full_state
 from reasoner.distributed.worker import LearnerSpec, LearnerWorker
 from reasoner.learner import UpdateStats
 from reasoner.types import TrainBatch
@@ -173,17 +174,14 @@ class ShardedLearner:
         weights, gathered from the shards, in a model built from the spec's directory here.
 
         Raises:
-            RuntimeError: the weights' names are not the model's (a parameter missing or extra).
+            ValueError: the weights do not fit that model (`reasoner.distributed.full_state.load_full_state`).
         """
         from transformers import AutoModelForCausalLM
 
         from reasoner.models import export_pretrained
 
         model = AutoModelForCausalLM.from_pretrained(self.spec.model_path, dtype=torch.float32)
-        missing, unexpected = model.load_state_dict(dict(self.export_weights()), strict=False)
-        params = {name for name, _ in model.named_parameters()}
-        if unexpected or params & set(missing):  # buffers may be missing: they keep their loaded values
-            raise RuntimeError(f"the learner's weights do not fit {self.spec.model_path}: {unexpected or missing}")
+        load_full_state(model, dict(self.export_weights()), f"the learner's weights for {self.spec.model_path}")
         export_pretrained(model, tokenizer, path)
 
     def close(self) -> None:

@@ -71,6 +71,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "trainer.eval_benchmark_samples",
         "trainer.eval_benchmark_problems",
         "trainer.threads",
+        "trainer.device",
         "trainer.reuse_heap",
         "trainer.micro_batch_size",
         "trainer.micro_batch_tokens",

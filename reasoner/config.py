@@ -9,6 +9,7 @@ so an unknown key or a wrong type fails at start naming the field (``trainer.lr_
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -574,6 +575,11 @@ class TrainerConfig:
     #: run learner matmuls in bf16 autocast (weights and optimizer state stay fp32); on a CPU
     #: without fast bf16 kernels (AVX2 only) the learner stays in fp32 (`reasoner.logprobs.autocast`).
     bf16_autocast: bool = True
+    #: where the trained models live and compute (`reasoner.models.train_device`): ``auto`` (the
+    #: first GPU when torch sees one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``. Batches are
+    #: built on the CPU and moved per micro-batch. With ``cluster=ray`` each learner rank uses the
+    #: GPU Ray gives it (``cluster.learner.gpus_per_worker``), whatever this says.
+    device: str = "auto"
     seed: int = 0
     #: torch intra-op threads; 0 = all cores.
     threads: int = 0
@@ -639,6 +645,12 @@ class TrainerConfig:
         check("trainer.eval_benchmark_samples", self.eval_benchmark_samples, self.eval_benchmark_samples >= 1, ">= 1")
         check(
             "trainer.eval_benchmark_problems", self.eval_benchmark_problems, self.eval_benchmark_problems >= 1, ">= 1"
+        )
+        check(
+            "trainer.device",
+            self.device,
+            self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device) is not None,
+            "auto, cpu, cuda or cuda:N",
         )
         check("trainer.lr", self.lr, self.lr > 0, "> 0")
         check("trainer.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")

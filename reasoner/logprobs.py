@@ -76,6 +76,24 @@ class PaddedBatch:
         if self.completion_mask is None:
             self.completion_mask = self.target_mask
 
+    def to(self, device: torch.device) -> PaddedBatch:
+        """This batch with its tensors on `device` (itself when they are there already)."""
+        if self.input_ids.device == device:
+            return self
+        shared = self.completion_mask is self.target_mask
+        target = self.target_mask.to(device)
+        completion = target if shared else self.completion_mask.to(device)
+        return PaddedBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), target, self.prompt_lens, completion
+        )
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of `module`'s first parameter (an FSDP2 ``DTensor``'s: its local shard's), where
+    the module's inputs must be; the CPU for a module without parameters."""
+    p = next(module.parameters(), None)
+    return torch.device("cpu") if p is None else p.device
+
 
 def pad_batch(
     sequences: list[list[int]], prompt_lens: list[int], pad_id: int, loss_masks: list[list[int]] | None = None
@@ -108,6 +126,10 @@ def completion_logprobs(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
 
+    The model runs on its own device (`module_device`: a GPU, or the CPU); `batch` may be on the
+    CPU, and the results come back on `batch`'s device, gradients flowing across. The per-token
+    loss terms, a few (n, L) tensors, are computed there.
+
     The LM head, log-softmax and entropy run over the M target positions in chunks of
     `chunk_tokens` (`head_logprobs`), so at most (chunk_tokens, V) logits exist at a time.
 
@@ -125,6 +147,7 @@ def completion_logprobs(
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
     """
+    home, batch = batch.input_ids.device, batch.to(module_device(model))
     mask = batch.target_mask
     decoder = model.get_decoder()
     # activation checkpointing recomputes each layer in the backward pass, which a key/value
@@ -142,13 +165,14 @@ def completion_logprobs(
     lp, ent = head_logprobs(
         model.get_output_embeddings(), h, targets, temperature, with_entropy, entropy_grad, chunk_tokens
     )
-    logp = torch.zeros(mask.shape, dtype=torch.float32)
+    logp = mask.new_zeros(mask.shape, dtype=torch.float32)
     logp[mask] = lp
     entropy = None
     if ent is not None:
-        entropy = torch.zeros(mask.shape, dtype=torch.float32)
+        entropy = mask.new_zeros(mask.shape, dtype=torch.float32)
         entropy[mask] = ent
-    return logp, entropy
+        entropy = entropy.to(home)
+    return logp.to(home), entropy
 
 
 class Scorer(torch.nn.Module):
@@ -227,31 +251,32 @@ def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: 
     n = batch.input_ids.shape[0]
     plens = batch.prompt_lens
     lens = batch.attention_mask.sum(-1).tolist()
-    owner, prompts = [], {}
+    owner, prompts, ids = [], {}, batch.input_ids.tolist()
     for i in range(n):
-        key = tuple(batch.input_ids[i, : plens[i]].tolist())
+        key = tuple(ids[i][: plens[i]])
         owner.append(prompts.setdefault(key, len(prompts)))
     if len(prompts) == n:
         return None
-    width = max(plens)
+    width, dev = max(plens), batch.input_ids.device
     p_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     p_mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for key, u in prompts.items():  # left padding: every prompt ends in the last column
         p_ids[u, width - len(key) :] = torch.tensor(key)
         p_mask[u, width - len(key) :] = 1
+    p_ids, p_mask = p_ids.to(dev), p_mask.to(dev)
     pre = decoder(
         input_ids=p_ids, attention_mask=p_mask, position_ids=(p_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True
     )
     cache = pre.past_key_values
-    rows = torch.tensor(owner)
+    rows = torch.tensor(owner, device=dev)
     cache.batch_select_indices(rows)  # one copy of its prompt's keys / values per row (a gather: gradients add up)
     comp_len = [lens[i] - plens[i] for i in range(n)]
-    c_ids = torch.full((n, max(max(comp_len), 1)), pad_id, dtype=torch.long)
+    c_ids = torch.full((n, max(max(comp_len), 1)), pad_id, dtype=torch.long, device=dev)
     c_mask = torch.zeros_like(c_ids)
     for i in range(n):
         c_ids[i, : comp_len[i]] = batch.input_ids[i, plens[i] : lens[i]]
         c_mask[i, : comp_len[i]] = 1
-    positions = torch.tensor(plens)[:, None] + torch.arange(c_ids.shape[1])
+    positions = torch.tensor(plens, device=dev)[:, None] + torch.arange(c_ids.shape[1], device=dev)
     out = decoder(
         input_ids=c_ids,
         attention_mask=torch.cat([p_mask[rows], c_mask], dim=-1),

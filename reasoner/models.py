@@ -97,6 +97,35 @@ def resolve_model_path(path: str) -> str:
     return path  # a hub id
 
 
+def train_device(name: str) -> Any:
+    """The ``torch.device`` of ``trainer.device`` `name`: ``auto`` is the first GPU when torch
+    sees one, else the CPU.
+
+    Raises:
+        ValueError: a GPU is asked for and torch sees none (a CPU build of torch, or no device).
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"trainer.device={name!r}: torch {torch.__version__} sees no CUDA device "
+            "(a CPU build, or CUDA_VISIBLE_DEVICES empty); use trainer.device=cpu or auto"
+        )
+    return device
+
+
+def load_policy(model_path: str, device: str = "auto") -> Any:
+    """The causal LM at `model_path` (a `resolve_model_path` result) with fp32 weights, on
+    ``train_device(device)``, for training."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(train_device(device))
+
+
 def load_tokenizer(model_path: str) -> Any:
     """The tokenizer of a `resolve_model_path` result.
 

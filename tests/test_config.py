@@ -10,7 +10,7 @@ from omegaconf.errors import ValidationError
 
 from reasoner.config import CONF_DIR, Backend, RunConfig, register_configs
 from reasoner.jobs.cli import to_run_config
-from reasoner.models import resolve_model_path
+from reasoner.models import resolve_model_path, train_device
 
 register_configs()
 
@@ -83,6 +83,7 @@ def test_benchmark_eval_needs_a_cadence():
         ("rollout.gpu_memory_utilization=1.5", "rollout.gpu_memory_utilization=1.5", r"in \(0, 1\]"),
         ("rollout.top_p=0", "rollout.top_p=0.0", r"in \(0, 1\]"),
         ("data.train=' '", "data.train=' '", "a source: arithmetic"),
+        ("trainer.device=gpu", "trainer.device='gpu'", "auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_config_errors_name_field_value_and_what_is_allowed(override, field, allowed):
@@ -103,6 +104,17 @@ def test_missing_model_paths_say_what_was_looked_for(tmp_path):
         resolve_model_path(str(tmp_path / "gone"))
     with pytest.raises(FileNotFoundError, match=rf"not an HF model directory \(looked for {tmp_path}/config.json\)"):
         resolve_model_path(str(tmp_path))
+
+
+def test_training_device_auto_is_the_cpu_here_and_a_gpu_that_is_absent_is_refused():
+    import torch
+
+    assert train_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert train_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"trainer.device='cuda:1': torch .* sees no CUDA device"):
+            train_device("cuda:1")
+    assert to_run_config(_compose(["trainer.device=cuda:1"])).trainer.device == "cuda:1"  # valid; resolved at load
 
 
 def test_rollout_dtype_choices():

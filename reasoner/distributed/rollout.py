@@ -22,6 +22,7 @@ import torch
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from reasoner.config import Backend, RolloutConfig
+from reasoner.rollout.base import budgets
 from reasoner.types import Completion
 
 #: what an engine answers when the caller's weights version is not the one it holds
@@ -55,7 +56,8 @@ class EngineActor:
         n: int,
         temperature: float,
         top_p: float,
-        max_tokens: int,
+        max_tokens: int | Sequence[int],
+        stop: Sequence[str],
         seed: int,
         version: int,
     ) -> list[list[Completion]] | str:
@@ -63,7 +65,7 @@ class EngineActor:
         if version != self.version:
             return STALE
         torch.manual_seed(seed)
-        return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens)
+        return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens, stop)
 
     def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]], version: int) -> None:
         self.engine.load_weights(named_tensors)
@@ -182,15 +184,23 @@ class RayEngines:
         return [self._finish(i, m, a, f) for (i, m, a), f in zip(calls, futures)]
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         """Engine i samples its chunk after seeding its process's torch RNG with a seed drawn from
         this process's (+ i): the samples follow the driver's RNG stream, which a checkpoint
         restores, so a resumed run samples what the uninterrupted one did (transformers engines;
         vLLM also draws from the seeded RNG on CPU), and a retried call samples the same."""
         base = int(torch.randint(0, 2**31 - len(self.actors), (1,)))
+        caps = budgets(max_tokens, len(prompt_ids))
+        part = lambda r: max_tokens if isinstance(max_tokens, int) else caps[r.start : r.stop]  # noqa: E731
         calls = [
-            (i, "generate", ([prompt_ids[j] for j in r], n, temperature, top_p, max_tokens, base + i))
+            (i, "generate", ([prompt_ids[j] for j in r], n, temperature, top_p, part(r), stop, base + i))
             for i, r in enumerate(chunks(len(prompt_ids), len(self.actors)))
             if len(r)
         ]

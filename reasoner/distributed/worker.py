@@ -26,7 +26,9 @@ from safetensors.torch import load_model
 
 from reasoner.config import AlgorithmConfig, TrainerConfig
 from reasoner.distributed.collective import ProcessGroup
+from reasoner.distributed.full_state import full
 from reasoner.learner import Learner, UpdateStats, companions
+from reasoner.models import load_policy
 from reasoner.types import TrainBatch
 
 
@@ -94,16 +96,19 @@ class LearnerWorker:
         """Join the process group (rank `rank` of `world`, rendezvous at `master`) and build the
         sharded learner of `spec`."""
         from torch.distributed.device_mesh import init_device_mesh
-        from transformers import AutoModelForCausalLM
 
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = master[0], str(master[1])
+        # Ray shows an actor only the GPUs it was given (CUDA_VISIBLE_DEVICES; none without
+        # cluster.learner.gpus_per_worker): its GPU is cuda:0, and without one the rank runs on CPUs
         cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(0)
         timeout = datetime.timedelta(seconds=spec.timeout_s)
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
         self.rank = rank
         torch.manual_seed(spec.trainer.seed)  # every rank starts from the same critic head
         mesh = init_device_mesh("cuda" if cuda else "cpu", (world,))
-        policy = AutoModelForCausalLM.from_pretrained(spec.model_path, dtype=torch.float32)
+        policy = load_policy(spec.model_path, "cuda" if cuda else "cpu")
         if spec.weights is not None:
             load_model(policy, spec.weights)
         ref, critic = companions(policy, spec.algo)
@@ -143,11 +148,9 @@ class LearnerWorker:
         return grads if self.rank == 0 else None
 
     def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:
-        """The policy's full weights by HF name (gathered from the shards, on every rank); rank 0
-        returns them, the others None."""
-        weights = [
-            (name, t.full_tensor() if hasattr(t, "full_tensor") else t) for name, t in self.learner.export_weights()
-        ]
+        """The policy's full weights by HF name (gathered from the shards, on every rank, onto the
+        CPU); rank 0 returns them, the others None."""
+        weights = [(name, full(t)) for name, t in self.learner.export_weights()]  # on the CPU, for the object store
         return weights if self.rank == 0 else None
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:

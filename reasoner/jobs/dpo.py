@@ -20,15 +20,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM
-
 from eval.metrics import wilson
 from reasoner.config import RunConfig, save_config
 from reasoner.dpo import reference_logprobs, run_dpo
 from reasoner.jobs.common import HeapTrimmer, hydra_job, open_run, pair_split, peak_rss_gb, release_free_heap
 from reasoner.jobs.rm import proportion
-from reasoner.models import export_pretrained, load_tokenizer, resolve_model_path
+from reasoner.models import export_pretrained, load_policy, load_tokenizer, resolve_model_path
 from reasoner.rollout.sync import named_weights, push_weights
 
 log = logging.getLogger("reasoner")
@@ -53,7 +50,7 @@ def run_dpo_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dic
     pad, bf16 = run.tokenizer.pad_token_id, tr.bf16_autocast
     if tr.eval_base:
         run.heldout_eval("base")
-    policy = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
+    policy = load_policy(run.model_path, cfg.trainer.device)
     held_ref = reference_logprobs(policy, held_tok, pad, d.micro_batch_size, bf16) if held_tok else None
     stats = run_dpo(policy, train_tok, d, pad, bf16, tr.seed, after_step=HeapTrimmer())
     release_free_heap()

@@ -22,7 +22,6 @@ import torch
 from safetensors.torch import save_model
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
-from transformers import AutoModelForCausalLM
 
 from eval.metrics import diff_interval, paired_diff_interval
 from eval.runner import PeriodicEval
@@ -46,7 +45,7 @@ from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, LearnerAPI, NonFiniteUpdateError, companions
 from reasoner.logprobs import sequence_logprobs
 from reasoner.metrics_log import Logger, check_loggers, compact_line, make_loggers
-from reasoner.models import resolve_model_path
+from reasoner.models import load_policy, resolve_model_path
 from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import rl_step
 from reasoner.rollout import RolloutEngineError
@@ -114,7 +113,7 @@ def run(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dict:
     # Ray installs its own SIGTERM handler when it starts: StopRequest's must be set after it
     with cluster_session(cfg.cluster) as cluster, StopRequest() as stop:
         state = setup(cfg, run_dir, stop, overrides, cluster)
-        policy = AutoModelForCausalLM.from_pretrained(state.ctx.model_path, dtype=torch.float32)
+        policy = load_policy(state.ctx.model_path, cfg.trainer.device)
         if state.ckpt is None:
             start_policy(state, policy)
         build_learner(state, policy)

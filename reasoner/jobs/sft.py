@@ -19,12 +19,9 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM
-
 from reasoner.config import RunConfig, save_config
 from reasoner.jobs.common import cold_start, hydra_job, open_run, peak_rss_gb
-from reasoner.models import export_pretrained
+from reasoner.models import export_pretrained, load_policy
 
 log = logging.getLogger("reasoner")
 
@@ -45,7 +42,7 @@ def run_sft_job(cfg: RunConfig, run_dir: Path, overrides: list[str] = ()) -> dic
     run = open_run(cfg, cfg.trainer.seed)
     if cfg.trainer.eval_base:
         run.heldout_eval("base")
-    policy = AutoModelForCausalLM.from_pretrained(run.model_path, dtype=torch.float32)
+    policy = load_policy(run.model_path, cfg.trainer.device)
     stats, cleaning = cold_start(cfg, run, policy, exclude=[p.problem for p in run.heldout])
     run.heldout_eval("after_sft")
     export_pretrained(policy, run.tokenizer, run_dir / "checkpoint")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -14,8 +14,11 @@ from reasoner.types import Completion
 class RolloutEngine(Protocol):
     """What the trainer needs from a sampler.
 
-    - ``generate(prompt_ids, n, temperature, top_p, max_tokens)``: for each of B prompts, n
-      completions with token ids, sampler log-probs and finish reason: ``[B][n]`` Completions.
+    - ``generate(prompt_ids, n, temperature, top_p, max_tokens, stop=())``: for each of B prompts,
+      n completions with token ids, sampler log-probs and finish reason: ``[B][n]`` Completions.
+      `max_tokens` is one budget for all prompts or one per prompt (B ints); a completion ends at
+      EOS, at the token that completes one of the `stop` strings (kept, with its log-prob;
+      finish reason ``stop``), or at its budget (``length``).
     - ``load_weights(named_tensors)``: replace the sampler's weights in memory, in place
       (HF checkpoint names, any float dtype).
     - ``sequence_logprobs(token_ids, prompt_len)``: log p(token_t | tokens_<t) for each
@@ -26,12 +29,31 @@ class RolloutEngine(Protocol):
     dtype: torch.dtype
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]: ...
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None: ...
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]: ...
+
+
+def budgets(max_tokens: int | Sequence[int], prompts: int) -> list[int]:
+    """`max_tokens` of ``generate`` as one budget per prompt (tokens).
+
+    Raises:
+        ValueError: a list whose length is not the number of prompts.
+    """
+    if isinstance(max_tokens, int):
+        return [max_tokens] * prompts
+    if len(max_tokens) != prompts:
+        raise ValueError(f"max_tokens has {len(max_tokens)} budgets for {prompts} prompts")
+    return list(max_tokens)
 
 
 class RolloutEngineError(RuntimeError):
@@ -62,10 +84,16 @@ class GuardedEngine:
             ) from err
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         with self._guard("generate"):
-            return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens)
+            return self.engine.generate(prompt_ids, n, temperature, top_p, max_tokens, stop)
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         with self._guard("load_weights"):

@@ -10,11 +10,13 @@ SmolLM2's 49,152-token vocabulary).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
+from reasoner.models import load_policy
+from reasoner.rollout.base import budgets
 from reasoner.types import Completion
 
 
@@ -49,22 +51,30 @@ class ChosenTokenLogprobs(LogitsProcessor):
 
 
 class HFEngine:
-    """`RolloutEngine` on ``transformers`` ``generate``."""
+    """`RolloutEngine` on ``transformers`` ``generate``, on the first GPU when torch sees one, else
+    the CPU (`reasoner.models.train_device` ``auto``)."""
 
     dtype = torch.float32
 
     def __init__(self, model_path: str, seed: int) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+        self.model = load_policy(model_path).eval()
         self.generator_seed = seed
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        caps = budgets(max_tokens, len(prompt_ids))
         width = max(len(p) for p in prompt_ids)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids])
-        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids])
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.model.device)
+        attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.model.device)
         sample = temperature > 0
         record = ChosenTokenLogprobs(temperature if sample else 1.0)
         with torch.no_grad():
@@ -75,28 +85,51 @@ class HFEngine:
                 temperature=temperature if sample else None,
                 top_p=top_p if sample else None,
                 top_k=0 if sample else None,
-                max_new_tokens=max_tokens,
+                max_new_tokens=max(caps),
                 num_return_sequences=n,
                 logits_processor=LogitsProcessorList([record]),
                 return_dict_in_generate=True,
                 pad_token_id=pad,
                 eos_token_id=eos,
+                stop_strings=list(stop) or None,
+                tokenizer=self.tokenizer if stop else None,
             )
         new = out.sequences[:, width:]  # (B*n, T)
         lp = record.finish(out.sequences)  # (B*n, T)
         batch: list[list[Completion]] = []
         for row in range(new.shape[0]):
-            toks = new[row].tolist()
-            stop = toks.index(eos) + 1 if eos in toks else len(toks)
-            toks = toks[:stop]
-            reason = "stop" if toks and toks[-1] == eos else "length"
+            toks = new[row].tolist()[: caps[row // n]]
+            # the first of: EOS (kept), the token completing a stop string (kept; the row is padded
+            # with EOS after it, which is not part of it), the prompt's budget
+            end = toks.index(eos) + 1 if eos in toks else len(toks)
+            end = min(end, self._stop_end(toks[:end], stop))
+            toks = toks[:end]
+            ended = bool(toks) and (toks[-1] == eos or self._stop_end(toks, stop) == len(toks))
             comp = Completion(
-                toks, self.tokenizer.decode(toks, skip_special_tokens=True), lp[row, :stop].tolist(), reason
+                toks,
+                self.tokenizer.decode(toks, skip_special_tokens=True),
+                lp[row, :end].tolist(),
+                "stop" if ended else "length",
             )
             if row % n == 0:
                 batch.append([])
             batch[-1].append(comp)
         return batch
+
+    def _stop_end(self, toks: list[int], stop: Sequence[str]) -> int:
+        """The length of the shortest prefix of `toks` whose text contains one of `stop`
+        (``len(toks) + 1`` when none does): a binary search, as containment only grows."""
+        decode = lambda k: self.tokenizer.decode(toks[:k], skip_special_tokens=True)  # noqa: E731
+        if not stop or not any(s in decode(len(toks)) for s in stop):
+            return len(toks) + 1
+        lo, hi = 1, len(toks)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if any(s in decode(mid) for s in stop):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         params = self.model.state_dict(keep_vars=True)  # tied weights appear under both names

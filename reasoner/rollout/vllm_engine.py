@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
 from reasoner.config import RolloutConfig, RolloutDtype
 from reasoner.logprobs import fast_bf16_cpu
+from reasoner.rollout.base import budgets
 from reasoner.types import Completion
 
 #: vLLM warnings that are expected in this setting and harmless: (logger, message start, why).
@@ -150,18 +151,33 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(
-        self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float, max_tokens: int
+        self,
+        prompt_ids: list[list[int]],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int | Sequence[int],
+        stop: Sequence[str] = (),
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=n,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            logprobs=0 if temperature > 0 else None,
+        def params(budget: int) -> SamplingParams:
+            return SamplingParams(
+                n=n,
+                temperature=temperature,
+                top_p=top_p,
+                max_tokens=budget,
+                logprobs=0 if temperature > 0 else None,
+                stop=list(stop) or None,
+                include_stop_str_in_output=True,
+            )
+
+        per_prompt = (
+            params(max_tokens)
+            if isinstance(max_tokens, int)
+            else list(map(params, budgets(max_tokens, len(prompt_ids))))
         )
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], per_prompt, use_tqdm=False)
         batch = []
         for out in outputs:
             group = []

@@ -14,7 +14,7 @@ from eval.samples import Key, Sample
 from eval.summary import summarize
 from reasoner.prompts import prompt_ids
 from reasoner.rollout.base import RolloutEngine
-from reasoner.types import Completion, Problem
+from reasoner.types import Completion, Episode, Problem
 from verifiers.base import Verifier
 from verifiers.registry import build_verifier
 
@@ -41,6 +41,11 @@ class Verifiers:
         for v in self._built.values():
             v.close()
         self._built.clear()
+
+
+def episode_counts(e: Episode) -> tuple[int, int, int]:
+    """(turns, tool calls, tool calls that failed) of an episode."""
+    return e.turns, len(e.calls), sum(c.error is not None for c in e.calls)
 
 
 def longest_prompt(tokenizer: Any, bench: Benchmark, problems: Sequence[Problem]) -> int:
@@ -90,7 +95,8 @@ def sample_benchmark(
     )
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        prompts = {p.id: prompt_ids(tokenizer, p.problem, bench.template) for p, _ in part}
+        tools = getattr(engine, "instructions", "")  # an `reasoner.envs.episodes.EpisodeEngine`'s
+        prompts = {p.id: prompt_ids(tokenizer, p.problem, bench.template, tools) for p, _ in part}
         drafts: list[tuple[Problem, int, Completion]] = []
         for count in sorted(Counter(len(m) for _, m in part)):  # one engine call per missing-sample count
             group = [(p, m) for p, m in part if len(m) == count]
@@ -106,12 +112,13 @@ def sample_benchmark(
                 i,
                 tokenizer.decode(prompts[p.id]),
                 c.text,
-                len(c.token_ids),
+                c.policy_tokens,
                 c.truncated,
                 v.correct,
                 v.score,
                 v.extracted,
                 v.reason,
+                *(() if c.episode is None else episode_counts(c.episode)),
             )
             for (p, i, c), v in zip(drafts, verdicts)
         ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -35,6 +35,8 @@ class Sample:
         score: the verifier's score in [0, 1].
         extracted: the answer (math) or program (code) the verifier took from the completion.
         reason: the verifier's reason (``"numeric match"``, ``"no answer"``, ``"failed ..."``).
+        turns, tool_calls, tool_errors: of a multi-turn episode (`reasoner.types.Episode`); 1, 0, 0
+            for a single completion.
     """
 
     benchmark: str
@@ -48,6 +50,9 @@ class Sample:
     score: float
     extracted: str | None
     reason: str
+    turns: int = 1
+    tool_calls: int = 0
+    tool_errors: int = 0
 
     @property
     def key(self) -> Key:
@@ -55,19 +60,7 @@ class Sample:
 
     def with_verdict(self, v: VerifyResult) -> Sample:
         """This sample re-scored with verdict `v`."""
-        return Sample(
-            self.benchmark,
-            self.problem_id,
-            self.index,
-            self.prompt,
-            self.completion,
-            self.tokens,
-            self.truncated,
-            v.correct,
-            v.score,
-            v.extracted,
-            v.reason,
-        )
+        return replace(self, correct=v.correct, score=v.score, extracted=v.extracted, reason=v.reason)
 
 
 class SampleFile:

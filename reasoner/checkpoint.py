@@ -127,11 +127,14 @@ def resume_changes(
 ) -> tuple[dict[str, tuple[Any, Any]], dict[str, tuple[Any, Any]]]:
     """Fields whose value differs between a checkpoint's config and the current one, both as
     `flat_config` gives them, split into (allowed on resume, refused): field -> (saved, current).
-    A field present on one side only counts as changed (its value on the other side is
-    ``"<absent>"``)."""
+    A field the checkpoint lacks (added to the schema after it was written) counts as its default
+    (what the run that wrote it used); another field present on one side only counts as changed
+    (its value on the other side is ``"<absent>"``)."""
+    schema = OmegaConf.structured(RunConfig)  # the fields' defaults (the class, not an instance: no checks)
+    defaults = flat_config(OmegaConf.to_container(schema, resolve=True, enum_to_str=True))
     allowed, refused = {}, {}
     for name in sorted(saved.keys() | current.keys()):
-        old, new = saved.get(name, "<absent>"), current.get(name, "<absent>")
+        old, new = saved.get(name, defaults.get(name, "<absent>")), current.get(name, "<absent>")
         if old != new:
             safe = name in RESUME_SAFE_FIELDS or name.startswith(RESUME_SAFE_GROUPS)
             (allowed if safe else refused)[name] = (old, new)

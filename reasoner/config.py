@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -129,6 +130,9 @@ class SFTConfig:
     examples: int = 512
     #: ``arithmetic`` source only: share of worked solutions written tersely (answer, no steps).
     terse_fraction: float = 0.5
+    #: ``arithmetic`` source with tools on (``env``): share of examples that demonstrate a call of
+    #: the python tool (`reasoner.data.arithmetic.tool_turns`); the rest work step by step.
+    tool_fraction: float = 0.5
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 16
@@ -142,6 +146,7 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         check("sft.terse_fraction", self.terse_fraction, 0 <= self.terse_fraction <= 1, "in [0, 1]")
+        check("sft.tool_fraction", self.tool_fraction, 0 <= self.tool_fraction <= 1, "in [0, 1]")
         check("sft.examples", self.examples, self.examples >= 1, ">= 1")
         check("sft.epochs", self.epochs, self.epochs >= 1, ">= 1")
         check("sft.lr", self.lr, self.lr > 0, "> 0")
@@ -742,6 +747,44 @@ class ClusterConfig:
 
 
 @dataclass
+class EnvConfig:
+    """Multi-turn rollouts with tools (`reasoner.envs`): with tools or an environment set, each
+    rollout is an episode of model turns and tool messages; empty (the default), one completion."""
+
+    #: tools the model may call, each ``{name: python, ...}`` (registered in the ``reasoner.tools``
+    #: entry-point group: python, search) or ``{_target_: pkg.Tool, ...}``; their keys are the
+    #: tool's keyword arguments.
+    tools: list[Any] = field(default_factory=list)
+    #: an `reasoner.envs.base.Environment` instead of the tool environment: ``{name: ...}`` (group
+    #: ``reasoner.environments``) or ``{_target_: ...}``; null = `reasoner.envs.tools.ToolEnvironment`.
+    environment: Any = None
+    #: model turns per episode; a tool call in the last one is not run.
+    max_turns: int = 4
+    #: tokens of an episode after its prompt, the model's and the tool messages' (the model's
+    #: turns are capped by ``rollout.max_tokens`` each).
+    max_episode_tokens: int = 512
+    #: tokens of one tool message's content (cut with a marker).
+    max_observation_tokens: int = 256
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tools) or self.environment is not None
+
+    def __post_init__(self) -> None:
+        check("env.max_turns", self.max_turns, self.max_turns >= 1, ">= 1")
+        check("env.max_episode_tokens", self.max_episode_tokens, self.max_episode_tokens >= 1, ">= 1")
+        ok = self.max_observation_tokens >= 1
+        check("env.max_observation_tokens", self.max_observation_tokens, ok, ">= 1")
+        for i, spec in enumerate(self.tools):
+            ok = isinstance(spec, Mapping) and ("name" in spec or "_target_" in spec)
+            check(f"env.tools[{i}]", spec, ok, "a mapping with 'name' (a registered tool) or '_target_'")
+        if self.environment is not None:
+            spec = self.environment
+            ok = isinstance(spec, Mapping) and ("name" in spec or "_target_" in spec)
+            check("env.environment", spec, ok, "null, or a mapping with 'name' or '_target_'")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -756,10 +799,18 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+    @property
+    def length_budget(self) -> int:
+        """The most tokens a sample's response may hold (the length terms' and
+        ``seq_mean_token_sum_norm``'s L_max): ``env.max_episode_tokens`` for episodes, else
+        ``rollout.max_tokens``."""
+        return self.env.max_episode_tokens if self.env.enabled else self.rollout.max_tokens
 
     def __post_init__(self) -> None:
         """The rules that join two groups (each group checks its own fields when it is built)."""
-        a, t, r = self.algorithm, self.trainer, self.rollout
+        a, t = self.algorithm, self.trainer
         batch = t.prompts_per_step * a.sampling.group_size
         check(
             "algorithm.mini_batches",
@@ -767,8 +818,13 @@ class RunConfig:
             a.mini_batches <= batch,
             "<= trainer.prompts_per_step * algorithm.sampling.group_size",
         )
-        ok = a.shaping.overlong_buffer < r.max_tokens
-        check("algorithm.shaping.overlong_buffer", a.shaping.overlong_buffer, ok, "< rollout.max_tokens")
+        ok = a.shaping.overlong_buffer < self.length_budget
+        check(
+            "algorithm.shaping.overlong_buffer",
+            a.shaping.overlong_buffer,
+            ok,
+            "< rollout.max_tokens (or env.max_episode_tokens)",
+        )
         workers = self.cluster.learner.workers
         ok = self.cluster.kind is ClusterKind.local or workers <= t.prompts_per_step
         check("cluster.learner.workers", workers, ok, "<= trainer.prompts_per_step (each rank trains whole groups)")

@@ -26,13 +26,16 @@ R1_SYSTEM = (
 )
 
 
-def messages(problem: str, template: Template) -> list[dict[str, str]]:
-    """Chat messages for a problem under a prompt template."""
+def messages(problem: str, template: Template, tools: str = "") -> list[dict[str, str]]:
+    """Chat messages for a problem under a prompt template; `tools` (the environment's
+    instructions, `reasoner.envs`) is a system message, after the r1 one's text."""
     if template == Template.r1:
-        return [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": problem}]
+        system = f"{R1_SYSTEM}\n\n{tools}" if tools else R1_SYSTEM
+        return [{"role": "system", "content": system}, {"role": "user", "content": problem}]
+    head = [{"role": "system", "content": tools}] if tools else []
     if template == Template.code:
-        return [{"role": "user", "content": f"{problem}\n{CODE_INSTRUCTION}"}]
-    return [{"role": "user", "content": f"{problem}\n{INSTRUCTION}"}]
+        return [*head, {"role": "user", "content": f"{problem}\n{CODE_INSTRUCTION}"}]
+    return [*head, {"role": "user", "content": f"{problem}\n{INSTRUCTION}"}]
 
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
@@ -79,9 +82,9 @@ def target_text(problem: Problem, template: Template) -> str:
     return f"{reasoning}\n{final}"
 
 
-def prompt_ids(tokenizer: Any, problem: str, template: Template) -> list[int]:
-    """Token ids of the chat-templated prompt, ending with the assistant turn's header."""
-    ids = tokenizer.apply_chat_template(messages(problem, template), add_generation_prompt=True, tokenize=True)
+def prompt_ids(tokenizer: Any, problem: str, template: Template, tools: str = "") -> list[int]:
+    """Token ids of the chat-templated prompt (`messages`), ending with the assistant turn's header."""
+    ids = tokenizer.apply_chat_template(messages(problem, template, tools), add_generation_prompt=True, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return list(ids)

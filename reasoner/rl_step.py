@@ -30,7 +30,7 @@ from reasoner.prompts import Template, prompt_ids
 from reasoner.rewards import Reward, add_length_terms, policy_lengths
 from reasoner.rollout.base import RolloutEngine
 from reasoner.rollout.sync import SyncProbe, check_sync, push_weights
-from reasoner.types import PromptBatch, RolloutBatch, Rows, ScoredBatch, TrainBatch
+from reasoner.types import Completion, PromptBatch, RolloutBatch, Rows, ScoredBatch, TrainBatch
 
 PHASES = ("generate", "reward", "filter", "logprobs", "advantages", "update", "sync")
 
@@ -116,12 +116,42 @@ class StepResult:
             **{f"time/{k}": v for k, v in self.seconds.items()},
             "perf/tokens_per_s": float(lengths.sum()) / self.seconds["step"],
             "data/problem_ids": [p.id for p in s.rollouts.prompts.problems],
+            **episode_metrics([c for g in completions for c in g]),
         }
 
 
-def render_prompts(tokenizer: Any, problems: list, template: Template) -> PromptBatch:
-    """The problems' chat-templated prompts, as token ids and as text (`reasoner.prompts.prompt_ids`)."""
-    ids = [prompt_ids(tokenizer, p.problem, template) for p in problems]
+def episode_metrics(completions: list[Completion]) -> dict[str, float]:
+    """``episode/`` metrics of multi-turn rollouts (`reasoner.types.Episode`), means per episode:
+    turns, tool calls, the share that called a tool, failed calls (``tool_errors``, with
+    ``tool_timeouts`` among them), seconds in tools, tokens of tool messages (not trained on) and
+    of the model; calls per tool (``episode/calls/<tool>``); the share ended by each cause
+    (``episode/ended/<answer|max_turns|budget>``). Empty for single-turn rollouts."""
+    eps = [c.episode for c in completions if c.episode is not None]
+    if not eps:
+        return {}
+    n = len(eps)
+    calls = [call for e in eps for call in e.calls]
+    out = {
+        "episode/turns": sum(e.turns for e in eps) / n,
+        "episode/tool_calls": len(calls) / n,
+        "episode/tool_use_frac": sum(bool(e.calls) for e in eps) / n,
+        "episode/tool_errors": sum(c.error is not None for c in calls) / n,
+        "episode/tool_timeouts": sum(c.error == "timeout" for c in calls) / n,
+        "episode/tool_seconds": sum(c.seconds for c in calls) / n,
+        "episode/tool_tokens": sum(len(c.token_ids) - c.policy_tokens for c in completions if c.episode) / n,
+        "episode/model_tokens": sum(c.policy_tokens for c in completions if c.episode) / n,
+    }
+    for tool in sorted({c.tool for c in calls}):
+        out[f"episode/calls/{tool or 'unreadable'}"] = sum(c.tool == tool for c in calls) / n
+    for cause in ("answer", "max_turns", "budget"):
+        out[f"episode/ended/{cause}"] = sum(e.ended == cause for e in eps) / n
+    return out
+
+
+def render_prompts(tokenizer: Any, problems: list, template: Template, tools: str = "") -> PromptBatch:
+    """The problems' chat-templated prompts, as token ids and as text (`reasoner.prompts.prompt_ids`;
+    `tools`: the environment's instructions)."""
+    ids = [prompt_ids(tokenizer, p.problem, template, tools) for p in problems]
     return PromptBatch(problems, ids, [tokenizer.decode(x) for x in ids])
 
 
@@ -208,8 +238,11 @@ def sample_groups(
     algo: AlgorithmConfig,
     rollout: RolloutConfig,
     t: Timer,
+    length_budget: int | None = None,
 ) -> tuple[ScoredBatch, list[int], int, dict[str, float]]:
     """The generate, reward and filter phases of step `step`, timed in `t`, for B = `b` prompts.
+    The length terms measure against `length_budget` (``RunConfig.length_budget``; None:
+    ``rollout.max_tokens``).
 
     Without dynamic sampling one round is generated and every group kept. With it (DAPO §3.3),
     only informative groups are kept (`informative_groups`), and another B prompts are drawn
@@ -225,7 +258,8 @@ def sample_groups(
     kept: list[int] = []
     while True:
         with t("generate"):
-            batch_prompts = render_prompts(tokenizer, prompts.next_batch(b), template)
+            tools = getattr(engine, "instructions", "")  # an `reasoner.envs.episodes.EpisodeEngine`'s
+            batch_prompts = render_prompts(tokenizer, prompts.next_batch(b), template, tools)
             rollouts = generate(engine, batch_prompts, algo.sampling.group_size, rollout)
         with t("reward"):
             rounds.append(reward(rollouts))
@@ -236,7 +270,8 @@ def sample_groups(
             break
     with t("reward"):
         scored = ScoredBatch.cat(rounds) if len(rounds) > 1 else rounds[0]
-        scored, length_metrics = add_length_terms(scored, algo.shaping, rollout.max_tokens, step)
+        budget = rollout.max_tokens if length_budget is None else length_budget
+        scored, length_metrics = add_length_terms(scored, algo.shaping, budget, step)
     return scored, kept[:b], len(rounds), length_metrics
 
 
@@ -252,8 +287,10 @@ def rl_step(
     rollout: RolloutConfig,
     prompts_per_step: int,
     probe: SyncProbe | None,
+    length_budget: int | None = None,
 ) -> StepResult:
-    """Run RL step `step` (1-based), phase by phase (module docstring).
+    """Run RL step `step` (1-based), phase by phase (module docstring); `length_budget`: as
+    `sample_groups`'s.
 
     When no group is kept (`sample_groups`), or every verdict is a verifier error (a dead
     verifier scores every sample 0: those are not the model's rewards), the learner's phases and
@@ -268,7 +305,7 @@ def rl_step(
     """
     t, begin = Timer(), time.perf_counter()
     scored, kept, rounds, length_metrics = sample_groups(
-        step, prompts, prompts_per_step, tokenizer, template, engine, reward, algo, rollout, t
+        step, prompts, prompts_per_step, tokenizer, template, engine, reward, algo, rollout, t, length_budget
     )
     stats, drift = UpdateStats.skipped(), float("nan")
     failed = all(v.reason.startswith("error") for row in scored.verdicts for v in row)

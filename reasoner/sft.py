@@ -21,6 +21,7 @@ import torch
 
 from reasoner.algorithms.aggregate import token_mean
 from reasoner.config import SFTConfig
+from reasoner.envs.render import ToolMessages
 from reasoner.fit import epoch_batches, fit
 from reasoner.logprobs import autocast, completion_logprobs, pad_batch
 from reasoner.prompts import Template, prompt_ids, target_text
@@ -41,19 +42,47 @@ class SFTStats:
 
 
 def build_examples(
-    problems: Sequence[Problem], tokenizer: Any, template: Template, max_tokens: int
-) -> tuple[list[list[int]], list[int], int]:
-    """Tokenize (prompt, target) pairs. Returns (sequences, prompt_lens, dropped_count)."""
-    seqs, plens, dropped = [], [], 0
+    problems: Sequence[Problem],
+    tokenizer: Any,
+    template: Template,
+    max_tokens: int,
+    tools: tuple[str, ToolMessages] | None = None,
+) -> tuple[list[list[int]], list[int], int, list[list[int]]]:
+    """Tokenize (prompt, target) pairs.
+
+    With `tools` (the environment's instructions and its tool-message renderer), the prompt lists
+    the tools, and a problem with a tool-call demonstration (``meta["turns"]``: ``[(role, text)]``,
+    roles ``model`` and ``tool``) is an episode: each model turn's tokens, then each tool output as
+    the tool message an episode appends (`reasoner.envs.render.ToolMessages`: loss-mask 0, not
+    trained on), then the end-of-turn token; the same token layout RL samples.
+
+    Returns:
+        (sequences, prompt_lens, dropped_count, loss masks over each target).
+    """
+    seqs, plens, masks, dropped = [], [], [], 0
+    instructions, messages = tools if tools is not None else ("", None)
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     for p in problems:
-        prompt = prompt_ids(tokenizer, p.problem, template)
-        target = tokenizer(target_text(p, template) + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        prompt = prompt_ids(tokenizer, p.problem, template, instructions)
+        turns = p.meta.get("turns") if messages is not None else None
+        if turns:
+            target, mask = [], []
+            for role, text in turns:
+                ids = encode(text) if role == "model" else messages.ids(text)
+                target += ids
+                mask += [int(role == "model")] * len(ids)
+            target.append(tokenizer.eos_token_id)
+            mask.append(1)
+        else:
+            target = encode(target_text(p, template) + tokenizer.eos_token)
+            mask = [1] * len(target)
         if len(prompt) + len(target) > max_tokens:
             dropped += 1
             continue
         seqs.append(prompt + list(target))
         plens.append(len(prompt))
-    return seqs, plens, dropped
+        masks.append(mask)
+    return seqs, plens, dropped, masks
 
 
 def length_grouped_batches(
@@ -86,15 +115,17 @@ def run_sft(
     bf16_autocast: bool = True,
     seed: int = 0,
     after_step: Callable[[], None] | None = None,
+    tools: tuple[str, ToolMessages] | None = None,
 ) -> SFTStats:
     """Fine-tune `model` in place on the worked solutions of `problems`; `after_step` is called
-    after every optimizer step (the jobs hand freed heap memory back there).
+    after every optimizer step (the jobs hand freed heap memory back there); `tools`: as
+    `build_examples`'s (tool-call demonstrations, tool messages not trained on).
 
     Raises:
         ValueError: no example fits in ``cfg.max_tokens`` or a problem lacks a solution.
     """
     start = time.perf_counter()
-    seqs, plens, dropped = build_examples(problems, tokenizer, template, cfg.max_tokens)
+    seqs, plens, dropped, masks = build_examples(problems, tokenizer, template, cfg.max_tokens, tools)
     if not seqs:
         raise ValueError(f"no SFT example fits in sft.max_tokens={cfg.max_tokens}")
     rng = random.Random(seed)
@@ -103,10 +134,12 @@ def run_sft(
         batches = [b for _ in range(cfg.epochs) for b in length_grouped_batches(lengths, cfg.batch_size, rng)]
     else:
         batches = epoch_batches(len(seqs), cfg.batch_size, cfg.epochs, rng)
-    targets = [len(q) - p for q, p in zip(seqs, plens)]
+    targets = [sum(m) for m in masks]
 
     def micro_loss(batch: Sequence[int], idx: Sequence[int]) -> torch.Tensor:
-        padded = pad_batch([seqs[i] for i in idx], [plens[i] for i in idx], tokenizer.pad_token_id)
+        padded = pad_batch(
+            [seqs[i] for i in idx], [plens[i] for i in idx], tokenizer.pad_token_id, [masks[i] for i in idx]
+        )
         with autocast(bf16_autocast):
             logp, _ = completion_logprobs(model, padded)
         return token_mean(-logp, padded.target_mask.float(), sum(targets[i] for i in batch))

@@ -42,18 +42,49 @@ class PromptBatch:
 
 
 @dataclass
+class ToolCallRecord:
+    """One tool call of an episode: the tool (``""``: none could be read), its error class (None,
+    or `reasoner.envs.base.ToolOutput.error`), wall seconds, and the tokens of its tool message."""
+
+    tool: str
+    error: str | None
+    seconds: float
+    tokens: int
+
+
+@dataclass
+class Episode:
+    """How a multi-turn rollout went (`reasoner.envs.episodes`).
+
+    Attributes:
+        turns: model turns.
+        calls: the tool calls run, in order.
+        ended: ``answer`` (a turn without a tool call), ``max_turns`` (a call in the last turn,
+            not run), ``budget`` (``env.max_episode_tokens``, the context or a turn's cap ran out).
+        transcript: the whole episode as text, special tokens and tool messages included.
+    """
+
+    turns: int
+    calls: list[ToolCallRecord]
+    ended: str
+    transcript: str
+
+
+@dataclass
 class Completion:
     """One sampled completion.
 
     Attributes:
         token_ids: T_i completion token ids (EOS included when the model stopped).
-        text: decoded completion (special tokens skipped).
+        text: decoded completion (special tokens skipped); of an episode, the model's own turns
+            only (what the reward reads: a tool's output cannot hold the answer).
         logprobs: sampler log-probabilities (nats) of the tokens the policy generated, one per
             1 in `loss_mask`, or empty.
         finish_reason: ``"stop"`` (EOS / stop string) or ``"length"`` (hit max_tokens).
         loss_mask: T_i flags, 1 for a token the policy sampled, 0 for one it did not (a tool's
             output inside a multi-turn episode): only 1s are trained on, scored for the KL and
             counted as response length. All ones when not given.
+        episode: how a multi-turn episode went (`Episode`); None for a single completion.
 
     Raises:
         ValueError: `loss_mask` and `token_ids` differ in length.
@@ -64,6 +95,7 @@ class Completion:
     logprobs: list[float]
     finish_reason: str
     loss_mask: list[int] | None = None
+    episode: Episode | None = None
 
     def __post_init__(self) -> None:
         if self.loss_mask is None:

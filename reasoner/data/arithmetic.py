@@ -7,14 +7,22 @@ right after a short cold start, so that GRPO groups have reward variance. Levels
     2: a ± b ± c             (2-digit operands, 2 steps)
     3: a × b ± c             (1-digit × 2-digit, then a 2-digit operand, 2 steps)
     4: a × b ± c ± d         (3 steps)
+    5: a × b ± c             (2-digit × 2-digit, then a 3-digit operand, 2 steps: beyond what a
+                              135M model computes reliably, but one Python call away)
 
-Results are never negative. Generation is deterministic in (n, levels, seed, terse_fraction).
+Results are never negative. Generation is deterministic in (n, levels, seed, terse_fraction,
+tool_fraction).
 
 Worked solutions come in two styles, as in real SFT data where some solutions show their work
 and some do not: step by step (one line per operation, the default) or terse (``a + b - c = r.``,
 the answer with no intermediate result). A cold start on a mix teaches both; for a small model
 the terse style is much less accurate, so GRPO has a behaviour to learn that generalizes across
 problems: work step by step (see README, "Why this data").
+
+Tool demonstrations: a `tool_fraction` share of the problems also carry, in ``meta["turns"]``, a
+worked solution that calls the ``python`` tool (`tool_turns`), used by the cold start when the run
+has the tool (``env=python``); the others, and every problem without the tool, keep the
+step-by-step text.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Iterable, Sequence
 
 from reasoner.types import Problem
 
-LEVELS = (1, 2, 3, 4)
+LEVELS = (1, 2, 3, 4, 5)
 
 
 def _operands(level: int, rng: random.Random) -> tuple[list[int], list[str]]:
@@ -37,6 +45,8 @@ def _operands(level: int, rng: random.Random) -> tuple[list[int], list[str]]:
         return [two(), rng.randint(2, 9), two()], ["*", rng.choice("+-")]
     if level == 4:
         return [two(), rng.randint(2, 9), two(), two()], ["*", rng.choice("+-"), rng.choice("+-")]
+    if level == 5:
+        return [two(), two(), rng.randint(100, 999)], ["*", rng.choice("+-")]
     raise ValueError(f"arithmetic level {level!r} is not one of {LEVELS}")
 
 
@@ -65,11 +75,28 @@ def make_problem(level: int, rng: random.Random) -> Problem | None:
     )
 
 
+def tool_turns(p: Problem) -> list[tuple[str, str]]:
+    """A worked solution of arithmetic problem `p` that calls the ``python`` tool: ``[(role,
+    text)]`` with roles ``model`` and ``tool`` (the tool's output as the python tool prints it)."""
+    expr = p.problem.removeprefix("What is ").removesuffix("?").replace("×", "*")
+    return [
+        ("model", f"Let me compute it.\n<python>\nprint({expr})\n</python>"),
+        ("tool", f"{p.answer}\n"),
+        ("model", f"The final answer is \\boxed{{{p.answer}}}."),
+    ]
+
+
 def generate(
-    n: int, levels: Sequence[int], seed: int, exclude: Iterable[str] = (), terse_fraction: float = 0.0
+    n: int,
+    levels: Sequence[int],
+    seed: int,
+    exclude: Iterable[str] = (),
+    terse_fraction: float = 0.0,
+    tool_fraction: float = 0.0,
 ) -> list[Problem]:
     """`n` distinct problems, levels drawn uniformly from `levels`, none whose text is in `exclude`;
-    a `terse_fraction` share of them (drawn independently) get the terse solution style.
+    a `terse_fraction` share of them (drawn independently) get the terse solution style, and a
+    `tool_fraction` share (drawn independently again) a tool-call demonstration (`tool_turns`).
 
     Raises:
         ValueError: an unknown level, or `n` larger than the distinct problems available.
@@ -77,9 +104,10 @@ def generate(
     for level in levels:
         if level not in LEVELS:
             raise ValueError(f"data.arithmetic_levels has {level!r}; allowed: {LEVELS}")
-    if not 0.0 <= terse_fraction <= 1.0:
-        raise ValueError(f"terse_fraction={terse_fraction!r} must be in [0, 1]")
-    rng, style_rng = random.Random(seed), random.Random(seed + 7919)
+    for name, share in (("terse_fraction", terse_fraction), ("tool_fraction", tool_fraction)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{name}={share!r} must be in [0, 1]")
+    rng, style_rng, tool_rng = random.Random(seed), random.Random(seed + 7919), random.Random(seed + 104729)
     seen, out = set(exclude), []
     tries = 0
     while len(out) < n:
@@ -92,5 +120,8 @@ def generate(
         seen.add(p.problem)
         terse = style_rng.random() < terse_fraction
         solution = f"{p.problem.removeprefix('What is ').removesuffix('?')} = {p.answer}." if terse else p.solution
-        out.append(Problem(f"arith-s{seed}-{len(out)}", p.problem, p.answer, solution, {**p.meta, "terse": terse}))
+        meta = {**p.meta, "terse": terse}
+        if tool_rng.random() < tool_fraction:
+            meta["turns"] = tool_turns(p)
+        out.append(Problem(f"arith-s{seed}-{len(out)}", p.problem, p.answer, solution, meta))
     return out

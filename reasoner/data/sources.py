@@ -237,6 +237,7 @@ def load_problems(
     exclude: Sequence[str] = (),
     on_bad_row: str = "error",
     terse_fraction: float = 0.0,
+    tool_fraction: float = 0.0,
 ) -> list[Problem]:
     """Load, validate and (seeded) shuffle problems; keep the first `n` if given.
 
@@ -250,6 +251,7 @@ def load_problems(
         on_bad_row: ``"error"`` raises `BadRowError`; ``"skip"`` drops bad rows with a warning
             naming them.
         terse_fraction: ``arithmetic`` only: share of worked solutions in the terse style.
+        tool_fraction: ``arithmetic`` only: share of problems with a tool-call demonstration.
 
     Raises:
         BadRowError: a bad row, with ``on_bad_row="error"`` (names source, row and field).
@@ -259,7 +261,7 @@ def load_problems(
     if source == "arithmetic":
         if n is None:
             raise ValueError("the 'arithmetic' source needs a problem count n")
-        return arithmetic.generate(n, levels, seed, exclude, terse_fraction)
+        return arithmetic.generate(n, levels, seed, exclude, terse_fraction, tool_fraction)
     problems = validated_rows(source, split, _validate, on_bad_row)
     excluded = set(exclude)
     problems = [p for p in problems if p.problem not in excluded]

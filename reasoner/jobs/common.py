@@ -22,6 +22,10 @@ from reasoner.data import load_problems
 from reasoner.data.decontaminate import OverlapFilter, training_pool
 from reasoner.data.preferences import PairTokens, load_pairs, split_pairs, tokenize_pairs
 from reasoner.distributed.cluster import RayCluster
+from reasoner.envs.base import Environment
+from reasoner.envs.episodes import EpisodeEngine
+from reasoner.envs.registry import build_environment
+from reasoner.envs.render import ToolMessages
 from reasoner.jobs.heldout import HeldoutEval, load_heldout
 from reasoner.models import load_tokenizer, resolve_model_path
 from reasoner.rollout import make_engine
@@ -139,6 +143,8 @@ class RunContext:
     engine: RolloutEngine
     verifier: Verifier
     heldout_eval: HeldoutEval
+    #: the multi-turn environment (``env``), its episodes run by `engine`; None: single-turn
+    environment: Environment | None = None
 
 
 def open_run(
@@ -159,21 +165,25 @@ def open_run(
     Raises:
         FileNotFoundError: the model or a data source is missing (says what was looked for).
         reasoner.data.BadRowError: a bad held-out row, with ``data.on_bad_row=error``.
-        ValueError, TypeError: ``reward.verifier`` cannot be built (`verifiers.registry.build_verifier`).
+        ValueError, TypeError: ``reward.verifier`` cannot be built (`verifiers.registry.build_verifier`),
+            or ``env`` (`reasoner.envs.registry.build_environment`).
     """
     setup_process(cfg.trainer)
     verifier = build_verifier(cfg.reward.verifier) if verifier is None else verifier
     heldout = load_heldout(cfg) if heldout is None else heldout
     model_path = str(resolve_model_path(cfg.model.path)) if model_path is None else model_path
+    environment = build_environment(cfg.env)  # before the engine: a missing sandbox or corpus fails fast
     tokenizer = load_tokenizer(model_path)
+    engine: RolloutEngine
     if cluster is None:
         engine = make_engine(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
     else:
         engines = cluster.engines(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
         engine = GuardedEngine(engines, f"{cfg.rollout.backend.value} on ray")
-    return RunContext(
-        model_path, tokenizer, heldout, engine, verifier, HeldoutEval(cfg, engine, tokenizer, heldout, verifier, evals)
-    )
+    if environment is not None:
+        engine = EpisodeEngine(engine, environment, tokenizer, cfg.env, cfg.rollout.max_model_len)
+    heldout_eval = HeldoutEval(cfg, engine, tokenizer, heldout, verifier, evals)
+    return RunContext(model_path, tokenizer, heldout, engine, verifier, heldout_eval, environment)
 
 
 def overlap_filter(benchmarks: list[str], ngram: int, heldout: list[Problem]) -> OverlapFilter:
@@ -205,6 +215,7 @@ def sft_rows(cfg: RunConfig, exclude: list[str] = ()) -> list[Problem]:
         exclude=exclude,
         on_bad_row=d.on_bad_row.value,
         terse_fraction=s.terse_fraction,
+        tool_fraction=s.tool_fraction if cfg.env.enabled else 0.0,
     )
     solved = [p for p in problems if p.solution]
     if not solved:
@@ -248,6 +259,7 @@ def cold_start(cfg: RunConfig, run: RunContext, policy: torch.nn.Module, exclude
     then its weights into the engine. Returns (the SFT figures, the data-cleaning report)."""
     problems, cleaning = load_sft_problems(cfg, run.heldout, exclude)
     log.info("cold start data: %d examples from %s", len(problems), cfg.sft.source)
+    env = run.environment
     stats = run_sft(
         policy,
         run.tokenizer,
@@ -257,6 +269,7 @@ def cold_start(cfg: RunConfig, run: RunContext, policy: torch.nn.Module, exclude
         cfg.trainer.bf16_autocast,
         cfg.trainer.seed,
         after_step=HeapTrimmer(),
+        tools=None if env is None else (env.instructions, ToolMessages(run.tokenizer, cfg.env.max_observation_tokens)),
     )
     log.info("cold start: %s", stats)
     release_free_heap()

@@ -27,7 +27,9 @@ class EvalResult:
     """Accuracy with its Wilson 95% interval, per-problem scores (1.0/0.0, in problem order, for
     paired comparisons), mean completion length (tokens), truncated and well-formed fractions
     (format compliance: `verifiers.format`), wall seconds, and the mean language consistency
-    (share of Latin-script words, `verifiers.language`; the prompts are English)."""
+    (share of Latin-script words, `verifiers.language`; the prompts are English). Of multi-turn
+    episodes (``env``): mean model turns, tool calls and failed tool calls per episode, and the
+    share of episodes that called a tool (1, 0, 0, 0 for single completions)."""
 
     accuracy: Proportion
     per_problem: list[float]
@@ -36,6 +38,10 @@ class EvalResult:
     well_formed: float
     seconds: float
     language_consistency: float = 1.0
+    turns: float = 1.0
+    tool_calls: float = 0.0
+    tool_errors: float = 0.0
+    tool_use: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> EvalResult:
@@ -54,6 +60,10 @@ class EvalResult:
             "well_formed": self.well_formed,
             "seconds": self.seconds,
             "language_consistency": self.language_consistency,
+            "turns": self.turns,
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "tool_use": self.tool_use,
         }
 
 
@@ -84,6 +94,10 @@ def evaluate(
         well_formed=sum(verify_format(s.completion, bench.template.value).correct for s in samples) / n,
         seconds=time.perf_counter() - start,
         language_consistency=sum(language_consistency(s.completion) for s in samples) / n,
+        turns=sum(s.turns for s in samples) / n,
+        tool_calls=sum(s.tool_calls for s in samples) / n,
+        tool_errors=sum(s.tool_errors for s in samples) / n,
+        tool_use=sum(s.tool_calls > 0 for s in samples) / n,
     )
 
 
@@ -143,10 +157,13 @@ class HeldoutEval:
         """Evaluate now, store and log the result as `name`, and return it."""
         e = self.evals[name] = evaluate(self.engine, self.tokenizer, self.bench, self.problems, self.verifier)
         log.info(
-            "held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed)",
+            "held-out accuracy %-10s %s (mean length %.1f tokens, %.0f%% well formed%s)",
             name,
             e.accuracy,
             e.mean_len,
             100 * e.well_formed,
+            f", {100 * e.tool_use:.0f}% called a tool, {e.tool_calls:.2f} calls an episode"
+            if e.turns > 1 or e.tool_calls
+            else "",
         )
         return e

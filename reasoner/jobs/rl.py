@@ -296,7 +296,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
     learner: LearnerAPI
     if state.cluster is None:
         ref, critic = companions(policy, a)
-        learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.rollout.max_tokens, ref, critic)
+        learner = Learner(policy, a, tr, pad, cfg.rollout.temperature, cfg.length_budget, ref, critic)
     else:  # a new run's ranks read the (cold-started) policy from a file; a resumed run's, the checkpoint
         start = state.run_dir / "learner_start.safetensors"
         if state.ckpt is None:
@@ -307,7 +307,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
             tr,
             pad,
             cfg.rollout.temperature,
-            cfg.rollout.max_tokens,
+            cfg.length_budget,
             cfg.cluster.collective_timeout_s,
             None if state.ckpt is not None else str(start),
         )
@@ -507,6 +507,7 @@ def loop(run: RLRun) -> None:
                     cfg.rollout,
                     tr.prompts_per_step,
                     run.probe,
+                    cfg.length_budget,
                 )
                 run.metrics = result.metrics()
                 for hook in hooks[:2]:  # evaluations use the engine too
@@ -547,6 +548,8 @@ def summarize(run: RLRun) -> dict:
     release_free_heap()
     ctx.heldout_eval("after_rl")
     ctx.verifier.close()
+    if ctx.environment is not None:
+        ctx.environment.close()
     evals = ctx.heldout_eval.evals
     summary: dict = {f"heldout_{k}": v.accuracy.value for k, v in evals.items()}
     summary["heldout_n"] = len(ctx.heldout)

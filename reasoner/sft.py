@@ -21,6 +21,7 @@ import torch
 
 from reasoner.algorithms.aggregate import token_mean
 from reasoner.config import SFTConfig
+from reasoner.envs.base import Environment
 from reasoner.envs.render import ToolMessages
 from reasoner.fit import epoch_batches, fit
 from reasoner.logprobs import autocast, completion_logprobs, pad_batch
@@ -46,40 +47,60 @@ def build_examples(
     tokenizer: Any,
     template: Template,
     max_tokens: int,
-    tools: tuple[str, ToolMessages] | None = None,
+    tools: tuple[Environment, ToolMessages] | None = None,
 ) -> tuple[list[list[int]], list[int], int, list[list[int]]]:
     """Tokenize (prompt, target) pairs.
 
-    With `tools` (the environment's instructions and its tool-message renderer), the prompt lists
-    the tools, and a problem with a tool-call demonstration (``meta["turns"]``: ``[(role, text)]``,
-    roles ``model`` and ``tool``) is an episode: each model turn's tokens, then each tool output as
-    the tool message an episode appends (`reasoner.envs.render.ToolMessages`: loss-mask 0, not
-    trained on), then the end-of-turn token; the same token layout RL samples.
+    With `tools` (the run's environment and its tool-message renderer), the prompt lists the
+    tools, and a problem with a tool-call demonstration (``meta["turns"]``: the model's turns, each
+    but the last ending in a call) is an episode: each model turn's tokens, then the tool message
+    of running its call in the environment (`reasoner.envs.render.ToolMessages`: loss-mask 0, not
+    trained on), and the end-of-turn token after the last turn: the token layout RL samples, with
+    what the tools really answer. The calls of every demonstration's k-th turn run as one batch.
 
     Returns:
         (sequences, prompt_lens, dropped_count, loss masks over each target).
+
+    Raises:
+        ValueError: a demonstration's turn (not its last) calls no tool; names the problem.
     """
-    seqs, plens, masks, dropped = [], [], [], 0
-    instructions, messages = tools if tools is not None else ("", None)
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    for p in problems:
-        prompt = prompt_ids(tokenizer, p.problem, template, instructions)
-        turns = p.meta.get("turns") if messages is not None else None
+    env, messages = tools if tools is not None else (None, None)
+    targets: list[tuple[list[int], list[int]]] = []
+    demos = []  # (index into targets, the model's turns, the episode state)
+    for i, p in enumerate(problems):
+        turns = p.meta.get("turns") if env is not None else None
         if turns:
-            target, mask = [], []
-            for role, text in turns:
-                ids = encode(text) if role == "model" else messages.ids(text)
-                target += ids
-                mask += [int(role == "model")] * len(ids)
-            target.append(tokenizer.eos_token_id)
-            mask.append(1)
+            demos.append((i, turns, env.reset()))
+            targets.append(([], []))
         else:
-            target = encode(target_text(p, template) + tokenizer.eos_token)
-            mask = [1] * len(target)
+            ids = encode(target_text(p, template) + tokenizer.eos_token)
+            targets.append((ids, [1] * len(ids)))
+    for k in range(max((len(t) for _, t, _ in demos), default=0)):
+        live = [(i, turns, state) for i, turns, state in demos if k < len(turns)]
+        for i, turns, _ in live:
+            ids = encode(turns[k])
+            targets[i][0].extend(ids)
+            targets[i][1].extend([1] * len(ids))
+        calling = [(i, turns, state) for i, turns, state in live if k < len(turns) - 1]
+        steps = env.step([state for _, _, state in calling], [turns[k] for _, turns, _ in calling]) if calling else []
+        for (i, _, _), step in zip(calling, steps):
+            if step.observation is None:
+                raise ValueError(f"cold start: problem {problems[i].id!r}: demonstration turn {k + 1} calls no tool")
+            ids = messages.ids(step.observation)
+            targets[i][0].extend(ids)
+            targets[i][1].extend([0] * len(ids))
+    for i, _, _ in demos:
+        targets[i][0].append(tokenizer.eos_token_id)
+        targets[i][1].append(1)
+    seqs, plens, masks, dropped = [], [], [], 0
+    instructions = env.instructions if env is not None else ""
+    for p, (target, mask) in zip(problems, targets):
+        prompt = prompt_ids(tokenizer, p.problem, template, instructions)
         if len(prompt) + len(target) > max_tokens:
             dropped += 1
             continue
-        seqs.append(prompt + list(target))
+        seqs.append(prompt + target)
         plens.append(len(prompt))
         masks.append(mask)
     return seqs, plens, dropped, masks
@@ -115,7 +136,7 @@ def run_sft(
     bf16_autocast: bool = True,
     seed: int = 0,
     after_step: Callable[[], None] | None = None,
-    tools: tuple[str, ToolMessages] | None = None,
+    tools: tuple[Environment, ToolMessages] | None = None,
 ) -> SFTStats:
     """Fine-tune `model` in place on the worked solutions of `problems`; `after_step` is called
     after every optimizer step (the jobs hand freed heap memory back there); `tools`: as

@@ -170,3 +170,30 @@ def test_bad_code_row_is_named(tmp_path):
     path.write_text(json.dumps({"prompt": "Write f.", "entry_point": "f", "tests": "assert f(1) =="}) + "\n")
     with pytest.raises(BadRowError, match="row 1: field 'tests': tests are not valid Python"):
         load_problems(str(path))
+
+
+def test_tool_demonstrations_are_a_separate_draw_with_the_right_call():
+    plain = arithmetic.generate(200, [5], seed=4)
+    mixed = arithmetic.generate(200, [5], seed=4, tool_fraction=0.5)
+    assert [p.problem for p in plain] == [p.problem for p in mixed] and not any("turns" in p.meta for p in plain)
+    demos = [p for p in mixed if "turns" in p.meta]
+    assert 70 < len(demos) < 130
+    for p in demos:
+        call, answer = p.meta["turns"]
+        code = call.split("<python>")[1].split("</python>")[0]
+        assert str(eval(code.strip().removeprefix("print(").removesuffix(")"))) == p.answer  # noqa: S307 (our own text)
+        assert answer.endswith(f"\\boxed{{{p.answer}}}.") and "Step 1:" in p.solution  # the no-tool solution stays
+
+
+def test_multihop_source_asks_two_hop_questions_of_the_default_world():
+    problems = load_problems("multihop", n=30, seed=3)
+    again = load_problems("multihop", n=30, seed=3, exclude=[p.problem for p in problems[:10]])
+    assert not {p.problem for p in problems[:10]} & {p.problem for p in again}
+    for p in problems:
+        first, second, final = p.meta["turns"]
+        hops = p.meta["chain"]
+        assert f"<search>{hops[0]['query']}</search>" in first and f"<search>{hops[1]['query']}</search>" in second
+        assert hops[0]["fact"] in second and final.endswith(f"\\boxed{{{p.answer}}}.")
+        assert p.solution == f"{hops[0]['fact']} {hops[1]['fact']}" and p.answer in hops[1]["fact"]
+    with pytest.raises(ValueError, match="the 'multihop' source needs a problem count n"):
+        load_problems("multihop")

@@ -137,3 +137,36 @@ def test_reasoner_sft_raises_format_compliance_on_a_tiny_model(tiny_model_dir, t
     assert summary["sft"]["examples"] == 64 and summary["data"]["kept"] == 64
     assert (tmp_path / "checkpoint" / "model.safetensors").exists()
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "checkpoint").config.num_hidden_layers == 2
+
+
+def test_tool_demonstrations_train_on_the_model_turns_with_the_real_tool_messages(smol_dir):
+    """With the python tool, a demonstration is an episode: the model's turns (trained on), the
+    tool message of really running the call (not trained on), end of turn; without tools the
+    same problem is its step-by-step solution."""
+    from reasoner.config import EnvConfig
+    from reasoner.data import arithmetic
+    from reasoner.envs.registry import build_environment
+    from reasoner.envs.render import ToolMessages
+    from reasoner.sft import build_examples
+
+    tok = AutoTokenizer.from_pretrained(smol_dir)
+    problems = arithmetic.generate(6, [5], seed=0, tool_fraction=0.5)
+    env = build_environment(EnvConfig(tools=[{"name": "python", "timeout_s": 5.0}]))
+    try:
+        messages = ToolMessages(tok, 256)
+        seqs, plens, dropped, masks = build_examples(problems, tok, Template.plain, 512, (env, messages))
+    finally:
+        env.close()
+    assert dropped == 0 and len(seqs) == 6
+    for p, seq, plen, mask in zip(problems, seqs, plens, masks):
+        target = seq[plen:]
+        assert "<python>" in tok.decode(seq[:plen])  # the prompt lists the tools
+        if "turns" not in p.meta:
+            assert mask == [1] * len(target) and "Step 1:" in tok.decode(target)
+            continue
+        observation = messages.ids(f"{p.answer}\n")  # what the sandbox printed
+        start = mask.index(0)
+        assert target[start : start + len(observation)] == observation and sum(1 - m for m in mask) == len(observation)
+        assert tok.decode([t for t, m in zip(target, mask) if m]).endswith(f"\\boxed{{{p.answer}}}.<|im_end|>")
+    plain, _, _, plain_masks = build_examples(problems, tok, Template.plain, 512)
+    assert all(all(m) for m in plain_masks) and all("<python>" not in tok.decode(s) for s in plain)

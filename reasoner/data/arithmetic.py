@@ -75,15 +75,11 @@ def make_problem(level: int, rng: random.Random) -> Problem | None:
     )
 
 
-def tool_turns(p: Problem) -> list[tuple[str, str]]:
-    """A worked solution of arithmetic problem `p` that calls the ``python`` tool: ``[(role,
-    text)]`` with roles ``model`` and ``tool`` (the tool's output as the python tool prints it)."""
+def tool_turns(p: Problem) -> list[str]:
+    """The model's turns of a worked solution of arithmetic problem `p` that calls the ``python``
+    tool: the call, then the answer (the cold start runs the call for the tool message)."""
     expr = p.problem.removeprefix("What is ").removesuffix("?").replace("×", "*")
-    return [
-        ("model", f"Let me compute it.\n<python>\nprint({expr})\n</python>"),
-        ("tool", f"{p.answer}\n"),
-        ("model", f"The final answer is \\boxed{{{p.answer}}}."),
-    ]
+    return [f"Let me compute it.\n<python>\nprint({expr})\n</python>", f"The final answer is \\boxed{{{p.answer}}}."]
 
 
 def generate(

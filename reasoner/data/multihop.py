@@ -11,11 +11,19 @@ is the town where Velor Amsik was born?": search "Velor Amsik" (-> the town Oska
 "Oskavar" (-> the region). Each `Problem` has the final name as its gold answer and, in
 ``meta["chain"]``, the gold searches: ``{"query", "doc_id", "fact", "found"}`` per hop (for
 cold-start demonstrations). Everything is deterministic in the seeds.
+
+The ``multihop`` data source (`reasoner.data.load_problems`) asks about `default_world`, whose
+corpus `default_corpus` writes once into the reasoner cache; the search tool's ``corpus:
+multihop`` names that file. Each of its problems has a worked solution (the two facts, for a
+cold start without tools) and, in ``meta["turns"]``, a demonstration of the two searches (the
+model's turns; the cold start runs the searches for the tool messages).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -23,6 +31,9 @@ from pathlib import Path
 from typing import Iterable
 
 from reasoner.types import Problem
+
+#: the world of the ``multihop`` data source and the ``multihop`` search corpus
+WORLD_SEED, WORLD_PEOPLE = 0, 600
 
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "sk", "vr")
 _VOWELS = ("a", "e", "i", "o", "u")
@@ -185,8 +196,43 @@ def problems(world: World, n: int, seed: int, exclude: Iterable[str] = ()) -> li
             e = by_name[name]
             name = e.links[relation]
             chain.append({"query": e.name, "doc_id": e.id, "fact": e.facts[relation], "found": name})
-        meta = {"template": template, "hops": len(chain), "chain": chain, "world_seed": world.seed}
+        meta = {
+            "template": template,
+            "hops": len(chain),
+            "chain": chain,
+            "world_seed": world.seed,
+            "turns": search_turns(chain, name),
+        }
+        solution = " ".join(hop["fact"] for hop in chain)
         out.append(
-            Problem(f"multihop-w{world.seed}-s{seed}-{len(out)}", template.format(subject.name), name, None, meta)
+            Problem(f"multihop-w{world.seed}-s{seed}-{len(out)}", template.format(subject.name), name, solution, meta)
         )
     return out
+
+
+def search_turns(chain: list[dict], answer: str) -> list[str]:
+    """The model's turns of a search demonstration: one search per hop (each after the fact the
+    previous one found), then the answer."""
+    turns, said = [], ""
+    for hop in chain:
+        turns.append(f"{said}I need to look up {hop['query']}.\n<search>{hop['query']}</search>")
+        said = hop["fact"] + " "
+    turns.append(f"{said}The final answer is \\boxed{{{answer}}}.")
+    return turns
+
+
+@functools.cache
+def default_world() -> World:
+    """The world of the ``multihop`` data source (`WORLD_SEED`, `WORLD_PEOPLE`)."""
+    return build_world(WORLD_SEED, WORLD_PEOPLE)
+
+
+def default_corpus() -> Path:
+    """`default_world`'s corpus in the reasoner cache (written once, atomically)."""
+    from reasoner.models import cache_dir
+
+    path = cache_dir() / "multihop" / f"world-s{WORLD_SEED}-n{WORLD_PEOPLE}.jsonl"
+    if not path.exists():
+        tmp = write_corpus(default_world(), path.with_suffix(f".tmp{os.getpid()}"))
+        tmp.rename(path)
+    return path

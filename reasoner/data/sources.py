@@ -1,7 +1,9 @@
 """Problem sources: loading and row validation (prompt rendering is `reasoner.prompts`).
 
 A source is one of:
-- ``arithmetic``: procedural problems (`reasoner.arithmetic`), generated on the fly;
+- ``arithmetic``: procedural problems (`reasoner.data.arithmetic`), generated on the fly;
+- ``multihop``: procedural 2-hop questions about a fictional world, answerable by searching its
+  corpus (`reasoner.data.multihop`);
 - ``vendored:NAME``: a JSONL file shipped in ``reasoner/data/vendored`` (gsm8k_train, gsm8k_test, math_train,
   math500, aime24, aime25, amc23, humaneval, mbpp; see its SOURCES.md for origins and licenses);
 - a path to a ``.jsonl`` / ``.json`` / ``.parquet`` file;
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import reasoner.data.arithmetic as arithmetic
+import reasoner.data.multihop as multihop
 from reasoner.types import Problem
 from verifiers.code.suite import parse_suite, reference
 
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VENDORED_DIR = Path(__file__).parent / "vendored"
+#: sources generated on the fly (they need a problem count)
+GENERATED = ("arithmetic", "multihop")
 VENDORED = ("gsm8k_train", "gsm8k_test", "math_train", "math500", "aime24", "aime25", "amc23", "humaneval", "mbpp")
 
 
@@ -256,12 +261,14 @@ def load_problems(
     Raises:
         BadRowError: a bad row, with ``on_bad_row="error"`` (names source, row and field).
         FileNotFoundError: the source cannot be found (says what was looked for).
-        ValueError: no usable row, or ``arithmetic`` without `n`.
+        ValueError: no usable row, or a generated source (`GENERATED`) without `n`.
     """
+    if source in GENERATED and n is None:
+        raise ValueError(f"the {source!r} source needs a problem count n")
     if source == "arithmetic":
-        if n is None:
-            raise ValueError("the 'arithmetic' source needs a problem count n")
         return arithmetic.generate(n, levels, seed, exclude, terse_fraction, tool_fraction)
+    if source == "multihop":
+        return multihop.problems(multihop.default_world(), n, seed, exclude)
     problems = validated_rows(source, split, _validate, on_bad_row)
     excluded = set(exclude)
     problems = [p for p in problems if p.problem not in excluded]

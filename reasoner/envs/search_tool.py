@@ -68,7 +68,8 @@ class SearchTool:
     """BM25 search over a local corpus (see the module docstring).
 
     Args:
-        corpus: path to the JSON Lines corpus (``{"id", "title", "text"}`` per line).
+        corpus: path to the JSON Lines corpus (``{"id", "title", "text"}`` per line), or
+            ``multihop``: the built-in fictional world's (`reasoner.data.multihop.default_corpus`).
         top_k: passages per query, at most (fewer when fewer passages share a term with it).
         max_passage_chars: characters of a passage's text shown (``...`` marks a cut).
         max_query_chars: characters of a query kept; the rest is ignored.
@@ -101,6 +102,10 @@ class SearchTool:
             raise ValueError(f"SearchTool max_query_chars={max_query_chars!r} and timeout_s={timeout_s!r} must be > 0")
         if corpus is None:
             raise ValueError("the search tool needs a corpus: env.tools=[{name: search, corpus: FILE.jsonl}]")
+        if corpus == "multihop":  # the built-in world's (`reasoner.data.multihop.default_corpus`)
+            from reasoner.data.multihop import default_corpus
+
+            corpus = default_corpus()
         self.path = Path(corpus).expanduser()
         self.top_k, self.max_passage_chars, self.max_query_chars = top_k, max_passage_chars, max_query_chars
         self.timeout_s = timeout_s

@@ -18,7 +18,7 @@ import torch
 
 from eval.benchmarks import get_benchmark
 from reasoner.config import CONF_DIR, RunConfig, TrainerConfig, register_configs, to_config
-from reasoner.data import load_problems
+from reasoner.data import GENERATED, load_problems
 from reasoner.data.decontaminate import OverlapFilter, training_pool
 from reasoner.data.preferences import PairTokens, load_pairs, split_pairs, tokenize_pairs
 from reasoner.distributed.cluster import RayCluster
@@ -209,7 +209,7 @@ def sft_rows(cfg: RunConfig, exclude: list[str] = ()) -> list[Problem]:
     d, s = cfg.data, cfg.sft
     problems = load_problems(
         s.source,
-        n=s.examples if s.source == "arithmetic" else None,
+        n=s.examples if s.source in GENERATED else None,
         seed=cfg.trainer.seed + 3,
         levels=list(d.arithmetic_levels),
         exclude=exclude,
@@ -269,7 +269,7 @@ def cold_start(cfg: RunConfig, run: RunContext, policy: torch.nn.Module, exclude
         cfg.trainer.bf16_autocast,
         cfg.trainer.seed,
         after_step=HeapTrimmer(),
-        tools=None if env is None else (env.instructions, ToolMessages(run.tokenizer, cfg.env.max_observation_tokens)),
+        tools=None if env is None else (env, ToolMessages(run.tokenizer, cfg.env.max_observation_tokens)),
     )
     log.info("cold start: %s", stats)
     release_free_heap()

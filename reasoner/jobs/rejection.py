@@ -27,7 +27,7 @@ from eval.benchmarks import Benchmark, Sampling
 from eval.runner import fit_max_tokens, longest_prompt, sample_benchmark
 from eval.samples import Sample
 from reasoner.config import RejectionConfig, RunConfig
-from reasoner.data import load_problems
+from reasoner.data import GENERATED, load_problems
 from reasoner.data.decontaminate import training_pool
 from reasoner.jobs.common import open_run, overlap_filter, peak_rss_gb
 from reasoner.prompts import Template
@@ -111,7 +111,7 @@ def run_rejection(cfg: RunConfig, run_dir: Path) -> dict:
     seen = [p.problem for p in run.heldout]
     pool = load_problems(
         r.source,
-        n=r.problems if r.source == "arithmetic" else None,
+        n=r.problems if r.source in GENERATED else None,
         seed=tr.seed + 4,
         levels=list(d.arithmetic_levels),
         exclude=seen,

@@ -34,7 +34,7 @@ from reasoner.checkpoint import (
     resume_changes,
 )
 from reasoner.config import RunConfig, save_config
-from reasoner.data import load_problems
+from reasoner.data import GENERATED, load_problems
 from reasoner.data.stream import PromptStream
 from reasoner.distributed.cluster import RayCluster, cluster_session
 from reasoner.distributed.sharded import LearnerWorkerError
@@ -174,7 +174,7 @@ def load_rl_prompts(cfg: RunConfig, heldout: list[Problem], ckpt: Checkpoint | N
     """
     tr, d = cfg.trainer, cfg.data
     n_train = None
-    if d.train == "arithmetic":
+    if d.train in GENERATED:
         n_train = ckpt.state["prompt_stream"]["size"] if ckpt else max(tr.steps * tr.prompts_per_step, 1)
     seen = [p.problem for p in heldout]
     load = partial(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from eval.benchmarks import BUILTIN, Sampling
-from reasoner.config import Backend, ModelConfig
+from reasoner.config import Backend, EnvConfig, ModelConfig
 
 
 @dataclass
@@ -38,6 +38,9 @@ class EvalConfig:
     #: the last LaTeX span, a standalone last number; `verifiers.math`), for models that do not
     #: box their answer. Off: the last \\boxed{} only, as the benchmarks' prompts ask.
     free_form: bool = False
+    #: tools: ``env=python`` / ``env=search`` run each sample as a multi-turn episode
+    #: (`reasoner.envs`); ``env=none`` (the default), one completion.
+    env: EnvConfig = field(default_factory=EnvConfig)
 
     def __post_init__(self) -> None:
         checks = [

@@ -61,6 +61,8 @@ def run_eval(
     """
     from transformers import AutoConfig, AutoTokenizer
 
+    from reasoner.envs.episodes import EpisodeEngine
+    from reasoner.envs.registry import build_environment
     from reasoner.rollout import make_engine
 
     start = time.perf_counter()
@@ -89,6 +91,7 @@ def run_eval(
     _save_settings(run_dir, cfg.model.path, cfg.limit, cfg.free_form, plans)
     save_config(cfg, run_dir, overrides)
 
+    environment = build_environment(cfg.env)  # before the engine: a missing sandbox or corpus fails fast
     store = SampleFile(run_dir / "samples.jsonl")
     done = {s.key for s in store.load()}
     verifiers = Verifiers()
@@ -102,6 +105,8 @@ def run_eval(
                 gpu_memory_utilization=cfg.gpu_memory_utilization,
             )
             engine = make_engine(cfg.backend, model_path, rollout, cfg.seed)
+            if environment is not None:
+                engine = EpisodeEngine(engine, environment, tokenizer, cfg.env, context)
             for p in plans:
                 sample_benchmark(
                     engine,
@@ -117,6 +122,8 @@ def run_eval(
                 )
     finally:
         verifiers.close()
+        if environment is not None:
+            environment.close()
     return write_outputs(run_dir, cfg.model.path, plans, store.load(), time.perf_counter() - start)
 
 

@@ -43,9 +43,9 @@ class Verifiers:
         self._built.clear()
 
 
-def episode_counts(e: Episode) -> tuple[int, int, int]:
-    """(turns, tool calls, tool calls that failed) of an episode."""
-    return e.turns, len(e.calls), sum(c.error is not None for c in e.calls)
+def episode_counts(e: Episode) -> tuple[int, int, int, str]:
+    """(turns, tool calls, tool calls that failed, transcript) of an episode."""
+    return e.turns, len(e.calls), sum(c.error is not None for c in e.calls), e.transcript
 
 
 def longest_prompt(tokenizer: Any, bench: Benchmark, problems: Sequence[Problem]) -> int:

@@ -35,8 +35,9 @@ class Sample:
         score: the verifier's score in [0, 1].
         extracted: the answer (math) or program (code) the verifier took from the completion.
         reason: the verifier's reason (``"numeric match"``, ``"no answer"``, ``"failed ..."``).
-        turns, tool_calls, tool_errors: of a multi-turn episode (`reasoner.types.Episode`); 1, 0, 0
-            for a single completion.
+        turns, tool_calls, tool_errors, transcript: of a multi-turn episode
+            (`reasoner.types.Episode`: the whole episode as text, tool messages included); 1, 0, 0,
+            None for a single completion.
     """
 
     benchmark: str
@@ -53,6 +54,7 @@ class Sample:
     turns: int = 1
     tool_calls: int = 0
     tool_errors: int = 0
+    transcript: str | None = None
 
     @property
     def key(self) -> Key:

@@ -12,6 +12,7 @@ Optional gradient checkpointing. The optimizer loop is `reasoner.fit.fit`.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from reasoner.fit import epoch_batches, fit
 from reasoner.logprobs import autocast, completion_logprobs, pad_batch
 from reasoner.prompts import Template, prompt_ids, target_text
 from reasoner.types import Problem
+
+log = logging.getLogger("reasoner")
 
 
 @dataclass
@@ -58,11 +61,12 @@ def build_examples(
     trained on), and the end-of-turn token after the last turn: the token layout RL samples, with
     what the tools really answer. The calls of every demonstration's k-th turn run as one batch.
 
+    A demonstration the environment cannot replay (a turn but the last calls none of its tools, or
+    a call fails: an error or a timeout) is not trained on as an episode: its problem's text
+    solution is used instead, and the count is logged.
+
     Returns:
         (sequences, prompt_lens, dropped_count, loss masks over each target).
-
-    Raises:
-        ValueError: a demonstration's turn (not its last) calls no tool; names the problem.
     """
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     env, messages = tools if tools is not None else (None, None)
@@ -76,8 +80,9 @@ def build_examples(
         else:
             ids = encode(target_text(p, template) + tokenizer.eos_token)
             targets.append((ids, [1] * len(ids)))
+    failed: set[int] = set()
     for k in range(max((len(t) for _, t, _ in demos), default=0)):
-        live = [(i, turns, state) for i, turns, state in demos if k < len(turns)]
+        live = [(i, turns, state) for i, turns, state in demos if k < len(turns) and i not in failed]
         for i, turns, _ in live:
             ids = encode(turns[k])
             targets[i][0].extend(ids)
@@ -85,14 +90,26 @@ def build_examples(
         calling = [(i, turns, state) for i, turns, state in live if k < len(turns) - 1]
         steps = env.step([state for _, _, state in calling], [turns[k] for _, turns, _ in calling]) if calling else []
         for (i, _, _), step in zip(calling, steps):
-            if step.observation is None:
-                raise ValueError(f"cold start: problem {problems[i].id!r}: demonstration turn {k + 1} calls no tool")
+            if step.observation is None or step.info.get("error"):
+                failed.add(i)
+                continue
             ids = messages.ids(step.observation)
             targets[i][0].extend(ids)
             targets[i][1].extend([0] * len(ids))
     for i, _, _ in demos:
-        targets[i][0].append(tokenizer.eos_token_id)
-        targets[i][1].append(1)
+        if i in failed:
+            ids = encode(target_text(problems[i], template) + tokenizer.eos_token)
+            targets[i] = (ids, [1] * len(ids))
+        else:
+            targets[i][0].append(tokenizer.eos_token_id)
+            targets[i][1].append(1)
+    if failed:
+        log.warning(
+            "cold start: %d of %d tool demonstrations could not be replayed (no call, or the tool failed): "
+            "their text solutions are used",
+            len(failed),
+            len(demos),
+        )
     seqs, plens, masks, dropped = [], [], [], 0
     instructions = env.instructions if env is not None else ""
     for p, (target, mask) in zip(problems, targets):

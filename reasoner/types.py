@@ -44,12 +44,11 @@ class PromptBatch:
 @dataclass
 class ToolCallRecord:
     """One tool call of an episode: the tool (``""``: none could be read), its error class (None,
-    or `reasoner.envs.base.ToolOutput.error`), wall seconds, and the tokens of its tool message."""
+    or `reasoner.envs.base.ToolOutput.error`), and wall seconds."""
 
     tool: str
     error: str | None
     seconds: float
-    tokens: int
 
 
 @dataclass

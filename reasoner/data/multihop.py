@@ -175,17 +175,18 @@ def write_corpus(world: World, path: str | Path) -> Path:
 
 
 def problems(world: World, n: int, seed: int, exclude: Iterable[str] = ()) -> list[Problem]:
-    """`n` distinct 2-hop questions about `world`, none whose text is in `exclude`, drawn with
-    `seed` from every (template, subject) pair. The gold answer is a name; ``meta`` has
+    """`n` distinct 2-hop questions about `world`, none about a subject of a question in `exclude`
+    (whose text names it), drawn with `seed` from every (template, subject) pair. The gold answer is a name; ``meta`` has
     ``template``, ``hops`` and ``chain`` (see the module docstring).
 
     Raises:
         ValueError: `n` is more than the distinct questions available.
     """
     excluded = set(exclude)
-    pool = [
-        (t, e) for t, (kind, _) in TEMPLATES.items() for e in world.of_kind(kind) if t.format(e.name) not in excluded
-    ]
+    # an excluded question's subject is asked about in no other template either (held-out subjects
+    # stay unseen); its name is in the question's text
+    taken = {e.name for e in world.entities if any(e.name in text for text in excluded)}
+    pool = [(t, e) for t, (kind, _) in TEMPLATES.items() for e in world.of_kind(kind) if e.name not in taken]
     if n > len(pool):
         raise ValueError(f"multihop: asked for {n} questions, the world has {len(pool)} (grow n_people)")
     by_name = {e.name: e for e in world.entities}

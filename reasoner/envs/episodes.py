@@ -27,7 +27,10 @@ from reasoner.types import Completion, Episode, ToolCallRecord
 
 @dataclass
 class _Live:
-    """An episode being rolled out."""
+    """An episode being rolled out: its prompt, environment state, tokens after the prompt with
+    their loss mask (1: sampled), the sampler log-probs of the sampled ones (`has_logprobs` False
+    once a turn came without them), each model turn's text, the tool calls, the model turns so
+    far, why it ended (None while it runs; `reasoner.types.Episode.ended`) and its finish reason."""
 
     prompt: list[int]
     state: Any
@@ -100,11 +103,14 @@ class EpisodeEngine:
         done = [self._completion(e) for e in eps]
         return [done[b * n : (b + 1) * n] for b in range(len(prompt_ids))]
 
+    def _room(self, e: _Live) -> int:
+        """Tokens `e` may still add: what is left of ``env.max_episode_tokens`` and of the context."""
+        return min(self.cfg.max_episode_tokens - len(e.ids), self.max_model_len - len(e.prompt) - len(e.ids))
+
     def _cap(self, e: _Live, turn_cap: int) -> int:
-        """Tokens the next turn of `e` may write (at least 1: an episode with no room left has
-        ended before it gets here)."""
-        left = min(self.cfg.max_episode_tokens - len(e.ids), self.max_model_len - len(e.prompt) - len(e.ids))
-        return max(1, min(turn_cap, left))
+        """Tokens the next turn of `e` may write (at least 1: an episode only goes on after a tool
+        message that left room, `_run_tools`)."""
+        return max(1, min(turn_cap, self._room(e)))
 
     def _take_turn(self, e: _Live, c: Completion) -> bool:
         """Append a turn's sampled tokens to `e`; whether the episode goes on to the environment."""
@@ -113,8 +119,7 @@ class EpisodeEngine:
         e.logprobs += c.logprobs
         e.has_logprobs = e.has_logprobs and len(c.logprobs) == len(c.token_ids)
         e.texts.append(self.tokenizer.decode(c.token_ids, skip_special_tokens=True))
-        room = min(self.cfg.max_episode_tokens - len(e.ids), self.max_model_len - len(e.prompt) - len(e.ids))
-        if c.truncated or room <= 0:
+        if c.truncated:  # cut by its cap (a turn that ends in EOS or a call on the budget is whole)
             e.ended, e.finish = "budget", "length"
             return False
         return True
@@ -124,7 +129,7 @@ class EpisodeEngine:
         message, or end the episode."""
         last = [e for e in eps if e.turns >= self.cfg.max_turns]  # no tool runs after the last turn
         for e in last:
-            e.ended = "max_turns" if e.texts[-1].rstrip().endswith(self.env.stop) else "answer"
+            e.ended = "max_turns" if any(s in e.texts[-1] for s in self.env.stop) else "answer"
         eps = [e for e in eps if e.ended is None]
         if not eps:
             return
@@ -134,12 +139,8 @@ class EpisodeEngine:
                 e.ended = "answer"
                 continue
             ids = self.messages.ids(s.observation)
-            info = s.info
-            e.calls.append(
-                ToolCallRecord(info.get("tool") or "", info.get("error"), info.get("seconds", 0.0), len(ids))
-            )
-            room = min(self.cfg.max_episode_tokens - len(e.ids), self.max_model_len - len(e.prompt) - len(e.ids))
-            if len(ids) >= room:  # no room for the message and a turn after it
+            e.calls.append(ToolCallRecord(s.info.get("tool") or "", s.info.get("error"), s.info.get("seconds", 0.0)))
+            if len(ids) >= self._room(e):  # no room for the message and a turn after it
                 e.ended, e.finish = "budget", "length"
                 continue
             e.add(ids, policy=False)

@@ -207,4 +207,4 @@ class SearchTool:
                 else:
                     outputs[i] = ToolOutput(self._render(found[0][n], found[1][n]))
         seconds = time.monotonic() - start
-        return [ToolOutput(o.text, o.error, seconds) for o in outputs if o is not None]
+        return [ToolOutput(o.text, o.error, seconds) for o in outputs]

@@ -35,11 +35,16 @@ class ToolEnvironment:
         )
 
     def reset(self) -> dict[str, Any]:
+        """A new episode's state: each tool's own (`reasoner.envs.base.Tool.new_state`), by name."""
         return {name: tool.new_state() for name, tool in self.tools.items()}
 
     def step(self, states: list[Any], turns: list[str]) -> list[EnvStep]:
         """Run the call each turn ends with, the calls of one tool as one batch; a turn without a
-        call ends its episode."""
+        call ends its episode.
+
+        Raises:
+            RuntimeError: a tool returned another number of outputs than it was given calls.
+        """
         out: list[EnvStep | None] = [None] * len(turns)
         batches: dict[str, list[tuple[int, str]]] = {}
         for i, text in enumerate(turns):
@@ -50,6 +55,8 @@ class ToolEnvironment:
             batches.setdefault(calls[-1].group(1), []).append((i, calls[-1].group(2)))
         for name, items in batches.items():
             results = self.tools[name].run([(states[i][name], args) for i, args in items])
+            if len(results) != len(items):
+                raise RuntimeError(f"tool {name!r} returned {len(results)} outputs for {len(items)} calls")
             for (i, _), result in zip(items, results):
                 out[i] = _observed(name, result)
         return out  # type: ignore[return-value]
@@ -60,4 +67,5 @@ class ToolEnvironment:
 
 
 def _observed(name: str, result: ToolOutput) -> EnvStep:
+    """The `EnvStep` of a call's result: its text as the observation, the episode goes on."""
     return EnvStep(result.text, False, {"tool": name, "error": result.error, "seconds": result.seconds})

@@ -71,7 +71,8 @@ def test_an_episode_is_the_sampled_tokens_and_the_rendered_tool_messages(episode
     messages = ToolMessages(tok, EnvConfig().max_observation_tokens)
     for c in group:
         assert c.episode.turns == TURNS and len(c.episode.calls) == 2
-        assert c.episode.ended == ("max_turns" if c.text.endswith("e") else "answer")
+        last = c.episode.transcript.rsplit("<|im_start|>assistant\n", 1)[-1].replace("<|im_end|>", "")
+        assert c.episode.ended == ("max_turns" if "e" in last else "answer")  # a call in the last turn: not run
         runs = _segments(c.loss_mask)
         assert [flag for flag, _, _ in runs] == [1, 0, 1, 0, 1]
         for k, (_, a, b) in enumerate(r for r in runs if r[0] == 0):
@@ -147,3 +148,59 @@ def test_tool_tokens_get_no_gradient_and_no_kl(episodes, tiny_model_dir):
     everywhere.backward()
     assert abs(kl_all - kl) > 1e-4
     assert max(float((a - p.grad).abs().max()) for a, p in zip(got, model.parameters())) > 1e-5
+
+
+class EndsAfterItsOwnTurns(AnswerEveryTurn):
+    """Episode k (in reset order) ends at its (k % 3 + 1)-th turn: the episodes of a batch end at
+    different turns."""
+
+    def __init__(self):
+        self.resets = 0
+
+    def reset(self):
+        self.resets += 1
+        return {"calls": 0, "turns": (self.resets - 1) % 3 + 1}
+
+    def step(self, states, turns):
+        out = []
+        for s in states:
+            s["calls"] += 1
+            done = s["calls"] >= s["turns"]
+            out.append(EnvStep(None if done else f"tool output {s['calls']}", done, {"tool": "echo"}))
+        return out
+
+
+def test_episodes_that_end_at_different_turns_keep_their_own_tokens(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    engine = EpisodeEngine(
+        HFEngine(str(tiny_model_dir), seed=0), EndsAfterItsOwnTurns(), tok, EnvConfig(max_turns=5), max_model_len=1024
+    )
+    prompts = [prompt_ids(tok, q, Template.plain, engine.instructions) for q in ("What is 2 + 2?", "Name a color.")]
+    groups = engine.generate(prompts, 3, 1.0, 1.0, 24)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    for b, group in enumerate(groups):
+        for g, c in enumerate(group):
+            want = (3 * b + g) % 3 + 1
+            assert c.episode.turns == want and c.episode.ended == "answer" and len(c.episode.calls) == want - 1
+            assert [f for f, _, _ in _segments(c.loss_mask)] == [1, 0] * (want - 1) + [1]
+            padded = pad_batch([prompts[b] + c.token_ids], [len(prompts[b])], 0, [c.loss_mask])
+            with torch.no_grad():
+                logp, _ = completion_logprobs(model, padded)
+            torch.testing.assert_close(logp[0][padded.target_mask[0]], torch.tensor(c.logprobs), atol=1e-4, rtol=0)
+
+
+def test_an_episode_that_outgrows_its_budget_ends_as_truncated(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    budget = 40  # one turn of up to 24 tokens fits, the tool message (about 20) and a second turn do not
+    engine = EpisodeEngine(
+        HFEngine(str(tiny_model_dir), seed=0),
+        AnswerEveryTurn(),
+        tok,
+        EnvConfig(max_turns=3, max_episode_tokens=budget),
+        max_model_len=1024,
+    )
+    prompt = prompt_ids(tok, "What is 6 * 7?", Template.plain, engine.instructions)
+    for c in engine.generate([prompt], 4, 1.0, 1.0, 24)[0]:
+        assert c.episode.ended == "budget" and c.truncated and len(c.token_ids) <= budget

@@ -28,7 +28,7 @@ def test_hostile_calls_get_observations_and_the_episode_goes_on(env):
     turns = [
         "Let me loop. <python>while True:\n    pass</python>",
         f"<python>{FORK_BOMB}</python>",
-        "<search>" + "where " * 200_000 + "</search>",  # a 1.2 MB query
+        "<search>" + "town region river " * 70_000 + "</search>",  # a 1.3 MB query of corpus words
         "<python>print(6 * 7)</python>",
         "The answer is \\boxed{42}.",
     ]

@@ -63,12 +63,15 @@ def make_probe(tokenizer: Any, template: Template, problem: Problem, follow: boo
 def probe_sequence(engine: RolloutEngine, probe: SyncProbe) -> list[int]:
     """The token ids the check scores: the fixed probe, or (``probe.follow``) the probe's prompt
     and the engine's greedy completion of it, at most as long as the fixed completion (the fixed
-    one when the greedy one is empty)."""
+    one when the greedy one is empty; of a multi-turn episode, its first turn)."""
     if not probe.follow:
         return probe.token_ids
     prompt = probe.token_ids[: probe.prompt_len]
     [[completion]] = engine.generate([prompt], 1, 0.0, 1.0, len(probe.token_ids) - probe.prompt_len)
-    return prompt + list(completion.token_ids) if completion.token_ids else probe.token_ids
+    ids = completion.token_ids
+    if 0 in completion.loss_mask:  # an episode (`reasoner.envs`): its first turn, all sampled
+        ids = ids[: completion.loss_mask.index(0)]
+    return prompt + list(ids) if ids else probe.token_ids
 
 
 def named_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

@@ -176,8 +176,9 @@ def write_corpus(world: World, path: str | Path) -> Path:
 
 def problems(world: World, n: int, seed: int, exclude: Iterable[str] = ()) -> list[Problem]:
     """`n` distinct 2-hop questions about `world`, none about a subject of a question in `exclude`
-    (whose text names it), drawn with `seed` from every (template, subject) pair. The gold answer is a name; ``meta`` has
-    ``template``, ``hops`` and ``chain`` (see the module docstring).
+    (whose text names it), drawn with `seed` from every (template, subject) pair. The gold answer
+    is a name; ``meta`` has ``template``, ``hops``, ``chain`` (see the module docstring) and
+    ``turns`` (`search_turns`); the solution states the two facts.
 
     Raises:
         ValueError: `n` is more than the distinct questions available.

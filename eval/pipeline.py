@@ -91,7 +91,7 @@ def run_eval(
     _save_settings(run_dir, cfg.model.path, cfg.limit, cfg.free_form, plans)
     save_config(cfg, run_dir, overrides)
 
-    environment = None
+    environment = build_environment(cfg.env)  # before the engine: a missing sandbox or corpus fails fast
     store = SampleFile(run_dir / "samples.jsonl")
     done = {s.key for s in store.load()}
     verifiers = Verifiers()
@@ -105,8 +105,6 @@ def run_eval(
                 gpu_memory_utilization=cfg.gpu_memory_utilization,
             )
             engine = make_engine(cfg.backend, model_path, rollout, cfg.seed)
-            # after the engine: vLLM's start-up fails on numba's llvmlite bindings (bm25s imports numba)
-            environment = build_environment(cfg.env)
             if environment is not None:
                 engine = EpisodeEngine(engine, environment, tokenizer, cfg.env, context)
             for p in plans:

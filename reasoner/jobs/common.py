@@ -172,6 +172,7 @@ def open_run(
     verifier = build_verifier(cfg.reward.verifier) if verifier is None else verifier
     heldout = load_heldout(cfg) if heldout is None else heldout
     model_path = str(resolve_model_path(cfg.model.path)) if model_path is None else model_path
+    environment = build_environment(cfg.env)  # before the engine: a missing sandbox or corpus fails fast
     tokenizer = load_tokenizer(model_path)
     engine: RolloutEngine
     if cluster is None:
@@ -179,9 +180,6 @@ def open_run(
     else:
         engines = cluster.engines(cfg.rollout.backend, model_path, cfg.rollout, engine_seed)
         engine = GuardedEngine(engines, f"{cfg.rollout.backend.value} on ray")
-    # after the engine: vLLM's start-up scans every imported module, and fails on the llvmlite
-    # bindings numba brings in (the search tool's bm25s imports numba when it is installed)
-    environment = build_environment(cfg.env)
     if environment is not None:
         engine = EpisodeEngine(engine, environment, tokenizer, cfg.env, cfg.rollout.max_model_len)
     heldout_eval = HeldoutEval(cfg, engine, tokenizer, heldout, verifier, evals)

@@ -12,8 +12,6 @@ from reasoner.data import multihop
 from reasoner.envs.base import ToolOutput
 from reasoner.envs.search_tool import NO_RESULTS, SearchTool
 
-pytest.importorskip("bm25s")
-
 
 @pytest.fixture(scope="module")
 def world() -> multihop.World:

@@ -50,7 +50,7 @@ def _wait_dead(pid: int, limit_s: float = 5.0) -> None:
     while time.monotonic() < stop:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone before, or while, its stat was read
             return
         if state == "Z":
             return

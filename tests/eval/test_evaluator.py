@@ -224,3 +224,13 @@ def test_math500_verdicts_match_the_verifier_labels():
     wrong = [(r["source"], r["note"], s.extracted, s.reason) for r, s in zip(rows, scored) if s.correct != r["label"]]
     assert not wrong
     assert sum(r["label"] for r in rows) not in (0, len(rows))
+
+
+def test_a_run_with_the_python_tool_samples_episodes(tiny_model_dir, tmp_path):
+    """``env=python``: every sample is an episode whose prompt lists the tool; the samples record
+    turns, tool calls and the transcript (the random tiny model calls no tool: one turn each)."""
+    run_eval(_config(tiny_model_dir, "env=python", "benchmarks=[math500]"), tmp_path, progress=False)
+    samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == N * LIMIT
+    for s in samples:
+        assert "<python>...</python>" in s["prompt"] and s["turns"] >= 1 and s["transcript"] is not None

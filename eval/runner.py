@@ -14,7 +14,7 @@ from eval.samples import Key, Sample
 from eval.summary import summarize
 from reasoner.prompts import prompt_ids
 from reasoner.rollout.base import RolloutEngine
-from reasoner.types import Completion, Episode, Problem
+from reasoner.types import Completion, Problem
 from verifiers.base import Verifier
 from verifiers.registry import build_verifier
 
@@ -43,9 +43,10 @@ class Verifiers:
         self._built.clear()
 
 
-def episode_counts(e: Episode) -> tuple[int, int, int, str]:
-    """(turns, tool calls, tool calls that failed, transcript) of an episode."""
-    return e.turns, len(e.calls), sum(c.error is not None for c in e.calls), e.transcript
+def episode_fields(c: Completion, tokenizer: Any) -> tuple[int, int, int, str]:
+    """(turns, tool calls, tool calls that failed, transcript) of an episode `c` (``c.episode`` set)."""
+    e = c.episode
+    return e.turns, len(e.calls), sum(call.error is not None for call in e.calls), tokenizer.decode(c.token_ids)
 
 
 def longest_prompt(tokenizer: Any, bench: Benchmark, problems: Sequence[Problem]) -> int:
@@ -118,7 +119,7 @@ def sample_benchmark(
                 v.score,
                 v.extracted,
                 v.reason,
-                *(() if c.episode is None else episode_counts(c.episode)),
+                *(() if c.episode is None else episode_fields(c, tokenizer)),
             )
             for (p, i, c), v in zip(drafts, verdicts)
         ]

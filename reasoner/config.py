@@ -775,13 +775,11 @@ class EnvConfig:
         check("env.max_episode_tokens", self.max_episode_tokens, self.max_episode_tokens >= 1, ">= 1")
         ok = self.max_observation_tokens >= 1
         check("env.max_observation_tokens", self.max_observation_tokens, ok, ">= 1")
+        spec_ok = lambda spec: isinstance(spec, Mapping) and ("name" in spec or "_target_" in spec)  # noqa: E731
         for i, spec in enumerate(self.tools):
-            ok = isinstance(spec, Mapping) and ("name" in spec or "_target_" in spec)
-            check(f"env.tools[{i}]", spec, ok, "a mapping with 'name' (a registered tool) or '_target_'")
-        if self.environment is not None:
-            spec = self.environment
-            ok = isinstance(spec, Mapping) and ("name" in spec or "_target_" in spec)
-            check("env.environment", spec, ok, "null, or a mapping with 'name' or '_target_'")
+            check(f"env.tools[{i}]", spec, spec_ok(spec), "a mapping with 'name' (a registered tool) or '_target_'")
+        env = self.environment
+        check("env.environment", env, env is None or spec_ok(env), "null, or a mapping with 'name' or '_target_'")
 
 
 @dataclass

@@ -60,13 +60,13 @@ class Episode:
         calls: the tool calls run, in order.
         ended: ``answer`` (a turn without a tool call), ``max_turns`` (a call in the last turn,
             not run), ``budget`` (``env.max_episode_tokens``, the context or a turn's cap ran out).
-        transcript: the whole episode as text, special tokens and tool messages included.
+    The whole episode as text, tool messages included, is the decoding of its completion's
+    ``token_ids`` with special tokens kept.
     """
 
     turns: int
     calls: list[ToolCallRecord]
     ended: str
-    transcript: str
 
 
 @dataclass

@@ -146,7 +146,7 @@ class EpisodeEngine:
             e.add(ids, policy=False)
 
     def _completion(self, e: _Live) -> Completion:
-        episode = Episode(e.turns, e.calls, e.ended or "answer", self.tokenizer.decode(e.ids))
+        episode = Episode(e.turns, e.calls, e.ended or "answer")
         logprobs = e.logprobs if e.has_logprobs else []  # a turn without them (greedy): none at all
         return Completion(e.ids, "\n".join(e.texts), logprobs, e.finish, e.mask, episode)
 

@@ -102,9 +102,10 @@ class HFEngine:
             # the first of: EOS (kept), the token completing a stop string (kept; the row is padded
             # with EOS after it, which is not part of it), the prompt's budget
             end = toks.index(eos) + 1 if eos in toks else len(toks)
-            end = min(end, self._stop_end(toks[:end], stop))
+            stop_at = self._stop_end(toks[:end], stop)
+            end = min(end, stop_at)
             toks = toks[:end]
-            ended = bool(toks) and (toks[-1] == eos or self._stop_end(toks, stop) == len(toks))
+            ended = bool(toks) and (toks[-1] == eos or stop_at == end)
             comp = Completion(
                 toks,
                 self.tokenizer.decode(toks, skip_special_tokens=True),

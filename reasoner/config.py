@@ -736,10 +736,27 @@ class ClusterConfig:
     placement_timeout_s: float = 300.0
     #: how long a learner collective may wait for the other ranks before it fails (seconds).
     collective_timeout_s: float = 600.0
+    #: how the weights reach the engines after an update: ``collective`` (learner rank 0 broadcasts
+    #: them to the engines over a weight-update group, `reasoner.distributed.weight_group`: NCCL
+    #: when learner ranks and engines have GPUs of their own, else gloo) or ``object_store``
+    #: (gathered to the driver, then through Ray's object store).
+    weight_sync: str = "collective"
+    #: the most one broadcast of the weight-update group carries (MiB).
+    weight_bucket_mb: float = 256.0
+
+    @property
+    def weight_backend(self) -> str:
+        """The weight-update group's backend: NCCL between GPUs of their own (two processes
+        cannot share a GPU in one NCCL group, so not when colocated), else gloo."""
+        gpus = self.learner.gpus_per_worker > 0 and self.rollout.gpus_per_engine > 0
+        return "nccl" if gpus and not self.colocate else "gloo"
 
     def __post_init__(self) -> None:
         strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
         check("cluster.strategy", self.strategy, self.strategy in strategies, " or ".join(strategies))
+        syncs = ("collective", "object_store")
+        check("cluster.weight_sync", self.weight_sync, self.weight_sync in syncs, " or ".join(syncs))
+        check("cluster.weight_bucket_mb", self.weight_bucket_mb, self.weight_bucket_mb > 0, "> 0")
         ok = not self.colocate or self.rollout.engines == self.learner.workers
         check("cluster.colocate", self.colocate, ok, "false unless cluster.rollout.engines == cluster.learner.workers")
         check("cluster.placement_timeout_s", self.placement_timeout_s, self.placement_timeout_s > 0, "> 0")

@@ -29,7 +29,7 @@ from reasoner.learner import COUNTS, LearnerAPI, UpdateStats
 from reasoner.prompts import Template, prompt_ids
 from reasoner.rewards import Reward, add_length_terms, policy_lengths
 from reasoner.rollout.base import RolloutEngine
-from reasoner.rollout.sync import SyncProbe, check_sync, push_weights
+from reasoner.rollout.sync import SyncProbe, check_sync, sync_weights
 from reasoner.types import Completion, PromptBatch, RolloutBatch, Rows, ScoredBatch, TrainBatch
 
 PHASES = ("generate", "reward", "filter", "logprobs", "advantages", "update", "sync")
@@ -319,7 +319,7 @@ def rl_step(
             stats = learner.update(batch)
     if stats.optimizer_steps:  # else the weights are the engine's already
         with t("sync"):
-            push_weights(engine, learner.export_weights())
+            sync_weights(engine, learner)
             if probe is not None:
                 drift = check_sync(engine, learner.sequence_logprobs, probe, rollout.sync_check_tol)
     t.seconds["step"] = time.perf_counter() - begin

@@ -200,3 +200,51 @@ def test_a_dead_or_hung_learner_rank_is_named_not_waited_for(cluster, tiny_model
         assert time.monotonic() - begin < 4  # not rank 0's 5 s collective timeout
     finally:
         sharded.close()
+
+
+def test_weights_reach_every_engine_over_the_weight_update_group(cluster, tiny_model_dir, tmp_path):
+    """``cluster.weight_sync=collective``: learner rank 0 broadcasts the policy over gloo in 64 KiB
+    buckets (many, and tensors larger than one, which travel alone) to two engines, which then
+    score a sequence as the learner does. An engine killed between syncs is restarted, and a new
+    group gives it the weights before the retried call; one killed right before a sync breaks
+    the transfer, which is made again in a new group."""
+    from safetensors.torch import save_model
+
+    from reasoner.config import Backend, RolloutConfig
+    from reasoner.distributed.rollout import RayEngines
+    from reasoner.distributed.weight_group import buckets
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(policy, str(tmp_path / "start.safetensors"))
+    trainer = TrainerConfig(bf16_autocast=False)
+    spec = LearnerSpec(
+        str(tiny_model_dir), AlgorithmConfig(), trainer, 2, 1.0, 16, weights=str(tmp_path / "start.safetensors")
+    )
+    learner = ShardedLearner(spec, workers=2, cpus_per_worker=0.5)
+    engines = RayEngines(
+        Backend.hf, str(tiny_model_dir), RolloutConfig(), 0, engines=2, cpus_per_engine=0.5,
+        weight_sync="collective", bucket_bytes=64 << 10, timeout_s=60,
+    )  # fmt: skip
+    try:
+        seq, prompts = [1, 5, 9, 30, 12, 13, 14], [[1, 5, 9, 30], [1, 7], [1, 8, 2, 44, 5]]
+        want = learner.sequence_logprobs(seq, 4, False)
+        scores = lambda: [m.sequence_logprobs(seq, 4) for m in engines.members]  # noqa: E731
+        assert all(max(abs(a - b) for a, b in zip(s, want)) > 1e-2 for s in scores())  # the engines' own weights
+        engines.pull_weights(learner)
+        assert all(s == pytest.approx(want, abs=1e-5) for s in scores())
+        runs = buckets(engines._layout, 64 << 10)
+        sizes = [sum(torch.Size(engines._layout.shapes[i]).numel() * 4 for i in r) for r in runs]
+        assert len(runs) > 4 and max(sizes) > 64 << 10 and engines._layout.dtype == engines.dtype
+        ray.kill(engines.actors[1], no_restart=False)  # between syncs
+        out = engines.generate(prompts, 2, 1.0, 1.0, 4)
+        assert len(out) == 3 and engines.recoveries == 1
+        assert all(s == pytest.approx(want, abs=1e-5) for s in scores())
+        ray.kill(engines.actors[0], no_restart=False)  # right before a sync
+        engines.pull_weights(learner)
+        assert engines.recoveries == 2 and all(s == pytest.approx(want, abs=1e-5) for s in scores())
+    finally:
+        engines.close()
+        learner.close()

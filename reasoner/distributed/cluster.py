@@ -95,6 +95,10 @@ class RayCluster:
             gpus_per_engine=c.rollout.gpus_per_engine,
             max_restarts=c.rollout.max_restarts,
             placement=[self._at(first + i) for i in range(c.rollout.engines)],
+            weight_sync=c.weight_sync,
+            weight_backend=c.weight_backend,
+            bucket_bytes=int(c.weight_bucket_mb * (1 << 20)),
+            timeout_s=c.collective_timeout_s,
         )
 
     def learner(self, spec: Any) -> Any:

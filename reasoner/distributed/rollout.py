@@ -71,6 +71,29 @@ class EngineActor:
         self.engine.load_weights(named_tensors)
         self.version = version
 
+    def join_weight_group(
+        self, address: tuple[str, int], rank: int, world: int, backend: str, timeout_s: float
+    ) -> None:
+        """Join the weight-update group as member `rank` (`reasoner.distributed.weight_group`),
+        leaving the one it was in."""
+        from reasoner.distributed.weight_group import WeightGroup
+
+        if getattr(self, "weight_group", None) is not None:
+            self.weight_group.close()
+        self.weight_group = WeightGroup(address, rank, world, backend, timeout_s)
+
+    def receive_weights(self, layout: Any, bucket_bytes: int, version: int) -> str | None:
+        """Load the weights learner rank 0 broadcasts to the group (streamed into the engine's
+        ``load_weights``, a bucket at a time) and hold `version`; None, or the error that broke
+        the transfer (the engine then holds no known version)."""
+        try:
+            self.engine.load_weights(self.weight_group.receive(layout, bucket_bytes))
+        except Exception as err:  # a member died mid-transfer: the group is broken
+            self.version = -1
+            return f"{type(err).__name__}: {err}"
+        self.version = version
+        return None
+
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, version: int) -> list[float] | str:
         if version != self.version:
             return STALE
@@ -103,6 +126,12 @@ class RayEngines:
         cpus_per_engine, gpus_per_engine: each actor's Ray resources.
         max_restarts: how often Ray restarts a dead engine process.
         placement: Ray actor options of each engine (its placement-group bundle), or None.
+        weight_sync: how `pull_weights` moves the learner's weights: ``collective`` (a
+            weight-update group with learner rank 0, `reasoner.distributed.weight_group`) or
+            ``object_store`` (gathered to the driver, then through Ray's object store).
+        weight_backend: the weight-update group's backend, ``gloo`` or ``nccl``.
+        bucket_bytes: the most one broadcast of the weight-update group carries (bytes).
+        timeout_s: how long joining the group or one broadcast may wait (seconds).
     Raises:
         RuntimeError: Ray is not initialized.
     """
@@ -118,6 +147,10 @@ class RayEngines:
         gpus_per_engine: float = 0,
         max_restarts: int = 3,
         placement: Sequence[dict[str, Any]] | None = None,
+        weight_sync: str = "object_store",
+        weight_backend: str = "gloo",
+        bucket_bytes: int = 256 << 20,
+        timeout_s: float = 600.0,
     ) -> None:
         import ray
 
@@ -130,6 +163,15 @@ class RayEngines:
         ]
         self.dtype = ray.get(self.actors[0].dtype.remote())
         self.version, self._weights = 0, None  # the weights every engine must hold (an object-store reference)
+        self.weight_sync, self.weight_backend, self.bucket_bytes, self.timeout_s = (
+            weight_sync,
+            weight_backend,
+            bucket_bytes,
+            timeout_s,
+        )
+        self._source: Any = None  # the learner `pull_weights` last read (collective: it resends after a restart)
+        self._layout: Any = None  # its `weight_group.Layout`
+        self._joined = False  # whether every engine and learner rank 0 are in one live weight-update group
         #: engines found dead or stale and brought back (restarted by Ray, given the weights)
         self.recoveries = 0
 
@@ -140,22 +182,35 @@ class RayEngines:
         Raises:
             RuntimeError: it is not back within `timeout_s` (names the engine).
         """
+        import ray
+
+        self.recoveries += 1
+        self._wait_until_back(i, timeout_s)
+        if self._weights is not None:
+            ray.get(self.actors[i].load_weights.remote(self._weights, self.version))
+        elif self._source is not None:  # collective: a new group with the restarted engine, the weights again
+            self._joined = False
+            self._send(self._source)
+
+    def _wait_until_back(self, i: int, timeout_s: float = 600.0) -> None:
+        """Return once engine i answers (at once if it runs; else once Ray has restarted it).
+
+        Raises:
+            RuntimeError: it is not back within `timeout_s` seconds (names the engine).
+        """
         import time
 
         import ray
 
-        self.recoveries += 1
         deadline = time.monotonic() + timeout_s
         while True:
             try:
                 ray.get(self.actors[i].pid.remote())
-                break
+                return
             except UNAVAILABLE:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"rollout engine {i} is not back {timeout_s:.0f} s after it died") from None
                 time.sleep(0.5)
-        if self._weights is not None:
-            ray.get(self.actors[i].load_weights.remote(self._weights, self.version))
 
     def _finish(self, i: int, method: str, args: tuple, future: Any) -> Any:
         """The result of `future` (``actors[i].method(*args)``); if the engine died or holds other
@@ -207,11 +262,67 @@ class RayEngines:
         return [group for result in self._each(calls) for group in result]
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """`named_tensors` into every engine, through Ray's object store (kept there: a restarted
+        engine is given them)."""
         import ray
 
-        self._weights = ray.put([(name, t.detach().cpu()) for name, t in named_tensors])
+        self._weights, self._source = ray.put([(name, t.detach().cpu()) for name, t in named_tensors]), None
         self.version += 1
         ray.get([a.load_weights.remote(self._weights, self.version) for a in self.actors])
+
+    def pull_weights(self, learner: Any) -> None:
+        """The current weights of `learner` (a `reasoner.distributed.sharded.ShardedLearner`) into
+        every engine, by ``weight_sync``: over the weight-update group (joined on the first call;
+        remade, and the weights sent again, when an engine died: Ray restarts it), or gathered
+        to the driver and through the object store (`load_weights`).
+
+        Raises:
+            RuntimeError: the transfer failed again after the group was remade (names the error).
+        """
+        if self.weight_sync == "object_store":
+            self.load_weights(learner.export_weights())
+            return
+        self._weights, self._source = None, learner
+        self.version += 1
+        self._send(learner)
+
+    def _join(self, learner: Any) -> None:
+        """Learner rank 0 (member 0) and every engine into a new weight-update group."""
+        import ray
+
+        address, world = learner.weight_group_address(), 1 + len(self.actors)
+        joins = [
+            a.join_weight_group.remote(address, i + 1, world, self.weight_backend, self.timeout_s)
+            for i, a in enumerate(self.actors)
+        ]
+        learner.join_weight_group(address, world, self.weight_backend, self.timeout_s)
+        ray.get(joins)
+        if self._layout is None:
+            self._layout = learner.weight_layout(self.dtype)
+        self._joined = True
+
+    def _send(self, learner: Any) -> None:
+        """One transfer of `learner`'s weights at ``self.version`` (`pull_weights`); if a member
+        failed, wait for the engines Ray restarts, remake the group and send again, once."""
+        import ray
+
+        for attempt in range(2):
+            if not self._joined:
+                self._join(learner)
+            futures = [a.receive_weights.remote(self._layout, self.bucket_bytes, self.version) for a in self.actors]
+            errors = [learner.send_weights(self._layout, self.bucket_bytes)]
+            for f in futures:
+                try:
+                    errors.append(ray.get(f))
+                except UNAVAILABLE as err:  # died: Ray restarts it from its original arguments
+                    errors.append(f"{type(err).__name__}")
+                    self.recoveries += 1
+            if not any(errors):
+                return
+            self._joined = False
+            for i in range(len(self.actors)):
+                self._wait_until_back(i)
+        raise RuntimeError(f"the weight transfer to the rollout engines failed twice: {[e for e in errors if e]}")
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
         """Engine 0's (`members` gives each engine's)."""

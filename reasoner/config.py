@@ -738,7 +738,7 @@ class ClusterConfig:
     collective_timeout_s: float = 600.0
     #: how the weights reach the engines after an update: ``collective`` (learner rank 0 broadcasts
     #: them to the engines over a weight-update group, `reasoner.distributed.weight_group`: NCCL
-    #: when learner ranks and engines have GPUs of their own, else gloo) or ``object_store``
+    #: when learner ranks and engines hold whole GPUs of their own, else gloo) or ``object_store``
     #: (gathered to the driver, then through Ray's object store).
     weight_sync: str = "collective"
     #: the most one broadcast of the weight-update group carries (MiB).
@@ -746,10 +746,11 @@ class ClusterConfig:
 
     @property
     def weight_backend(self) -> str:
-        """The weight-update group's backend: NCCL between GPUs of their own (two processes
-        cannot share a GPU in one NCCL group, so not when colocated), else gloo."""
-        gpus = self.learner.gpus_per_worker > 0 and self.rollout.gpus_per_engine > 0
-        return "nccl" if gpus and not self.colocate else "gloo"
+        """The weight-update group's backend: NCCL when learner ranks and engines hold whole GPUs
+        of their own (two processes cannot share a GPU in one NCCL group: not when colocated or
+        given fractions of a GPU), else gloo."""
+        whole = self.learner.gpus_per_worker >= 1 and self.rollout.gpus_per_engine >= 1
+        return "nccl" if whole and not self.colocate else "gloo"
 
     def __post_init__(self) -> None:
         strategies = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")

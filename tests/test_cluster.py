@@ -37,11 +37,14 @@ def test_placement_bundles_split_or_colocated(train_file):
         run_cfg("unused", train_file, RAY + ["cluster.colocate=true"])
 
 
-def test_ray_run_trains_syncs_and_resumes_exactly(tiny_model_dir, train_file, tmp_path):
+def test_ray_run_trains_syncs_and_resumes_exactly(tiny_model_dir, train_file, tmp_path, caplog):
     local, straight, halves = tmp_path / "local", tmp_path / "straight", tmp_path / "halves"
     cfg = lambda *extra: run_cfg(tiny_model_dir, train_file, [*RUN, *extra], VowelShare)  # noqa: E731
     run(cfg("trainer.steps=1"), local)
-    summary = run(cfg(*RAY, "trainer.steps=2"), straight)
+    with caplog.at_level("INFO", logger="reasoner"):
+        summary = run(cfg(*RAY, "trainer.steps=2"), straight)
+    # the weights went over the weight-update group (cluster.weight_sync=collective, the default)
+    assert "learner rank 0 and 1 engine(s) joined a weight-update group (gloo)" in caplog.text
     a = metrics(straight)
     assert [m["step"] for m in a] == [1, 2] and all(m["policy/optimizer_steps"] == 2 for m in a)
     # the weight-sync check ran on the engine after each update and passed (else WeightSyncError)

@@ -98,7 +98,7 @@ class RayCluster:
             weight_sync=c.weight_sync,
             weight_backend=c.weight_backend,
             bucket_bytes=int(c.weight_bucket_mb * (1 << 20)),
-            timeout_s=c.collective_timeout_s,
+            timeout_s=c.collective_timeout_s / 2,  # a stuck transfer fails before the other ranks' gathers do
         )
 
     def learner(self, spec: Any) -> Any:

@@ -16,18 +16,25 @@ process; or transformers), behind one `reasoner.rollout.base.RolloutEngine` (`Ra
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable, Sequence
 
 import torch
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from reasoner.config import Backend, RolloutConfig
+from reasoner.distributed.weight_group import buckets
 from reasoner.rollout.base import budgets
 from reasoner.types import Completion
+
+log = logging.getLogger("reasoner")
 
 #: what an engine answers when the caller's weights version is not the one it holds
 STALE = "stale-weights"
 
+
+#: what an engine without a weight-update group answers (one Ray restarted after its process died)
+NO_GROUP = "no-weight-update-group"
 
 #: what Ray raises for a call to an engine whose process died or is restarting
 UNAVAILABLE = (RayActorError, ActorUnavailableError)
@@ -85,11 +92,16 @@ class EngineActor:
     def receive_weights(self, layout: Any, bucket_bytes: int, version: int) -> str | None:
         """Load the weights learner rank 0 broadcasts to the group (streamed into the engine's
         ``load_weights``, a bucket at a time) and hold `version`; None, or the error that broke
-        the transfer (the engine then holds no known version)."""
+        the transfer (the engine then holds no known version and has left the group, so that the
+        sender fails at once instead of waiting for it); `NO_GROUP` when it is in none."""
+        if getattr(self, "weight_group", None) is None:
+            return NO_GROUP
         try:
             self.engine.load_weights(self.weight_group.receive(layout, bucket_bytes))
         except Exception as err:  # a member died mid-transfer: the group is broken
             self.version = -1
+            self.weight_group.close()
+            self.weight_group = None
             return f"{type(err).__name__}: {err}"
         self.version = version
         return None
@@ -189,6 +201,11 @@ class RayEngines:
         if self._weights is not None:
             ray.get(self.actors[i].load_weights.remote(self._weights, self.version))
         elif self._source is not None:  # collective: a new group with the restarted engine, the weights again
+            if self._source.closed:
+                raise RuntimeError(
+                    f"rollout engine {i} died after the learner was closed: its weights cannot be sent again "
+                    "(the final policy is in the run directory's checkpoint/; evaluate it with reasoner-eval)"
+                )
             self._joined = False
             self._send(self._source)
 
@@ -234,8 +251,13 @@ class RayEngines:
         raise RuntimeError(f"rollout engine {i} of {len(self.actors)} failed twice in {method}, after a restart")
 
     def _each(self, calls: Sequence[tuple[int, str, tuple]]) -> list[Any]:
-        """Start every call at once (with the weights version), then collect them in order."""
+        """Start every call at once (with the weights version), wait for all (so that recovering
+        one, which may send the weights to all, does not queue behind the others' calls), then
+        collect them in order."""
+        import ray
+
         futures = [getattr(self.actors[i], m).remote(*a, self.version) for i, m, a in calls]
+        ray.wait(futures, num_returns=len(futures))
         return [self._finish(i, m, a, f) for (i, m, a), f in zip(calls, futures)]
 
     def generate(
@@ -300,6 +322,15 @@ class RayEngines:
         if self._layout is None:
             self._layout = learner.weight_layout(self.dtype)
         self._joined = True
+        runs = len(buckets(self._layout, self.bucket_bytes))
+        log.info(
+            "weight sync: learner rank 0 and %d engine(s) joined a weight-update group (%s); "
+            "%.1f MB a sync in %d bucket(s)",
+            len(self.actors),
+            self.weight_backend,
+            self._layout.nbytes / 1e6,
+            runs,
+        )
 
     def _send(self, learner: Any) -> None:
         """One transfer of `learner`'s weights at ``self.version`` (`pull_weights`); if a member
@@ -315,8 +346,10 @@ class RayEngines:
                 try:
                     errors.append(ray.get(f))
                 except UNAVAILABLE as err:  # died: Ray restarts it from its original arguments
-                    errors.append(f"{type(err).__name__}")
+                    errors.append(type(err).__name__)
                     self.recoveries += 1
+                else:
+                    self.recoveries += errors[-1] == NO_GROUP  # already restarted
             if not any(errors):
                 return
             self._joined = False

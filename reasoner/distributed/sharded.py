@@ -213,3 +213,9 @@ class ShardedLearner:
 
         for w in self.workers:
             ray.kill(w)
+        self.workers = []
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` has ended the ranks."""
+        return not self.workers

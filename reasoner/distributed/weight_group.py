@@ -97,9 +97,14 @@ class WeightGroup:
         self.store, self.rank, self.world = store, rank, world
 
     def _broadcast(self, buffer: torch.Tensor) -> None:
+        """Member 0's `buffer` into every member's, returning once this member's copy is done (on
+        NCCL, ``wait`` only orders the current stream after the collective: the stream is
+        synchronized too, so one bucket is in flight and a failure surfaces here)."""
         options = dist.BroadcastOptions()
         options.rootRank = 0
         self.group.broadcast([buffer], options).wait()
+        if buffer.is_cuda:
+            torch.cuda.current_stream(buffer.device).synchronize()
 
     def send(self, layout: Layout, tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int) -> None:
         """Broadcast `tensors` (member 0: full tensors in `layout`'s order, any float dtype; each

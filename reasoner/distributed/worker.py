@@ -177,20 +177,16 @@ class LearnerWorker:
         weight-update group. Returns None, or (rank 0) the error that broke the broadcast (an
         engine died): the gathering still runs to the end, so the other ranks are not left
         waiting, and the learner stays usable."""
-        weights = self._gathered()
-        if self.rank != 0:
-            for _ in weights:
-                pass
-            return None
-        try:
-            self.weight_group.send(layout, weights, bucket_bytes)
-        except Exception as err:  # the group is broken: leave it (the engines waiting in it fail at
-            self.weight_group.close()  # once), finish the gathering, report
-            self.weight_group = None
-            for _ in weights:
-                pass
-            return f"{type(err).__name__}: {err}"
-        return None
+        weights, error = self._gathered(), None
+        if self.rank == 0:
+            try:
+                self.weight_group.send(layout, weights, bucket_bytes)
+            except Exception as err:  # the group is broken: leave it (engines waiting in it fail at once)
+                self.weight_group.close()
+                self.weight_group, error = None, f"{type(err).__name__}: {err}"
+        for _ in weights:  # the rest of the gathering (all of it on ranks > 0), and the last units resharded
+            pass
+        return error
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:
         return self.learner.sequence_logprobs(token_ids, prompt_len, bf16)

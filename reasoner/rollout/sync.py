@@ -100,12 +100,15 @@ def push_weights(engine: RolloutEngine, weights: Iterable[tuple[str, torch.Tenso
 
 
 def sync_weights(engine: RolloutEngine, learner: Any) -> None:
-    """The `learner`'s current weights into `engine`: engines with a channel of their own to the
-    learner (``engine.pull_weights(learner)``: `reasoner.distributed.rollout.RayEngines`) use it;
-    any other is given ``learner.export_weights()`` (`push_weights`)."""
-    pull = getattr(engine, "pull_weights", None)
-    if pull is not None:
-        pull(learner)
+    """The `learner`'s current weights into `engine`: an engine with a channel of its own to the
+    learner (``pull_weights(learner)``: `reasoner.distributed.rollout.RayEngines`, found under
+    the wrappers that hold it as ``.engine``: `reasoner.rollout.base.GuardedEngine`, the episode
+    engine) uses it; any other is given ``learner.export_weights()`` (`push_weights`)."""
+    inner: Any = engine
+    while inner is not None and not hasattr(inner, "pull_weights"):
+        inner = getattr(inner, "engine", None)
+    if inner is not None:
+        inner.pull_weights(learner)
     else:
         push_weights(engine, learner.export_weights())
 

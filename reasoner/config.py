@@ -690,6 +690,11 @@ class LearnerPoolConfig:
     workers: int = 1
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
+    #: keep each rank's parameters and gradients unsharded across a mini-batch's micro-batches:
+    #: one all-gather and one gradient reduce-scatter per mini-batch instead of two all-gathers and
+    #: a reduce-scatter per micro-batch, for the memory of the full fp32 parameters and gradients
+    #: on every rank (as DDP; `reasoner.learner.Learner`). For models that fit that way.
+    keep_unsharded: bool = False
 
     def __post_init__(self) -> None:
         check("cluster.learner.workers", self.workers, self.workers >= 1, ">= 1")

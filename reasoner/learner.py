@@ -177,6 +177,11 @@ class Learner:
         shard: called on each module the learner runs (the policy's and the reference's
             `reasoner.logprobs.Scorer`, the critic) before the optimizers are built
             (`reasoner.distributed.worker.shard`: FSDP2).
+        keep_unsharded: with `shard`, FSDP2 keeps the parameters and gradients unsharded across
+            a mini-batch's micro-batches (``set_reshard_after_forward`` / ``_after_backward``,
+            ``set_requires_gradient_sync``): one all-gather and one gradient reduce-scatter per
+            mini-batch instead of two all-gathers and a reduce-scatter per micro-batch, for the
+            memory of the full parameters and gradients on every rank (as DDP).
     Raises:
         ValueError: kl.beta > 0 without a reference model; an estimator that needs a critic
             without one, or a critic with an estimator that does not use it.
@@ -194,6 +199,7 @@ class Learner:
         critic: torch.nn.Module | None = None,
         collective: Collective | None = None,
         shard: Callable[[torch.nn.Module], Any] | None = None,
+        keep_unsharded: bool = False,
     ) -> None:
         if algo.kl.beta > 0 and ref_model is None:
             raise ValueError("algorithm.kl.beta > 0 needs a reference model")
@@ -208,6 +214,10 @@ class Learner:
                 if m is not None:
                     shard(m)
         self.comm = collective or Local()
+        #: the FSDP2 roots whose unsharding `_hold` steers (empty: every pass reshards, FSDP2's default)
+        self._held = (
+            [m for m in (self._policy, critic) if m is not None] if shard is not None and keep_unsharded else []
+        )
         # FSDP2 collectives pair up only if every rank runs the decoder as often: no prompt sharing
         # (which runs it once or twice per micro-batch, depending on the rows) across ranks
         self._share_prompts = self.comm.world == 1
@@ -434,7 +444,9 @@ class Learner:
         sums.update(tokens=sum(batch.policy_lengths[i] for i in run), mismatch_n=0, zero_adv=len(rows) - len(run))
         sums["rows"] = len(rows)
         parts = self._micro_batches(batch, run)
-        for k in range(self.comm.max(len(parts))):
+        passes = self.comm.max(len(parts))
+        for k in range(passes):
+            self._hold(forward=True, backward=k < passes - 1)
             if k >= len(parts):  # this rank has run its own: a pass that adds nothing, for the collectives
                 self._idle_pass(batch)
                 continue
@@ -484,9 +496,21 @@ class Learner:
             sums["clip"] += float((clipped.float() * maskf).sum())
             sums["mismatch"] += float(((old - sampler).abs() * has_sampler).sum())
             sums["mismatch_n"] += int(has_sampler.sum())
+        self._hold(forward=False, backward=False)  # FSDP2's defaults again, for the scoring passes
         return sums
 
     # ------------------------------------------------------------------ helpers
+
+    def _hold(self, forward: bool, backward: bool) -> None:
+        """(``keep_unsharded``) Whether the coming forward passes leave the parameters unsharded
+        (for their backward and the next micro-batch), and whether the coming backward passes
+        keep them so and keep the gradients unreduced (a micro-batch before the mini-batch's
+        last) or reshard them and reduce-scatter the summed gradients (the last: the optimizer
+        step sees sharded parameters and gradients)."""
+        for m in self._held:
+            m.set_reshard_after_forward(not forward)
+            m.set_reshard_after_backward(not backward)
+            m.set_requires_gradient_sync(not backward)
 
     def _idle_pass(self, batch: TrainBatch) -> None:
         """Forward and backward of the batch's first sequence with a zero loss: the FSDP2

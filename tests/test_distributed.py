@@ -57,8 +57,13 @@ def test_groups_split_whole_contiguous_and_come_back_in_order():
     assert [float(r) for r in merged.old_logp] == [float(len(q)) for q in batch.sequences]
 
 
-@pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean"])
-def test_two_fsdp2_ranks_give_the_single_process_gradient(cluster, tiny_model_dir, loss_agg):
+@pytest.mark.parametrize(
+    "loss_agg, keep_unsharded",
+    [("token_mean", False), ("seq_mean_token_mean", False), ("token_mean", True), ("seq_mean_token_mean", True)],
+)
+def test_two_fsdp2_ranks_give_the_single_process_gradient(cluster, tiny_model_dir, loss_agg, keep_unsharded):
+    """Also with the parameters and gradients kept unsharded across the micro-batches (one
+    gradient reduce-scatter at the mini-batch's end)."""
     algo = AlgorithmConfig(loss_agg=loss_agg)
     trainer = TrainerConfig(bf16_autocast=False, micro_batch_size=2)
     batch = _batch(4, 3, zero_groups={2, 3})  # the second rank's groups: no real pass at all
@@ -67,14 +72,16 @@ def test_two_fsdp2_ranks_give_the_single_process_gradient(cluster, tiny_model_di
     single.model.train()
     single.accumulate(batch, list(range(len(batch))))
     expected = {n: p.grad.clone() for n, p in policy.named_parameters()}
-    spec = LearnerSpec(str(tiny_model_dir), algo, trainer, pad_id=2, temperature=1.0, max_tokens=16)
+    spec = LearnerSpec(
+        str(tiny_model_dir), algo, trainer, pad_id=2, temperature=1.0, max_tokens=16, keep_unsharded=keep_unsharded
+    )
     sharded = ShardedLearner(spec, workers=2)
     try:
         got = sharded.gradient(batch)
     finally:
         sharded.close()
     diff = max(float((got[n] - g).abs().max()) for n, g in expected.items())
-    print(f"max |gradient difference|, 2 FSDP2 ranks vs 1 process, fp32, {loss_agg}: {diff:.3g}")
+    print(f"max |gradient difference|, 2 FSDP2 ranks vs 1 process, fp32, {loss_agg}, kept {keep_unsharded}: {diff:.3g}")
     assert set(got) == set(expected), set(got) ^ set(expected)
     assert diff < 5e-6
     assert max(float(g.abs().max()) for g in expected.values()) > 1e-3  # a real gradient

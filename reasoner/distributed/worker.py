@@ -46,6 +46,7 @@ class LearnerSpec:
         timeout_s: how long a collective may wait before it fails, naming the rank (seconds).
         weights: a safetensors file of the policy's starting weights (a cold-started policy),
             loaded over `model_path`'s; None: `model_path`'s own.
+        keep_unsharded: `reasoner.learner.Learner`'s (``cluster.learner.keep_unsharded``).
     """
 
     model_path: str
@@ -56,6 +57,7 @@ class LearnerSpec:
     max_tokens: int
     timeout_s: float = 600.0
     weights: str | None = None
+    keep_unsharded: bool = False
 
 
 def shard(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
@@ -124,6 +126,7 @@ class LearnerWorker:
             critic,
             collective=ProcessGroup(),
             shard=partial(shard, mesh=mesh),
+            keep_unsharded=spec.keep_unsharded,
         )
 
     def score(self, batch: TrainBatch) -> TrainBatch:

@@ -310,6 +310,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
             cfg.length_budget,
             cfg.cluster.collective_timeout_s,
             None if state.ckpt is not None else str(start),
+            cfg.cluster.learner.keep_unsharded,
         )
         try:
             learner = state.cluster.learner(spec)

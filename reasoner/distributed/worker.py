@@ -159,9 +159,12 @@ class LearnerWorker:
     def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:
         """The policy's full weights by HF name (gathered from the shards, on every rank, onto the
         CPU, for the object store); rank 0 returns them, the others None."""
-        keep = self.rank == 0
-        weights = [(name, t.cpu().clone() if keep else None) for name, t in self._gathered()]
-        return weights if keep else None
+        gathered = self._gathered()
+        if self.rank != 0:
+            for _ in gathered:  # take part in every all-gather, keep nothing
+                pass
+            return None
+        return [(name, t.cpu().clone()) for name, t in gathered]
 
     def weight_layout(self, dtype: torch.dtype) -> Layout:
         """The `Layout` of `send_weights`: the policy's weights by HF name, sent as `dtype`."""

@@ -218,9 +218,9 @@ class Learner:
         self._held = (
             [m for m in (self._policy, critic) if m is not None] if shard is not None and keep_unsharded else []
         )
-        # FSDP2 collectives pair up only if every rank runs the decoder as often: no prompt sharing
-        # (which runs it once or twice per micro-batch, depending on the rows) across ranks
-        self._share_prompts = self.comm.world == 1
+        # FSDP2 collectives pair up only if every rank runs the decoder as often: across ranks,
+        # prompt sharing runs its two passes in every micro-batch, whatever the rows
+        self._lockstep = self.comm.world > 1
         self.kl_coef = algo.kl.beta
         loss_entry = registry.get("policy_loss", algo.policy_loss)
         self._policy_loss = loss_entry.fn
@@ -355,7 +355,7 @@ class Learner:
                                     padded,
                                     temperature=self.temperature,
                                     chunk_tokens=chunk,
-                                    share_prompts=self._share_prompts,
+                                    lockstep=self._lockstep,
                                 )[0]
                                 if own:
                                     _put(rows_out, idx, logp, mask)
@@ -461,7 +461,7 @@ class Learner:
                     with_entropy=True,
                     entropy_grad=a.entropy_coef > 0,
                     chunk_tokens=self.trainer.logits_chunk_tokens,
-                    share_prompts=self._share_prompts,
+                    lockstep=self._lockstep,
                 )
             old = logp.detach() if batch.old_logp is None else _place(batch.old_logp, idx, mask)
             adv = _place(batch.advantages, idx, mask)
@@ -518,7 +518,7 @@ class Learner:
         padded = self._pad(batch, [0])
         with autocast(self.trainer.bf16_autocast):
             chunk = self.trainer.logits_chunk_tokens
-            logp, _ = self._policy(padded, temperature=self.temperature, chunk_tokens=chunk, share_prompts=False)
+            logp, _ = self._policy(padded, temperature=self.temperature, chunk_tokens=chunk, lockstep=self._lockstep)
             loss = logp.sum() * 0.0
             if self.critic is not None:
                 loss = loss + self.critic(padded).sum() * 0.0

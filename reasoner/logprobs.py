@@ -123,6 +123,7 @@ def completion_logprobs(
     entropy_grad: bool = False,
     chunk_tokens: int = 2048,
     share_prompts: bool = True,
+    lockstep: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
 
@@ -141,8 +142,11 @@ def completion_logprobs(
         with_entropy: also return the per-token entropy (nats).
         entropy_grad: keep the entropy's gradient (for an entropy bonus); else it has none.
         chunk_tokens: positions per LM-head chunk (``trainer.logits_chunk_tokens``).
-        share_prompts: run each distinct prompt once (module docstring); False runs full rows,
-            one decoder call per micro-batch whatever its rows (what FSDP2 ranks need).
+        share_prompts: run each distinct prompt once (module docstring); False runs full rows.
+        lockstep: run the decoder the same number of times whatever the rows: with prompt
+            sharing, its two passes (prompts, then completions) even when no two rows share a
+            prompt. FSDP2 ranks need this: each decoder call is a round of collectives, which
+            must pair up across the ranks.
     Returns:
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
@@ -153,7 +157,7 @@ def completion_logprobs(
     # activation checkpointing recomputes each layer in the backward pass, which a key/value
     # cache written in the forward pass cannot follow (transformers drops the cache): full rows
     recompute = decoder.training and getattr(decoder, "is_gradient_checkpointing", False)
-    h = None if recompute or not share_prompts else _shared_prompt_hidden(decoder, batch)
+    h = None if recompute or not share_prompts else _shared_prompt_hidden(decoder, batch, always=lockstep)
     if h is not None and batch.completion_mask is not mask:
         h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
     if h is None:
@@ -244,10 +248,13 @@ def head_logprobs(
     return lp, torch.cat([p[1] for p in parts]) if with_entropy else None
 
 
-def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: int = 0) -> torch.Tensor | None:
+def _shared_prompt_hidden(
+    decoder: torch.nn.Module, batch: PaddedBatch, pad_id: int = 0, always: bool = False
+) -> torch.Tensor | None:
     """Hidden states (M, H) at the completion positions of `batch` (row-major, the order of
     ``hidden[:, :-1][completion_mask]``), computing each distinct prompt once; None when no two
-    rows share a prompt (the caller runs the full rows). `pad_id` fills padding (never attended)."""
+    rows share a prompt (the caller runs the full rows), unless `always` (then the two passes run
+    anyway). `pad_id` fills padding (never attended)."""
     n = batch.input_ids.shape[0]
     plens = batch.prompt_lens
     lens = batch.attention_mask.sum(-1).tolist()
@@ -255,7 +262,7 @@ def _shared_prompt_hidden(decoder: torch.nn.Module, batch: PaddedBatch, pad_id: 
     for i in range(n):
         key = tuple(ids[i][: plens[i]])
         owner.append(prompts.setdefault(key, len(prompts)))
-    if len(prompts) == n:
+    if len(prompts) == n and not always:
         return None
     width, dev = max(plens), batch.input_ids.device
     p_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)

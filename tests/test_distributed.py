@@ -1,6 +1,7 @@
 """The sharded learner (FSDP2 over gloo, two ranks as Ray actors on a local Ray cluster) against
 the single-process learner on the same batch: the same gradient, loss mode by loss mode, also
-when one rank's groups all have a zero advantage (it runs only passes that add nothing)."""
+when one rank's groups all have a zero advantage (it runs only passes that add nothing), with
+prompt sharing on the ranks (its two decoder passes in every micro-batch, shared prompts or not)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(tiny_model_dir
         assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name
 
 
-def test_distinct_prompts_take_the_full_row_path(tiny_model_dir):
+def test_distinct_prompts_take_the_full_row_path_unless_in_lockstep(tiny_model_dir):
+    """In lockstep (FSDP2 ranks) the two passes run anyway, with the full rows' values and gradients."""
     seqs, plens = _rows()
     batch = pad_batch([seqs[0], seqs[3], seqs[5]], [plens[0], plens[3], plens[5]], 0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -53,3 +54,14 @@ def test_distinct_prompts_take_the_full_row_path(tiny_model_dir):
     with torch.no_grad():
         lp, _ = completion_logprobs(model, batch)
         assert torch.allclose(lp, _full_rows(model, batch, 1.0), atol=1e-5)
+
+    assert _shared_prompt_hidden(model.get_decoder(), batch, always=True) is not None
+    two_pass, _ = completion_logprobs(model, batch, lockstep=True)
+    two_pass.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = _full_rows(model, batch, 1.0)
+    full.sum().backward()
+    assert torch.allclose(two_pass, full, atol=1e-5), (two_pass - full).abs().max()
+    for name, p in model.named_parameters():
+        assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name

@@ -473,6 +473,14 @@ class RolloutConfig:
     #: (BENCHMARKS.md "Profile of the GRPO step"); on GPU it enables CUDA graphs. Set it False for
     #: long runs.
     enforce_eager: bool = True
+    #: vLLM's sleep mode (GPUs: CUDA / ROCm) around the learner's phases, for an engine and a
+    #: learner on one GPU (one process, or ``cluster.colocate=true``): after a step's generation
+    #: the engine offloads its weights to CPU memory and frees its KV cache (``LLM.sleep(level=1)``),
+    #: and wakes before the weight sync (``wake_up``), so scoring and the update have the GPU memory
+    #: the engine held. Costs a copy of the weights each way. Needs ``rollout.backend=vllm`` and a
+    #: GPU (refused on a CPU, where the engine and the learner share the host's memory and there
+    #: is nothing to hand over).
+    sleep_during_update: bool = False
     #: vLLM's compute dtype. ``auto``: bfloat16 on a GPU or on a CPU with fast bf16 kernels, float32
     #: on a CPU without them, where vLLM's bf16 linear layers fall back to torch's reference GEMM
     #: (4x fewer tokens/s on an AVX2 CPU: BENCHMARKS.md, "Rollout"). The hf backend always samples in float32.
@@ -514,6 +522,12 @@ class RolloutConfig:
             RolloutDtype(self.dtype).value,
             self.backend == Backend.vllm or self.dtype != RolloutDtype.bfloat16,
             "auto or float32 with rollout.backend=hf (it samples in float32)",
+        )
+        check(
+            "rollout.sleep_during_update",
+            self.sleep_during_update,
+            self.backend == Backend.vllm or not self.sleep_during_update,
+            "false with rollout.backend=hf (sleep mode is vLLM's)",
         )
 
 

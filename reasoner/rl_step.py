@@ -28,7 +28,7 @@ from reasoner.data.stream import PromptStream
 from reasoner.learner import COUNTS, LearnerAPI, UpdateStats
 from reasoner.prompts import Template, prompt_ids
 from reasoner.rewards import Reward, add_length_terms, policy_lengths
-from reasoner.rollout.base import RolloutEngine
+from reasoner.rollout.base import RolloutEngine, asleep
 from reasoner.rollout.sync import SyncProbe, check_sync, sync_weights
 from reasoner.types import Completion, PromptBatch, RolloutBatch, Rows, ScoredBatch, TrainBatch
 
@@ -311,12 +311,13 @@ def rl_step(
     failed = all(v.reason.startswith("error") for row in scored.verdicts for v in row)
     if kept and not failed:
         batch = to_train_batch(scored.take(kept))
-        with t("logprobs"):
-            batch = learner.score(batch)
-        with t("advantages"):
-            batch = estimate_advantages(batch, algo, learner.kl_coef)
-        with t("update"):
-            stats = learner.update(batch)
+        with asleep(engine):  # rollout.sleep_during_update: the learner gets the engine's GPU memory
+            with t("logprobs"):
+                batch = learner.score(batch)
+            with t("advantages"):
+                batch = estimate_advantages(batch, algo, learner.kl_coef)
+            with t("update"):
+                stats = learner.update(batch)
     if stats.optimizer_steps:  # else the weights are the engine's already
         with t("sync"):
             sync_weights(engine, learner)

@@ -24,7 +24,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from reasoner.config import Backend, RolloutConfig
 from reasoner.distributed.weight_group import buckets
-from reasoner.rollout.base import budgets
+from reasoner.rollout.base import budgets, unwrap
 from reasoner.types import Completion
 
 log = logging.getLogger("reasoner")
@@ -111,6 +111,15 @@ class EngineActor:
             return STALE
         return self.engine.sequence_logprobs(token_ids, prompt_len)
 
+    def sleep(self) -> None:
+        """Its engine's sleep mode (`reasoner.rollout.base.asleep`); a no-op without one."""
+        if (inner := unwrap(self.engine, "sleep")) is not None:
+            inner.sleep()
+
+    def wake_up(self) -> None:
+        if (inner := unwrap(self.engine, "sleep")) is not None:
+            inner.wake_up()
+
     def pid(self) -> int:
         """This engine's process id."""
         import os
@@ -186,6 +195,24 @@ class RayEngines:
         self._joined = False  # whether every engine and learner rank 0 are in one live weight-update group
         #: engines found dead or stale and brought back (restarted by Ray, given the weights)
         self.recoveries = 0
+        self.sleeps = cfg.sleep_during_update  # (`reasoner.rollout.base.asleep`)
+
+    def sleep(self) -> None:
+        """Every engine into vLLM's sleep mode (``rollout.sleep_during_update``)."""
+        import ray
+
+        ray.get([a.sleep.remote() for a in self.actors])
+
+    def wake_up(self) -> None:
+        """Every engine awake; one that died meanwhile is back awake (Ray restarted it), and the
+        next call to it recovers it (`_recover`)."""
+        import ray
+
+        for a in self.actors:
+            try:
+                ray.get(a.wake_up.remote())
+            except UNAVAILABLE:
+                pass
 
     def _recover(self, i: int, timeout_s: float = 600.0) -> None:
         """Wait until Ray has engine i running again (its process restarted: up to `timeout_s`

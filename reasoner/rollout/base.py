@@ -43,6 +43,31 @@ class RolloutEngine(Protocol):
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]: ...
 
 
+def unwrap(engine: Any, method: str) -> Any:
+    """`engine`, or the engine it wraps (``.engine``, at any depth: `GuardedEngine`, the episode
+    engine), that has `method`; None when none has it. For the capabilities some engines have
+    and the `RolloutEngine` protocol does not name: ``pull_weights``, ``sleep``."""
+    while engine is not None and not hasattr(engine, method):
+        engine = getattr(engine, "engine", None)
+    return engine
+
+
+@contextmanager
+def asleep(engine: Any) -> Iterator[None]:
+    """Run the block with the engine asleep (``rollout.sleep_during_update``: vLLM's sleep mode
+    frees the engine's GPU memory for the learner), and wake it when the block ends, raised or
+    not. A no-op for an engine without sleep mode (``sleep``, under the wrappers: `unwrap`)."""
+    inner = unwrap(engine, "sleep")
+    if inner is None or not inner.sleeps:
+        yield
+        return
+    inner.sleep()
+    try:
+        yield
+    finally:
+        inner.wake_up()
+
+
 def budgets(max_tokens: int | Sequence[int], prompts: int) -> list[int]:
     """`max_tokens` of ``generate`` as one budget per prompt (tokens).
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 from reasoner.prompts import Template, prompt_ids, target_text
-from reasoner.rollout.base import RolloutEngine
+from reasoner.rollout.base import RolloutEngine, unwrap
 from reasoner.types import Problem
 
 #: ``(token_ids, prompt_len, bf16) -> log-probs of the tokens after the prompt`` (nats): the
@@ -104,9 +104,7 @@ def sync_weights(engine: RolloutEngine, learner: Any) -> None:
     learner (``pull_weights(learner)``: `reasoner.distributed.rollout.RayEngines`, found under
     the wrappers that hold it as ``.engine``: `reasoner.rollout.base.GuardedEngine`, the episode
     engine) uses it; any other is given ``learner.export_weights()`` (`push_weights`)."""
-    inner: Any = engine
-    while inner is not None and not hasattr(inner, "pull_weights"):
-        inner = getattr(inner, "engine", None)
+    inner = unwrap(engine, "pull_weights")
     if inner is not None:
         inner.pull_weights(learner)
     else:

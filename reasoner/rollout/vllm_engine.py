@@ -124,6 +124,11 @@ class VLLMEngine:
     """`RolloutEngine` on a ``vllm.LLM``; its weights and compute in `dtype` (`engine_dtype`)."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
+        if cfg.sleep_during_update and not torch.cuda.is_available():
+            raise ValueError(
+                "rollout.sleep_during_update=true needs vLLM on a GPU (its sleep mode runs on CUDA / ROCm); "
+                "this process sees none: set it false"
+            )
         _set_env(cfg)
         if not cfg.engine_logs:
             _quiet_vllm()  # before the import: importing vLLM configures its loggers
@@ -139,8 +144,10 @@ class VLLMEngine:
             enforce_eager=cfg.enforce_eager,
             seed=seed,
         )
+        self.sleeps, self._asleep = cfg.sleep_during_update, False
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+            kwargs["enable_sleep_mode"] = cfg.sleep_during_update
         else:  # (a VLLM_CPU_KVCACHE_SPACE the user set, whole GiB, takes precedence in vLLM)
             kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gb * 2**30)
         threads = torch.get_num_threads()
@@ -188,6 +195,19 @@ class VLLMEngine:
                 )
             batch.append(group)
         return batch
+
+    def sleep(self) -> None:
+        """(``rollout.sleep_during_update``) Offload the weights to CPU memory and free the KV
+        cache (vLLM sleep mode, level 1); no-op when asleep already."""
+        if self.sleeps and not self._asleep:
+            self.llm.sleep(level=1)
+            self._asleep = True
+
+    def wake_up(self) -> None:
+        """Weights back on the GPU and a fresh KV cache; no-op when awake."""
+        if self._asleep:
+            self.llm.wake_up()
+            self._asleep = False
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         weights = ((name, t.to(self.dtype).contiguous()) for name, t in named_tensors)

@@ -723,6 +723,10 @@ class EnginePoolConfig:
     engines: int = 1
     cpus_per_engine: float = 1
     gpus_per_engine: float = 0
+    #: workers per engine (vLLM's ``tensor_parallel_size``, its multiprocessing executor inside the
+    #: engine's actor): on GPUs one each, so ``gpus_per_engine`` must equal it. Each worker joins
+    #: the weight-update group (`reasoner.rollout.weight_receiver`).
+    tensor_parallel: int = 1
     #: how often Ray restarts an engine whose process died (it then gets the current weights).
     max_restarts: int = 3
 
@@ -730,6 +734,13 @@ class EnginePoolConfig:
         check("cluster.rollout.engines", self.engines, self.engines >= 1, ">= 1")
         check("cluster.rollout.cpus_per_engine", self.cpus_per_engine, self.cpus_per_engine > 0, "> 0")
         check("cluster.rollout.gpus_per_engine", self.gpus_per_engine, self.gpus_per_engine >= 0, ">= 0")
+        check("cluster.rollout.tensor_parallel", self.tensor_parallel, self.tensor_parallel >= 1, ">= 1")
+        check(
+            "cluster.rollout.gpus_per_engine",
+            self.gpus_per_engine,
+            self.tensor_parallel == 1 or self.gpus_per_engine in (0, self.tensor_parallel),
+            "cluster.rollout.tensor_parallel (a GPU per worker) or 0 (CPUs)",
+        )
         check("cluster.rollout.max_restarts", self.max_restarts, self.max_restarts >= 0, ">= 0")
 
 

@@ -11,8 +11,10 @@ from safetensors.torch import load_file
 from scripted_verifiers import VowelShare
 from tiny_runs import comparable, metrics, run_cfg, same
 
+from reasoner.config import Backend, RolloutConfig
 from reasoner.distributed.cluster import bundles
 from reasoner.jobs.rl import run
+from reasoner.rollout import make_engine
 
 pytest.importorskip("ray")
 
@@ -35,6 +37,13 @@ def test_placement_bundles_split_or_colocated(train_file):
     assert bundles(run_cfg("unused", train_file, RAY + colocated).cluster) == [{"CPU": 3}] * 2
     with pytest.raises(ValueError, match="cluster.colocate=True is not allowed"):
         run_cfg("unused", train_file, RAY + ["cluster.colocate=true"])
+    # tensor-parallel engines: a GPU per worker, all in the engine's bundle
+    tp = ["cluster.rollout.tensor_parallel=2", "cluster.rollout.gpus_per_engine=2"]
+    assert bundles(run_cfg("unused", train_file, RAY + tp).cluster)[-1] == {"CPU": 2, "GPU": 2}
+    with pytest.raises(ValueError, match="cluster.rollout.gpus_per_engine=1.0 is not allowed"):
+        run_cfg("unused", train_file, RAY + ["cluster.rollout.tensor_parallel=2", "cluster.rollout.gpus_per_engine=1"])
+    with pytest.raises(ValueError, match="tensor_parallel > 1 needs rollout.backend=vllm"):
+        make_engine(Backend.hf, "unused", RolloutConfig(), 0, tensor_parallel=2)
 
 
 def test_ray_run_trains_syncs_and_resumes_exactly(tiny_model_dir, train_file, tmp_path, caplog):
@@ -44,7 +53,7 @@ def test_ray_run_trains_syncs_and_resumes_exactly(tiny_model_dir, train_file, tm
     with caplog.at_level("INFO", logger="reasoner"):
         summary = run(cfg(*RAY, "trainer.steps=2"), straight)
     # the weights went over the weight-update group (cluster.weight_sync=collective, the default)
-    assert "learner rank 0 and 1 engine(s) joined a weight-update group (gloo)" in caplog.text
+    assert "learner rank 0 and 1 engine(s) (1 worker(s)) joined a weight-update group (gloo)" in caplog.text
     a = metrics(straight)
     assert [m["step"] for m in a] == [1, 2] and all(m["policy/optimizer_steps"] == 2 for m in a)
     # the weight-sync check ran on the engine after each update and passed (else WeightSyncError)

@@ -93,6 +93,7 @@ class RayCluster:
             engines=c.rollout.engines,
             cpus_per_engine=c.rollout.cpus_per_engine,
             gpus_per_engine=c.rollout.gpus_per_engine,
+            tensor_parallel=c.rollout.tensor_parallel,
             max_restarts=c.rollout.max_restarts,
             placement=[self._at(first + i) for i in range(c.rollout.engines)],
             weight_sync=c.weight_sync,

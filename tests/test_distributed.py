@@ -210,17 +210,10 @@ def test_a_dead_or_hung_learner_rank_is_named_not_waited_for(cluster, tiny_model
         sharded.close()
 
 
-def test_weights_reach_every_engine_over_the_weight_update_group(cluster, tiny_model_dir, tmp_path):
-    """``cluster.weight_sync=collective``: learner rank 0 broadcasts the policy over gloo in 64 KiB
-    buckets (many, and tensors larger than one, which travel alone) to two engines, which then
-    score a sequence as the learner does. An engine killed between syncs is restarted, and a new
-    group gives it the weights before the retried call; one killed right before a sync breaks
-    the transfer, which is made again in a new group."""
+def _moved_learner(tiny_model_dir, tmp_path, workers: int) -> ShardedLearner:
+    """A sharded learner (fp32) whose policy starts from the tiny model's weights plus noise, so
+    an engine built from the tiny model scores differently until it has the learner's weights."""
     from safetensors.torch import save_model
-
-    from reasoner.config import Backend, RolloutConfig
-    from reasoner.distributed.rollout import RayEngines
-    from reasoner.distributed.weight_group import buckets
 
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     with torch.no_grad():
@@ -231,7 +224,20 @@ def test_weights_reach_every_engine_over_the_weight_update_group(cluster, tiny_m
     spec = LearnerSpec(
         str(tiny_model_dir), AlgorithmConfig(), trainer, 2, 1.0, 16, weights=str(tmp_path / "start.safetensors")
     )
-    learner = ShardedLearner(spec, workers=2, cpus_per_worker=0.5)
+    return ShardedLearner(spec, workers=workers, cpus_per_worker=0.5)
+
+
+def test_weights_reach_every_engine_over_the_weight_update_group(cluster, tiny_model_dir, tmp_path):
+    """``cluster.weight_sync=collective``: learner rank 0 broadcasts the policy over gloo in 64 KiB
+    buckets (many, and tensors larger than one, which travel alone) to two engines, which then
+    score a sequence as the learner does. An engine killed between syncs is restarted, and a new
+    group gives it the weights before the retried call; one killed right before a sync breaks
+    the transfer, which is made again in a new group."""
+    from reasoner.config import Backend, RolloutConfig
+    from reasoner.distributed.rollout import RayEngines
+    from reasoner.distributed.weight_group import buckets
+
+    learner = _moved_learner(tiny_model_dir, tmp_path, workers=2)
     engines = RayEngines(
         Backend.hf, str(tiny_model_dir), RolloutConfig(), 0, engines=2, cpus_per_engine=0.5,
         weight_sync="collective", bucket_bytes=64 << 10, timeout_s=60,
@@ -266,21 +272,10 @@ def test_every_vllm_worker_receives_the_weights_over_the_weight_update_group(
     multiprocessing executor for 2) in the group through the worker extension
     (`reasoner.rollout.weight_receiver`): after the pull it scores a sequence as the learner does,
     and it still samples."""
-    from safetensors.torch import save_model
-
     from reasoner.config import Backend, RolloutConfig, RolloutDtype
     from reasoner.distributed.rollout import RayEngines
 
-    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    save_model(policy, str(tmp_path / "start.safetensors"))
-    trainer = TrainerConfig(bf16_autocast=False)
-    spec = LearnerSpec(
-        str(tiny_model_dir), AlgorithmConfig(), trainer, 2, 1.0, 16, weights=str(tmp_path / "start.safetensors")
-    )
-    learner = ShardedLearner(spec, workers=1, cpus_per_worker=0.5)
+    learner = _moved_learner(tiny_model_dir, tmp_path, workers=1)
     engines = RayEngines(
         Backend.vllm, str(tiny_model_dir), RolloutConfig(max_model_len=256, dtype=RolloutDtype.float32), 0,
         engines=1, cpus_per_engine=1, tensor_parallel=tensor_parallel, weight_sync="collective",

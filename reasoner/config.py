@@ -874,6 +874,12 @@ class RunConfig:
         workers = self.cluster.learner.workers
         ok = self.cluster.kind is ClusterKind.local or workers <= t.prompts_per_step
         check("cluster.learner.workers", workers, ok, "<= trainer.prompts_per_step (each rank trains whole groups)")
+        c, ray = self.cluster, self.cluster.kind is ClusterKind.ray
+        tp = c.rollout.tensor_parallel
+        ok = tp == 1 or (ray and self.rollout.backend == Backend.vllm and not c.colocate)
+        check("cluster.rollout.tensor_parallel", tp, ok, "1 unless cluster=ray, rollout.backend=vllm and not colocated")
+        ok = not (ray and self.rollout.sleep_during_update and c.rollout.gpus_per_engine == 0)
+        check("rollout.sleep_during_update", self.rollout.sleep_during_update, ok, "false for engines without GPUs")
         checks = []
         names = [s.name for s in self.recipe.stages]
         for i, stage in enumerate(self.recipe.stages):

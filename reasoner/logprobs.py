@@ -296,7 +296,7 @@ def _shared_prompt_hidden(
     for i in range(n):  # targets of row i: positions P_i - 1 .. len_i - 2
         if comp_len[i]:
             parts += [last[owner[i]][None], out.last_hidden_state[i, : comp_len[i] - 1]]
-    return torch.cat(parts)
+    return torch.cat(parts) if parts else last[:0]  # (0, H): no completion token in the batch
 
 
 def sequence_logprobs(model: torch.nn.Module, token_ids: list[int], prompt_len: int, bf16: bool) -> list[float]:

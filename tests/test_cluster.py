@@ -38,10 +38,14 @@ def test_placement_bundles_split_or_colocated(train_file):
     with pytest.raises(ValueError, match="cluster.colocate=True is not allowed"):
         run_cfg("unused", train_file, RAY + ["cluster.colocate=true"])
     # tensor-parallel engines: a GPU per worker, all in the engine's bundle
-    tp = ["cluster.rollout.tensor_parallel=2", "cluster.rollout.gpus_per_engine=2"]
+    tp = ["rollout=vllm", "cluster.rollout.tensor_parallel=2", "cluster.rollout.gpus_per_engine=2"]
     assert bundles(run_cfg("unused", train_file, RAY + tp).cluster)[-1] == {"CPU": 2, "GPU": 2}
     with pytest.raises(ValueError, match="cluster.rollout.gpus_per_engine=1.0 is not allowed"):
         run_cfg("unused", train_file, RAY + ["cluster.rollout.tensor_parallel=2", "cluster.rollout.gpus_per_engine=1"])
+    with pytest.raises(ValueError, match="cluster.rollout.tensor_parallel=2 is not allowed: .*rollout.backend=vllm"):
+        run_cfg("unused", train_file, RAY + tp[1:])  # the transformers engine
+    with pytest.raises(ValueError, match="rollout.sleep_during_update=True is not allowed: .*without GPUs"):
+        run_cfg("unused", train_file, RAY + ["rollout=vllm", "rollout.sleep_during_update=true"])
     with pytest.raises(ValueError, match="tensor_parallel > 1 needs rollout.backend=vllm"):
         make_engine(Backend.hf, "unused", RolloutConfig(), 0, tensor_parallel=2)
 

@@ -93,8 +93,14 @@ class EngineActor:
         self, address: tuple[str, int], first_rank: int, world: int, backend: str, timeout_s: float
     ) -> None:
         """The engine's workers join the weight-update group as members ``first_rank ..``
-        (`reasoner.distributed.weight_group`), leaving the one they were in."""
-        self.receiver.join_weight_group(address, first_rank, world, backend, timeout_s)
+        (`reasoner.distributed.weight_group`), leaving the one they were in.
+
+        Raises:
+            RuntimeError: a worker could not join (the members did not all come in time).
+        """
+        error = self.receiver.join_weight_group(address, first_rank, world, backend, timeout_s)
+        if error is not None:
+            raise RuntimeError(f"joining the weight-update group failed: {error}")
 
     def receive_weights(self, layout: Any, bucket_bytes: int, version: int) -> str | None:
         """Load the weights learner rank 0 broadcasts to the group (each worker streams them into
@@ -103,13 +109,9 @@ class EngineActor:
         sender fails at once instead of waiting for it); `NO_GROUP` when it is in none."""
         if not self.receiver.in_weight_group():
             return NO_GROUP
-        try:
-            self.receiver.receive_weights(layout, bucket_bytes)
-        except Exception as err:  # a member died mid-transfer: the group is broken (and left)
-            self.version = -1
-            return f"{type(err).__name__}: {err}"
-        self.version = version
-        return None
+        error = self.receiver.receive_weights(layout, bucket_bytes)
+        self.version = version if error is None else -1  # a member died mid-transfer: the group is left
+        return error
 
     def sequence_logprobs(self, token_ids: list[int], prompt_len: int, version: int) -> list[float] | str:
         if version != self.version:
@@ -209,20 +211,33 @@ class RayEngines:
 
     def sleep(self) -> None:
         """Every engine into vLLM's sleep mode (``rollout.sleep_during_update``)."""
-        import ray
-
-        ray.get([a.sleep.remote() for a in self.actors])
+        self._all_engines("sleep")
 
     def wake_up(self) -> None:
-        """Every engine awake; one that died meanwhile is back awake (Ray restarted it), and the
-        next call to it recovers it (`_recover`)."""
+        """Every engine awake."""
+        self._all_engines("wake_up")
+
+    def _all_engines(self, method: str) -> None:
+        """Call `method` on every engine at once and wait for all. One that died (Ray restarts it,
+        awake) is skipped: the next call to it recovers it (`_recover`).
+
+        Raises:
+            RuntimeError: an engine raised (the others' calls have finished; names the first).
+        """
         import ray
 
-        for a in self.actors:
+        futures = [getattr(a, method).remote() for a in self.actors]
+        ray.wait(futures, num_returns=len(futures))
+        errors = []
+        for i, f in enumerate(futures):
             try:
-                ray.get(a.wake_up.remote())
+                ray.get(f)
             except UNAVAILABLE:
                 pass
+            except Exception as err:
+                errors.append(f"rollout engine {i}: {type(err).__name__}: {err}")
+        if errors:
+            raise RuntimeError(f"{method} failed on {len(errors)} engine(s): {errors[0]}")
 
     def _recover(self, i: int, timeout_s: float = 600.0) -> None:
         """Wait until Ray has engine i running again (its process restarted: up to `timeout_s`

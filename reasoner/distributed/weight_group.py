@@ -5,8 +5,9 @@ and the trainer broadcasts), with the engine in the actor's process as everywher
 
 The group is made without ``torch.distributed``'s global state (a ``TCPStore`` at rank 0 and a
 ``ProcessGroupGloo`` / ``ProcessGroupNCCL`` over it), so it lives beside the learner ranks' own
-process group and the one vLLM makes in an engine's process. Member 0 is learner rank 0, member
-i the engine i - 1.
+process group and the one vLLM makes in an engine's process. Member 0 is learner rank 0; the
+engines' workers (one per tensor-parallel rank, `reasoner.rollout.weight_receiver`) follow, engine
+by engine.
 
 What travels is fixed by a `Layout` (names and shapes in the order rank 0 sends them, and the
 engines' dtype), which both sides cut into the same buckets (`buckets`): per bucket, rank 0
@@ -71,7 +72,7 @@ class WeightGroup:
     Args:
         address: (host, port) of member 0, where its ``TCPStore`` listens.
         rank: this member's index (0: the sender, learner rank 0).
-        world: members (1 + the engines).
+        world: members (1 + the engines' workers).
         backend: ``gloo`` (tensors on the CPU) or ``nccl`` (on this process's current GPU).
         timeout_s: how long joining or one broadcast may wait for the other members (seconds).
     Raises:

@@ -133,7 +133,10 @@ class LearnerWorker:
         return self.learner.score(batch)
 
     def update(self, batch: TrainBatch) -> UpdateStats:
-        return self.learner.update(batch)
+        stats = self.learner.update(batch)
+        if torch.cuda.is_available():  # the update's cached free blocks back to the GPU, for a colocated engine
+            torch.cuda.empty_cache()  # that wakes next (rollout.sleep_during_update)
+        return stats
 
     def kl_coef(self) -> float:
         return self.learner.kl_coef

@@ -61,11 +61,11 @@ def asleep(engine: Any) -> Iterator[None]:
     if inner is None or not inner.sleeps:
         yield
         return
-    inner.sleep()
     try:
+        inner.sleep()
         yield
     finally:
-        inner.wake_up()
+        inner.wake_up()  # also after a sleep that failed halfway
 
 
 def budgets(max_tokens: int | Sequence[int], prompts: int) -> list[int]:

@@ -107,12 +107,31 @@ def _quiet_vllm() -> None:
             target.addFilter(_Drop(prefix))
 
 
+#: where `_set_env` notes the core binding it set itself
+_OURS = "REASONER_VLLM_CPU_OMP_THREADS_BIND"
+
+
 def _set_env(tensor_parallel: int) -> None:
+    """The environment of the module docstring.
+
+    Raises:
+        ValueError: ``VLLM_CPU_OMP_THREADS_BIND`` is set with another number of core lists than
+            there are workers (vLLM would assert).
+    """
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     cores = os.cpu_count() or 1
     per = cores // tensor_parallel  # the cores in contiguous runs, one per worker ("0-3|4-7")
-    runs = "|".join(f"{w * per}-{(w + 1) * per - 1}" for w in range(tensor_parallel))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", runs if per else "nobind")
+    runs = "|".join(f"{w * per}-{(w + 1) * per - 1}" for w in range(tensor_parallel)) if per else "nobind"
+    # a value this module set (here, or in a parent process: Ray actors inherit the driver's
+    # environment) follows this engine's workers; one the user set stays
+    if os.environ.get("VLLM_CPU_OMP_THREADS_BIND", _OURS) == os.environ.get(_OURS, _OURS):
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = os.environ[_OURS] = runs
+    bind = os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+    if bind not in ("auto", "nobind") and len(bind.split("|")) != tensor_parallel:
+        raise ValueError(
+            f"VLLM_CPU_OMP_THREADS_BIND={bind!r} has {len(bind.split('|'))} core list(s) for "
+            f"{tensor_parallel} tensor-parallel worker(s): give one per worker ('0-3|4-7'), 'auto', or unset it"
+        )
 
 
 def engine_dtype(choice: RolloutDtype) -> torch.dtype:
@@ -211,12 +230,14 @@ class VLLMEngine:
         """(``rollout.sleep_during_update``) Offload the weights to CPU memory and free the KV
         cache (vLLM sleep mode, level 1); no-op when asleep already."""
         if self.sleeps and not self._asleep:
+            self._asleep = True  # first: a sleep that fails halfway (vLLM has paused its scheduler) is woken
             self.llm.sleep(level=1)
-            self._asleep = True
 
     def wake_up(self) -> None:
-        """Weights back on the GPU and a fresh KV cache; no-op when awake."""
+        """Weights back on the GPU and a fresh KV cache; no-op when awake. torch's cached free
+        blocks (the learner's, in this process) go back to the GPU first, for vLLM's allocator."""
         if self._asleep:
+            torch.cuda.empty_cache()
             self.llm.wake_up()
             self._asleep = False
 
@@ -229,19 +250,31 @@ class VLLMEngine:
 
     def join_weight_group(
         self, address: tuple[str, int], first_rank: int, world: int, backend: str, timeout_s: float
-    ) -> None:
+    ) -> str | None:
         """Every worker joins the weight-update group, worker r as member ``first_rank + r``
-        (`reasoner.rollout.weight_receiver.WeightReceiver.join_weight_group`)."""
-        self.llm.collective_rpc("join_weight_group", args=(address, first_rank, world, backend, timeout_s))
+        (`reasoner.rollout.weight_receiver.WeightReceiver.join_weight_group`); None, or the
+        first worker's error (every worker answers: its reply is read)."""
+        errors = self.llm.collective_rpc("join_weight_group", args=(address, first_rank, world, backend, timeout_s))
+        return next((e for e in errors if e), None)
 
     def in_weight_group(self) -> bool:
-        return all(self.llm.collective_rpc("in_weight_group"))
+        """Whether every worker is in the group; when only some are, they leave it (so that the
+        sender fails at once instead of waiting for the others)."""
+        joined = self.llm.collective_rpc("in_weight_group")
+        if any(joined) and not all(joined):
+            self.leave_weight_group()
+        return all(joined)
 
-    def receive_weights(self, layout: Any, bucket_bytes: int) -> None:
+    def receive_weights(self, layout: Any, bucket_bytes: int) -> str | None:
         """Every worker loads the broadcast weights (`WeightReceiver.receive_weights`); then the
-        prefix cache, computed with the old weights, is dropped."""
-        self.llm.collective_rpc("receive_weights", args=(layout, bucket_bytes))
+        prefix cache, computed with the old weights, is dropped. None, or the first worker's
+        error (a worker that failed has left the group; every worker's reply is read)."""
+        errors = self.llm.collective_rpc("receive_weights", args=(layout, bucket_bytes))
         self.llm.reset_prefix_cache()
+        error = next((e for e in errors if e), None)
+        if error is not None:
+            self.leave_weight_group()
+        return error
 
     def leave_weight_group(self) -> None:
         self.llm.collective_rpc("leave_weight_group")

@@ -36,34 +36,34 @@ class WeightReceiver:
 
     def join_weight_group(
         self, address: tuple[str, int], first_rank: int, world: int, backend: str, timeout_s: float
-    ) -> None:
+    ) -> str | None:
         """Join the group at `address` as member ``first_rank + offset`` of `world`, leaving the
-        one this process was in (returns once every member has joined).
-
-        Raises:
-            RuntimeError: the members did not all join within `timeout_s` seconds.
-        """
+        one this process was in (returns once every member has joined). None, or the error that
+        stopped it (the members did not all join within `timeout_s` seconds): errors come back
+        as values, not raised, so that every worker of an engine answers its ``collective_rpc``."""
         self.leave_weight_group()
-        self._weight_group = WeightGroup(address, first_rank + self._member_offset(), world, backend, timeout_s)
+        try:
+            self._weight_group = WeightGroup(address, first_rank + self._member_offset(), world, backend, timeout_s)
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"
+        return None
 
     def in_weight_group(self) -> bool:
         return self._weight_group is not None
 
-    def receive_weights(self, layout: Layout, bucket_bytes: int) -> None:
+    def receive_weights(self, layout: Layout, bucket_bytes: int) -> str | None:
         """Load the weights member 0 broadcasts (`WeightGroup.receive`, one bucket at a time).
-
-        Raises:
-            RuntimeError: this process is in no group.
-            Exception: whatever broke the transfer (a member died); this process has then left
-                the group, so that the sender fails at once instead of waiting for it.
-        """
+        None, or the error that broke the transfer (a member died, or this process is in no
+        group); this process has then left the group, so that the sender fails at once instead
+        of waiting for it."""
         if self._weight_group is None:
-            raise RuntimeError("not in a weight-update group")
+            return "not in a weight-update group"
         try:
             self._load_received(self._weight_group.receive(layout, bucket_bytes))
-        except Exception:
+        except Exception as err:
             self.leave_weight_group()
-            raise
+            return f"{type(err).__name__}: {err}"
+        return None
 
     def leave_weight_group(self) -> None:
         if self._weight_group is not None:

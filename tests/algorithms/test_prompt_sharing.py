@@ -65,3 +65,7 @@ def test_distinct_prompts_take_the_full_row_path_unless_in_lockstep(tiny_model_d
     assert torch.allclose(two_pass, full, atol=1e-5), (two_pass - full).abs().max()
     for name, p in model.named_parameters():
         assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name
+
+    empty = pad_batch([seqs[6], seqs[3][:9]], [5, 9], 0)  # no completion token at all
+    lp, _ = completion_logprobs(model, empty, lockstep=True)
+    assert lp.shape == empty.target_mask.shape and not lp.any()

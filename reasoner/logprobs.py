@@ -122,7 +122,6 @@ def completion_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     chunk_tokens: int = 2048,
-    share_prompts: bool = True,
     lockstep: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
@@ -142,11 +141,10 @@ def completion_logprobs(
         with_entropy: also return the per-token entropy (nats).
         entropy_grad: keep the entropy's gradient (for an entropy bonus); else it has none.
         chunk_tokens: positions per LM-head chunk (``trainer.logits_chunk_tokens``).
-        share_prompts: run each distinct prompt once (module docstring); False runs full rows.
-        lockstep: run the decoder the same number of times whatever the rows: with prompt
-            sharing, its two passes (prompts, then completions) even when no two rows share a
-            prompt. FSDP2 ranks need this: each decoder call is a round of collectives, which
-            must pair up across the ranks.
+        lockstep: run the decoder the same number of times whatever the rows: prompt sharing's
+            two passes (prompts, then completions) even when no two rows share a prompt. FSDP2
+            ranks need this: each decoder call is a round of collectives, which must pair up
+            across the ranks.
     Returns:
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
@@ -157,7 +155,7 @@ def completion_logprobs(
     # activation checkpointing recomputes each layer in the backward pass, which a key/value
     # cache written in the forward pass cannot follow (transformers drops the cache): full rows
     recompute = decoder.training and getattr(decoder, "is_gradient_checkpointing", False)
-    h = None if recompute or not share_prompts else _shared_prompt_hidden(decoder, batch, always=lockstep)
+    h = None if recompute else _shared_prompt_hidden(decoder, batch, always=lockstep)
     if h is not None and batch.completion_mask is not mask:
         h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
     if h is None:

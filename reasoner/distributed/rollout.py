@@ -59,6 +59,7 @@ class EngineActor:
         self.engine = make_engine(backend, model_path, cfg, seed, tensor_parallel)
         #: the engine's side of the weight-update group (`reasoner.rollout.weight_receiver`)
         self.receiver = unwrap(self.engine, "receive_weights")
+        self.sleeper = unwrap(self.engine, "sleep")  # vLLM's sleep mode, or None
         self.version = 0
 
     def dtype(self) -> torch.dtype:
@@ -120,12 +121,12 @@ class EngineActor:
 
     def sleep(self) -> None:
         """Its engine's sleep mode (`reasoner.rollout.base.asleep`); a no-op without one."""
-        if (inner := unwrap(self.engine, "sleep")) is not None:
-            inner.sleep()
+        if self.sleeper is not None:
+            self.sleeper.sleep()
 
     def wake_up(self) -> None:
-        if (inner := unwrap(self.engine, "sleep")) is not None:
-            inner.wake_up()
+        if self.sleeper is not None:
+            self.sleeper.wake_up()
 
     def pid(self) -> int:
         """This engine's process id."""

@@ -47,6 +47,9 @@ class LearnerSpec:
         weights: a safetensors file of the policy's starting weights (a cold-started policy),
             loaded over `model_path`'s; None: `model_path`'s own.
         keep_unsharded: `reasoner.learner.Learner`'s (``cluster.learner.keep_unsharded``).
+        free_gpu_cache: after each update, hand torch's cached free GPU blocks back, for the
+            colocated engine that wakes next (``rollout.sleep_during_update`` with
+            ``cluster.colocate``).
     """
 
     model_path: str
@@ -58,6 +61,7 @@ class LearnerSpec:
     timeout_s: float = 600.0
     weights: str | None = None
     keep_unsharded: bool = False
+    free_gpu_cache: bool = False
 
 
 def shard(model: torch.nn.Module, mesh: Any) -> torch.nn.Module:
@@ -109,6 +113,7 @@ class LearnerWorker:
         timeout = datetime.timedelta(seconds=spec.timeout_s)
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, timeout=timeout)
         self.rank = rank
+        self.free_gpu_cache = cuda and spec.free_gpu_cache
         torch.manual_seed(spec.trainer.seed)  # every rank starts from the same critic head
         mesh = init_device_mesh("cuda" if cuda else "cpu", (world,))
         policy = load_policy(spec.model_path, "cuda" if cuda else "cpu")
@@ -134,8 +139,8 @@ class LearnerWorker:
 
     def update(self, batch: TrainBatch) -> UpdateStats:
         stats = self.learner.update(batch)
-        if torch.cuda.is_available():  # the update's cached free blocks back to the GPU, for a colocated engine
-            torch.cuda.empty_cache()  # that wakes next (rollout.sleep_during_update)
+        if self.free_gpu_cache:
+            torch.cuda.empty_cache()
         return stats
 
     def kl_coef(self) -> float:

@@ -311,6 +311,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
             cfg.cluster.collective_timeout_s,
             None if state.ckpt is not None else str(start),
             cfg.cluster.learner.keep_unsharded,
+            cfg.rollout.sleep_during_update and cfg.cluster.colocate,
         )
         try:
             learner = state.cluster.learner(spec)

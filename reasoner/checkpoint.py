@@ -82,6 +82,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "trainer.max_nonfinite_steps",
         "trainer.max_verifier_failures",
         "rollout.backend",
+        "rollout.max_staleness",
         "rollout.kv_cache_gb",
         "rollout.gpu_memory_utilization",
         "rollout.max_model_len",

@@ -51,7 +51,10 @@ _STATE = "trainer.pt"
 class UpdateStats:
     """Per-update figures. Token-weighted means over the first epoch: KL (nats/token, current or
     old policy vs reference), entropy (nats/token), clip fraction, mean |sampler - learner|
-    log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``. Means over the
+    log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``, and the
+    importance ratio π_old / π_sampler before the cap (mean over the tokens with sampler
+    log-probs, and max: stale samples, ``rollout.max_staleness``, move it off 1) and the mean
+    weight applied, min(ratio, ``tis_cap``) (NaN with the cap off). Means over the
     optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
     the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
     skipped for a non-finite loss or gradient norm (not in optimizer_steps); empty_steps counts
@@ -70,6 +73,9 @@ class UpdateStats:
     logprob_mismatch: float
     tis_clip_frac: float
     value_loss: float
+    is_ratio_mean: float
+    is_ratio_max: float
+    is_weight_mean: float
     optimizer_steps: int
     skipped_steps: int = 0
     empty_steps: int = 0
@@ -381,15 +387,19 @@ class Learner:
         self.model.train()
         rows = [i for i in range(len(batch)) if not (a.mask_truncated and batch.truncated[i])]
         totals = dict.fromkeys(("loss", "value_loss", "grad_norm", "kl", "entropy", "clip", "mismatch"), 0.0)
-        totals.update(tokens=0, mismatch_n=0, tis_capped=0.0, zero_adv=0)
+        totals.update(tokens=0, mismatch_n=0, tis_capped=0.0, zero_adv=0, is_ratio=0.0, is_weight=0.0)
         steps = skipped = empty = 0
+        ratio_max = 0.0
         for epoch in range(a.ppo_epochs):
             order = torch.tensor(rows)
             if a.mini_batches > 1:
                 order = order[torch.randperm(len(rows), generator=self._shuffle)]
             for part in torch.tensor_split(order, a.mini_batches):
                 local = self.accumulate(batch, part.tolist())
+                part_max = local.pop("is_ratio_max")
                 sums = dict(zip(local, self.comm.sum(list(local.values()))))  # over the ranks
+                if epoch == 0:
+                    ratio_max = max(ratio_max, self.comm.max(part_max))
                 if not sums.pop("rows"):
                     continue
                 loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
@@ -406,11 +416,12 @@ class Learner:
                 if epoch == 0:
                     for key, value in sums.items():
                         totals[key] += value
-        tokens = totals["tokens"] or float("nan")  # no sequence run: no per-token figure
+        nan = float("nan")
+        tokens = totals["tokens"] or nan  # no sequence run: no per-token figure
         kl = totals["kl"] / tokens
         if a.kl.target and not skipped and totals["tokens"]:
             self.kl_coef = adaptive_kl_coef(self.kl_coef, kl, a.kl.target, a.kl.horizon, len(batch))
-        per_step = {k: totals[k] / steps if steps else float("nan") for k in ("loss", "grad_norm", "value_loss")}
+        per_step = {k: totals[k] / steps if steps else nan for k in ("loss", "grad_norm", "value_loss")}
         return UpdateStats(
             loss=per_step["loss"],
             kl=kl,
@@ -421,6 +432,9 @@ class Learner:
             logprob_mismatch=totals["mismatch"] / max(totals["mismatch_n"], 1),
             tis_clip_frac=totals["tis_capped"] / tokens,
             value_loss=per_step["value_loss"],
+            is_ratio_mean=totals["is_ratio"] / totals["mismatch_n"] if totals["mismatch_n"] else nan,
+            is_ratio_max=ratio_max if totals["mismatch_n"] else nan,
+            is_weight_mean=totals["is_weight"] / totals["mismatch_n"] if a.tis_cap and totals["mismatch_n"] else nan,
             optimizer_steps=steps,
             skipped_steps=skipped,
             empty_steps=empty,
@@ -442,6 +456,7 @@ class Learner:
         run = [i for i in rows if batch.advantages[i].any()] if self._skip_zero_advantage else rows
         sums = dict.fromkeys(("loss", "value_loss", "kl", "entropy", "clip", "mismatch", "tis_capped"), 0.0)
         sums.update(tokens=sum(batch.policy_lengths[i] for i in run), mismatch_n=0, zero_adv=len(rows) - len(run))
+        sums.update(is_ratio=0.0, is_ratio_max=0.0, is_weight=0.0)
         sums["rows"] = len(rows)
         parts = self._micro_batches(batch, run)
         passes = self.comm.max(len(parts))
@@ -471,6 +486,7 @@ class Learner:
                 weights, capped = truncated_is_weights(old, sampler, a.tis_cap)
                 per_token = per_token * weights
                 sums["tis_capped"] += float((capped.float() * maskf).sum())
+                sums["is_weight"] += float((weights * has_sampler).sum())
             if self.ref_model is not None:
                 ref = _place(batch.ref_logp, idx, mask)
                 if a.kl.placement is KLPlacement.loss:
@@ -496,6 +512,9 @@ class Learner:
             sums["clip"] += float((clipped.float() * maskf).sum())
             sums["mismatch"] += float(((old - sampler).abs() * has_sampler).sum())
             sums["mismatch_n"] += int(has_sampler.sum())
+            ratio = truncated_is_weights(old, sampler, math.inf)[0] * has_sampler
+            sums["is_ratio"] += float(ratio.sum())
+            sums["is_ratio_max"] = max(sums["is_ratio_max"], float(ratio.max()))
         self._hold(forward=False, backward=False)  # FSDP2's defaults again, for the scoring passes
         return sums
 

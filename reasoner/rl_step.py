@@ -15,9 +15,9 @@ The step talks to the learner only through `reasoner.learner.LearnerAPI`, and re
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -69,7 +69,12 @@ class StepResult:
         sync_drift: the sync check's log-prob drift (nats/token); NaN when not checked.
         verifier_failed: every verdict of the step was a verifier error, so nothing was
             trained on (the rewards are not the model's).
-        seconds: wall seconds per phase (`PHASES`), and ``step`` for the whole step.
+        seconds: wall seconds per phase (`PHASES`); ``step`` for the whole step (with rollouts
+            ahead of the learner: since the previous step ended); ``learner_idle``, the
+            learner's wait for the step's batch; ``engine_idle``, the rollout side's wait
+            before it began the batch (`Sampled.engine_idle`; synchronous: the learner's phases).
+        staleness: policy versions between the batch's sampler and the weights it is trained
+            from (0 synchronous; at most ``rollout.max_staleness``).
     """
 
     step: int
@@ -81,6 +86,7 @@ class StepResult:
     sync_drift: float
     seconds: dict[str, float] = field(default_factory=dict)
     verifier_failed: bool = False
+    staleness: int = 0
 
     def metrics(self) -> dict[str, Any]:
         """Flat metrics: ``reward/``, ``response/``, ``groups/`` over every completion of the step;
@@ -113,6 +119,7 @@ class StepResult:
             "policy/empty_steps": float(stats.empty_steps),
             "policy/zero_adv_sequences": float(stats.zero_adv_sequences),
             "sync/logprob_diff": self.sync_drift,
+            "rollout/staleness": float(self.staleness),
             **{f"time/{k}": v for k, v in self.seconds.items()},
             "perf/tokens_per_s": float(lengths.sum()) / self.seconds["step"],
             "data/problem_ids": [p.id for p in s.rollouts.prompts.problems],
@@ -275,6 +282,109 @@ def sample_groups(
     return scored, kept[:b], len(rounds), length_metrics
 
 
+@dataclass
+class Sampled:
+    """The rollout side's part of one RL step (`sample_step`): what the learner trains on.
+
+    Attributes:
+        step: the step it is for (1-based).
+        scored, kept, rounds, length_metrics: as `sample_groups` returns them.
+        seconds: wall seconds of its phases (generate, reward, filter).
+        version: the policy version the engine sampled it with (the number of updates its weights
+            had; every group of the batch comes from this one version).
+        engine_idle: seconds the rollout side waited before it began this batch: for new weights
+            (the staleness bound) and for the engine (a sync or an evaluation in progress).
+    """
+
+    step: int
+    scored: ScoredBatch
+    kept: list[int]
+    rounds: int
+    length_metrics: dict[str, float]
+    seconds: dict[str, float]
+    version: int
+    engine_idle: float = 0.0
+
+
+def sample_step(
+    step: int,
+    version: int,
+    prompts: PromptStream,
+    tokenizer: Any,
+    template: Template,
+    engine: RolloutEngine,
+    reward: Reward,
+    algo: AlgorithmConfig,
+    rollout: RolloutConfig,
+    prompts_per_step: int,
+    length_budget: int | None = None,
+) -> Sampled:
+    """The generate, reward and filter phases of step `step` (`sample_groups`), timed, with the
+    engine holding policy version `version`."""
+    t = Timer()
+    args = (tokenizer, template, engine, reward, algo, rollout, t, length_budget)
+    out = sample_groups(step, prompts, prompts_per_step, *args)
+    return Sampled(step, *out, seconds=t.seconds, version=version)
+
+
+def learn_step(
+    sampled: Sampled,
+    engine: RolloutEngine,
+    learner: LearnerAPI,
+    algo: AlgorithmConfig,
+    rollout: RolloutConfig,
+    probe: SyncProbe | None,
+    engine_turn: Callable[[], AbstractContextManager] = nullcontext,
+) -> StepResult:
+    """The learner's part of step ``sampled.step``: score, advantages, update, then the sync of
+    the new weights into the engine (and its check) inside `engine_turn` (with rollouts ahead of
+    the learner, `reasoner.rollout.ahead.RolloutsAhead.engine_turn`: between the engine's
+    requests). The step's ``time/`` metrics are the sampled phases' and these.
+
+    When no group is kept (`sample_groups`), or every verdict is a verifier error (a dead
+    verifier scores every sample 0: those are not the model's rewards), the learner's phases and
+    the sync are skipped and the policy figures are NaN. The sync is also skipped when the
+    update took no optimizer step (every one skipped for a non-finite loss or gradient): the
+    engine already has the weights. (A mini-batch whose advantages are all 0 still steps, on a
+    zero gradient: `reasoner.learner.UpdateStats`.)
+
+    Raises:
+        reasoner.rollout.RolloutEngineError: the engine failed.
+        reasoner.rollout.sync.WeightSyncError: the engine does not run the trained weights.
+    """
+    t = Timer()
+    scored, kept = sampled.scored, sampled.kept
+    stats, drift = UpdateStats.skipped(), float("nan")
+    failed = all(v.reason.startswith("error") for row in scored.verdicts for v in row)
+    if kept and not failed:
+        batch = to_train_batch(scored.take(kept))
+        with asleep(engine):  # rollout.sleep_during_update: the learner gets the engine's GPU memory
+            with t("logprobs"):
+                batch = learner.score(batch)
+            with t("advantages"):
+                batch = estimate_advantages(batch, algo, learner.kl_coef)
+            with t("update"):
+                stats = learner.update(batch)
+    if stats.optimizer_steps:  # else the weights are the engine's already
+        with t("sync"), engine_turn():
+            sync_weights(engine, learner)
+            if probe is not None:
+                drift = check_sync(engine, learner.sequence_logprobs, probe, rollout.sync_check_tol)
+    seconds = {**sampled.seconds, **t.seconds}
+    return StepResult(
+        sampled.step,
+        scored,
+        kept,
+        sampled.rounds,
+        sampled.length_metrics,
+        stats,
+        drift,
+        seconds,
+        failed,
+        staleness=sampled.step - 1 - sampled.version,
+    )
+
+
 def rl_step(
     step: int,
     prompts: PromptStream,
@@ -289,39 +399,22 @@ def rl_step(
     probe: SyncProbe | None,
     length_budget: int | None = None,
 ) -> StepResult:
-    """Run RL step `step` (1-based), phase by phase (module docstring); `length_budget`: as
-    `sample_groups`'s.
-
-    When no group is kept (`sample_groups`), or every verdict is a verifier error (a dead
-    verifier scores every sample 0: those are not the model's rewards), the learner's phases and
-    the sync are skipped and the policy figures are NaN. The sync is also skipped when the
-    update took no optimizer step (every one skipped for a non-finite loss or gradient): the
-    engine already has the weights. (A mini-batch whose advantages are all 0 still steps, on a
-    zero gradient: `reasoner.learner.UpdateStats`.)
+    """Run RL step `step` (1-based) synchronously, phase by phase (module docstring): sample
+    with the weights of the step before (`sample_step`), then learn (`learn_step`, which says
+    what is skipped when); `length_budget`: as `sample_groups`'s. The learner waits while the
+    engine samples and the engine while the learner learns (``time/learner_idle``,
+    ``time/engine_idle``).
 
     Raises:
         reasoner.rollout.RolloutEngineError: the engine failed.
         reasoner.rollout.sync.WeightSyncError: the engine does not run the trained weights.
     """
-    t, begin = Timer(), time.perf_counter()
-    scored, kept, rounds, length_metrics = sample_groups(
-        step, prompts, prompts_per_step, tokenizer, template, engine, reward, algo, rollout, t, length_budget
-    )
-    stats, drift = UpdateStats.skipped(), float("nan")
-    failed = all(v.reason.startswith("error") for row in scored.verdicts for v in row)
-    if kept and not failed:
-        batch = to_train_batch(scored.take(kept))
-        with asleep(engine):  # rollout.sleep_during_update: the learner gets the engine's GPU memory
-            with t("logprobs"):
-                batch = learner.score(batch)
-            with t("advantages"):
-                batch = estimate_advantages(batch, algo, learner.kl_coef)
-            with t("update"):
-                stats = learner.update(batch)
-    if stats.optimizer_steps:  # else the weights are the engine's already
-        with t("sync"):
-            sync_weights(engine, learner)
-            if probe is not None:
-                drift = check_sync(engine, learner.sequence_logprobs, probe, rollout.sync_check_tol)
-    t.seconds["step"] = time.perf_counter() - begin
-    return StepResult(step, scored, kept, rounds, length_metrics, stats, drift, t.seconds, failed)
+    begin = time.perf_counter()
+    args = (tokenizer, template, engine, reward, algo, rollout, prompts_per_step, length_budget)
+    sampled = sample_step(step, step - 1, prompts, *args)
+    result = learn_step(sampled, engine, learner, algo, rollout, probe)
+    s = result.seconds
+    s["learner_idle"] = sum(s.get(k, 0.0) for k in ("generate", "reward", "filter"))
+    s["engine_idle"] = sum(s.get(k, 0.0) for k in ("logprobs", "advantages", "update"))
+    s["step"] = time.perf_counter() - begin
+    return result

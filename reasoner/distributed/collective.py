@@ -5,24 +5,26 @@ passes pair up). `Local` is the single process: both are the identity."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
+Number = TypeVar("Number", int, float)
+
 
 class Collective(Protocol):
     """``world``: the number of ranks; ``rank``: this one's (0 writes checkpoints);
-    ``sum(values)``: each value summed over the ranks; ``max(value)``: the largest over the ranks;
-    ``gather(obj)``: every rank's `obj` (picklable), in rank order; ``barrier()``: wait for
-    every rank. Every rank must make the same calls in the same order."""
+    ``sum(values)``: each value summed over the ranks; ``max(value)``: the largest over the
+    ranks (an int or a float, as given); ``gather(obj)``: every rank's `obj` (picklable), in
+    rank order; ``barrier()``: wait for every rank. Every rank must make the same calls in the same order."""
 
     world: int
     rank: int
 
     def sum(self, values: Sequence[float]) -> list[float]: ...
 
-    def max(self, value: int) -> int: ...
+    def max(self, value: Number) -> Number: ...
 
     def gather(self, obj: Any) -> list[Any]: ...
 
@@ -37,7 +39,7 @@ class Local:
     def sum(self, values: Sequence[float]) -> list[float]:
         return list(values)
 
-    def max(self, value: int) -> int:
+    def max(self, value: Number) -> Number:
         return value
 
     def gather(self, obj: Any) -> list[Any]:
@@ -59,10 +61,10 @@ class ProcessGroup:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
-    def max(self, value: int) -> int:
+    def max(self, value: Number) -> Number:
         t = torch.tensor([value], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return int(t.item())
+        return type(value)(t.item())
 
     def barrier(self) -> None:
         dist.barrier()

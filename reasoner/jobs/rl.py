@@ -13,10 +13,11 @@ import logging
 import shlex
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import torch
 from safetensors.torch import save_model
@@ -47,8 +48,9 @@ from reasoner.logprobs import sequence_logprobs
 from reasoner.metrics_log import Logger, check_loggers, compact_line, make_loggers
 from reasoner.models import load_policy, resolve_model_path
 from reasoner.rewards import Reward, build_reward
-from reasoner.rl_step import rl_step
+from reasoner.rl_step import Sampled, rl_step, sample_step
 from reasoner.rollout import RolloutEngineError
+from reasoner.rollout.ahead import RolloutsAhead
 from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, sync_drift, sync_weights
 from reasoner.types import Problem
 from verifiers.registry import build_verifier
@@ -491,29 +493,25 @@ def loop(run: RLRun) -> None:
         initial=run.start_step,
         total=tr.steps,
     )
+    ahead = rollouts_ahead(run)
+    turn = ahead.engine_turn if ahead is not None else nullcontext
     # log lines (the step lines among them) go around the progress bar, not through it
-    with logging_redirect_tqdm(loggers=[logging.getLogger()]), bar:
+    with logging_redirect_tqdm(loggers=[logging.getLogger()]), bar, closing_ahead(ahead):
         for step in bar:
             if run.stop.signum is not None:
                 break
             try:
-                result = rl_step(
-                    step,
-                    run.prompts,
-                    ctx.tokenizer,
-                    cfg.data.template,
-                    ctx.engine,
-                    run.reward,
-                    run.learner,
-                    cfg.algorithm,
-                    cfg.rollout,
-                    tr.prompts_per_step,
-                    run.probe,
-                    cfg.length_budget,
-                )
+                if ahead is None:
+                    result = rl_step(step, *step_args(run))
+                else:  # the checkpoint of this step saves the stream as it was after this batch's draws
+                    args = (ctx.engine, run.learner, cfg.algorithm, cfg.rollout, run.probe)
+                    result, run.prompts = ahead.train_step(step, *args)
                 run.metrics = result.metrics()
-                for hook in hooks[:2]:  # evaluations use the engine too
-                    hook(run, step, run.metrics)
+                staleness = run.results.setdefault("staleness", {})
+                staleness[str(result.staleness)] = staleness.get(str(result.staleness), 0) + 1
+                with turn():  # the evaluations use the engine too
+                    for hook in hooks[:2]:
+                        hook(run, step, run.metrics)
             except (RolloutEngineError, LearnerWorkerError) as err:
                 last = (
                     f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: resume from it with "
@@ -536,6 +534,50 @@ def loop(run: RLRun) -> None:
     for sink in loggers:
         sink.close()
     benchmarks.evaluator.close()
+
+
+def step_args(run: RLRun) -> tuple:
+    """`rl_step`'s arguments after the step number, from the run."""
+    cfg, ctx = run.cfg, run.ctx
+    return (
+        run.prompts,
+        ctx.tokenizer,
+        cfg.data.template,
+        ctx.engine,
+        run.reward,
+        run.learner,
+        cfg.algorithm,
+        cfg.rollout,
+        cfg.trainer.prompts_per_step,
+        run.probe,
+        cfg.length_budget,
+    )
+
+
+def rollouts_ahead(run: RLRun) -> RolloutsAhead | None:
+    """With ``rollout.max_staleness`` = k > 0, the producer sampling the run's remaining steps
+    ahead of the learner (`reasoner.rollout.ahead`), started; else None (the synchronous loop)."""
+    cfg, ctx, tr = run.cfg, run.ctx, run.cfg.trainer
+    k = cfg.rollout.max_staleness
+    if not k:
+        return None
+
+    def sample(step: int, version: int, prompts: PromptStream) -> Sampled:
+        args = (ctx.tokenizer, cfg.data.template, ctx.engine, run.reward, cfg.algorithm, cfg.rollout)
+        return sample_step(step, version, prompts, *args, tr.prompts_per_step, cfg.length_budget)
+
+    log.info("asynchronous RL: rollouts run up to %d policy version(s) ahead of the learner", k)
+    return RolloutsAhead(sample, run.prompts, run.start_step + 1, tr.steps, run.start_step, k)
+
+
+@contextmanager
+def closing_ahead(ahead: RolloutsAhead | None) -> Iterator[None]:
+    """Stop the producer when the loop ends, however it ends."""
+    try:
+        yield
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
 def summarize(run: RLRun) -> dict:
@@ -565,6 +607,8 @@ def summarize(run: RLRun) -> dict:
     summary["sync_probe_baseline"] = None if run.probe is None else run.probe.baseline
     summary["steps"] = cfg.trainer.steps
     summary["resumed_from_step"] = None if run.ckpt is None else run.start_step
+    summary["max_staleness"] = cfg.rollout.max_staleness
+    summary["staleness_histogram"] = run.results.get("staleness", {})  # steps by staleness, the run's whole
     summary["last_checkpoint"] = None if run.saved is None else str(run.saved)
     summary["algorithm"] = cfg.algorithm.name
     summary["wall_seconds"] = time.perf_counter() - run.began

@@ -6,7 +6,6 @@ and a run with k = 1 trains on stale batches, logs them, and resumes with the sa
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import pytest

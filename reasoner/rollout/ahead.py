@@ -70,6 +70,7 @@ class RolloutsAhead:
         self._new_version = threading.Condition()
         self._ready: queue.Queue = queue.Queue()
         self._stopping = False
+        self.turn_wait = 0.0
         self._thread = threading.Thread(target=self._produce, name="rollouts-ahead", daemon=True)
         self._thread.start()
 
@@ -77,8 +78,11 @@ class RolloutsAhead:
     def engine_turn(self, version: int | None = None) -> Iterator[None]:
         """Hold the engine for the block (a weight sync, its check, an evaluation): the producer
         is between requests while it runs. `version`: the policy version the engine holds when
-        the block ends without an error (a sync's), published before the producer's next turn."""
+        the block ends without an error (a sync's), published before the producer's next turn.
+        The seconds spent waiting for the turn (a request in progress) are kept in `turn_wait`."""
+        began = time.perf_counter()
         with self._turn:
+            self.turn_wait = time.perf_counter() - began
             yield
             if version is not None:
                 self.published(version)
@@ -121,8 +125,9 @@ class RolloutsAhead:
     ) -> tuple[StepResult, PromptStream]:
         """Step `step` on its batch sampled ahead (`next`): the learner's phases, then the sync in
         the engine's turn, which publishes version `step` (`reasoner.rl_step.learn_step`).
-        ``time/learner_idle`` is the wait for the batch, ``time/engine_idle`` the producer's wait
-        before it (`Sampled.engine_idle`), ``time/step`` from the wait to the sync's end.
+        ``time/learner_idle`` is the wait for the batch plus the sync's wait for the engine's
+        request in progress (not in ``time/sync``), ``time/engine_idle`` the producer's wait
+        before the batch (`Sampled.engine_idle`), ``time/step`` from the wait to the sync's end.
 
         Returns:
             (the step's result, the prompt stream after its batch's draws: `next`).
@@ -132,9 +137,14 @@ class RolloutsAhead:
         """
         begin = time.perf_counter()
         sampled, stream, waited = self.next(step)
+        self.turn_wait = 0.0
         result = learn_step(sampled, engine, learner, algo, rollout, probe, partial(self.engine_turn, step))
         self.published(step)  # also when no sync ran: the engine's weights are this version's already
-        result.seconds.update(learner_idle=waited, engine_idle=sampled.engine_idle, step=time.perf_counter() - begin)
+        s = result.seconds
+        if "sync" in s:
+            s["sync"] -= self.turn_wait
+        s.update(learner_idle=waited + self.turn_wait, engine_idle=sampled.engine_idle)
+        s["step"] = time.perf_counter() - begin
         return result, stream
 
     def close(self, timeout_s: float = 600.0) -> None:

@@ -162,7 +162,8 @@ def make_loggers(
 
 def compact_line(step: int, m: dict[str, Any]) -> str:
     """One short human line per step (generation rounds shown when dynamic sampling took more
-    than one; skipped updates and verifier errors when there were any)."""
+    than one; skipped updates and verifier errors when there were any; with rollouts ahead of the
+    learner, the batch's staleness, the largest importance ratio and each role's idle seconds)."""
     rounds = m.get("groups/sampling_rounds", 1)
     return (
         f"step {step:3d} | reward {m['reward/mean']:.3f} acc {m['reward/accuracy']:.3f} "
@@ -173,6 +174,12 @@ def compact_line(step: int, m: dict[str, Any]) -> str:
         f"update {m.get('time/update', 0.0):.1f}s sync {m.get('time/sync', 0.0):.1f}s "
         f"| {m['perf/tokens_per_s']:.0f} tok/s"
         + (f" | {rounds:.0f} rounds" if rounds > 1 else "")
+        + (
+            f" | stale {m['rollout/staleness']:.0f} is-max {m['policy/is_ratio_max']:.2f} "
+            f"idle learner {m['time/learner_idle']:.1f}s engine {m['time/engine_idle']:.1f}s"
+            if m.get("rollout/staleness")
+            else ""
+        )
         + (
             f" | {m['policy/skipped_updates']:.0f} updates skipped (non-finite)"
             if m.get("policy/skipped_updates")

@@ -63,6 +63,27 @@ def test_the_producer_never_runs_more_than_k_versions_ahead(k):
         assert begun[1] == (2, 0)
 
 
+def test_a_sync_waits_for_the_request_in_progress_only():
+    """With k = 2 the producer may run two batches ahead, but a sync waiting for the engine goes
+    before the producer's next batch: it waits for at most the one batch in progress."""
+    batch_s = 0.2
+
+    def sample(step, version, prompts):
+        time.sleep(batch_s)
+        return _fake_batch(step, version)
+
+    ahead = RolloutsAhead(sample, PromptStream(PROBLEMS, 0), 1, 6, 0, 2)
+    waits = []
+    try:
+        for step in range(1, 7):
+            ahead.next(step)
+            with ahead.engine_turn(step):
+                waits.append(ahead.turn_wait)
+    finally:
+        ahead.close()
+    assert max(waits) < 1.5 * batch_s, waits
+
+
 def test_a_failure_in_the_producer_is_raised_to_the_learner():
     def sample(step, version, prompts):
         if step == 2:

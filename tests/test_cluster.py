@@ -80,3 +80,18 @@ def test_ray_run_trains_syncs_and_resumes_exactly(tiny_model_dir, train_file, tm
     for p, state in sa["optimizer"]["state"].items():
         assert all(torch.equal(state[k], sb["optimizer"]["state"][p][k]) for k in state)
     assert sa["scheduler"] == sb["scheduler"]
+
+
+def test_ray_run_samples_ahead_of_the_ranks_and_syncs_between_requests(tiny_model_dir, train_file, tmp_path):
+    """``rollout.max_staleness=1`` with the engine in its Ray actor: the producer samples step
+    s+1 while the ranks train on step s, every sync reaches the engine (its check passes), and
+    the importance weights of the stale batches are logged."""
+    out = tmp_path / "ahead"
+    ahead = ["rollout.max_staleness=1", "algorithm.tis_cap=2.0", "trainer.steps=3"]
+    summary = run(run_cfg(tiny_model_dir, train_file, [*RUN, *RAY, *ahead], VowelShare), out)
+    a = metrics(out)
+    assert [m["step"] for m in a] == [1, 2, 3]
+    assert a[0]["rollout/staleness"] == 0 and 1.0 in [m["rollout/staleness"] for m in a[1:]]
+    assert sum(summary["staleness_histogram"].values()) == 3
+    assert all(m["sync/logprob_diff"] < summary["sync_probe_baseline"] + 0.05 for m in a)
+    assert all(m["policy/is_ratio_max"] >= m["policy/is_ratio_mean"] > 0 for m in a)

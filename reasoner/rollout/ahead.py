@@ -11,8 +11,10 @@ groups (dynamic-sampling rounds included) come from one version, which it record
 (`reasoner.rl_step.Sampled.version`).
 
 The engine is used by one caller at a time (`engine_turn`): the producer for a batch, the
-learner's side for a weight sync and its check, evaluations. New weights thus reach the engine
-between its requests, never mid-generation. The learner corrects for the staleness with the
+learner's side for a weight sync and its check, evaluations; a waiting sync or evaluation goes
+before the producer's next batch. New weights thus reach the engine between its requests, never
+mid-generation (no partial rollouts): a sync waits for the batch in progress, so a step takes
+about max(generate, learn) + sync (BENCHMARKS.md "Asynchronous RL"). The learner corrects for the staleness with the
 sampler's log-probs as the behaviour policy (``algorithm.tis_cap``, `reasoner.learner`).
 
 The engine's own work runs where it is: in Ray actors with ``cluster=ray`` (the producer thread
@@ -71,6 +73,7 @@ class RolloutsAhead:
         self._ready: queue.Queue = queue.Queue()
         self._stopping = False
         self.turn_wait = 0.0
+        self._waiting = 0  # callers of engine_turn waiting for the turn
         self._thread = threading.Thread(target=self._produce, name="rollouts-ahead", daemon=True)
         self._thread.start()
 
@@ -81,11 +84,21 @@ class RolloutsAhead:
         the block ends without an error (a sync's), published before the producer's next turn.
         The seconds spent waiting for the turn (a request in progress) are kept in `turn_wait`."""
         began = time.perf_counter()
-        with self._turn:
+        with self._new_version:
+            self._waiting += 1  # the producer lets this caller go first
+        try:
+            self._turn.acquire()
+        finally:
+            with self._new_version:
+                self._waiting -= 1
+                self._new_version.notify_all()
+        try:
             self.turn_wait = time.perf_counter() - began
             yield
             if version is not None:
                 self.published(version)
+        finally:
+            self._turn.release()
 
     def published(self, version: int) -> None:
         """The engine holds policy `version` now (after the sync of a step, or a step whose
@@ -159,8 +172,11 @@ class RolloutsAhead:
         try:
             for step in range(self.first, self.last + 1):
                 began = time.perf_counter()
-                with self._new_version:  # the staleness bound: trained from step - 1, sampled from >= step - 1 - k
-                    self._new_version.wait_for(lambda: self._stopping or self.version >= step - 1 - self.k)
+                # the staleness bound (trained from step - 1, sampled from >= step - 1 - k), and a
+                # sync or an evaluation waiting for the engine goes first
+                ready = lambda: self._stopping or (self.version >= step - 1 - self.k and not self._waiting)  # noqa: E731
+                with self._new_version:
+                    self._new_version.wait_for(ready)
                     if self._stopping:
                         return
                 with self._turn:

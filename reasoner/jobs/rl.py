@@ -13,11 +13,11 @@ import logging
 import shlex
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from safetensors.torch import save_model
@@ -79,6 +79,8 @@ class RLRun:
     saved: Path | None = None
     saved_step: int | None = None
     metrics: dict = field(default_factory=dict)
+    #: the engine's turn for an evaluation (`RolloutsAhead.engine_turn` with rollouts ahead)
+    engine_turn: Callable[[], AbstractContextManager] = nullcontext
 
 
 class AfterStep(Protocol):
@@ -343,7 +345,8 @@ def heldout_hook(run: RLRun, step: int, metrics: dict[str, Any]) -> None:
     held-out accuracy and format compliance into the step's metrics."""
     every, last = run.cfg.trainer.eval_every, run.cfg.trainer.steps
     if every and step % every == 0 and step < last:
-        mid = run.ctx.heldout_eval(f"step_{step}")
+        with run.engine_turn():
+            mid = run.ctx.heldout_eval(f"step_{step}")
         run.ctx.heldout_eval.evals.pop(f"step_{step}")
         metrics["eval/heldout_accuracy"] = mid.accuracy.value
         metrics["eval/heldout_well_formed"] = mid.well_formed
@@ -368,7 +371,8 @@ class BenchmarkHook:
     def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
         if self.active and step % self.every == 0:
             began = time.perf_counter()
-            metrics.update(self.evaluator(run.ctx.engine))
+            with run.engine_turn():
+                metrics.update(self.evaluator(run.ctx.engine))
             metrics["time/benchmark_eval"] = time.perf_counter() - began
 
 
@@ -494,7 +498,8 @@ def loop(run: RLRun) -> None:
         total=tr.steps,
     )
     ahead = rollouts_ahead(run)
-    turn = ahead.engine_turn if ahead is not None else nullcontext
+    if ahead is not None:  # the evaluations wait for the engine's request in progress, if any
+        run.engine_turn = ahead.engine_turn
     # log lines (the step lines among them) go around the progress bar, not through it
     with logging_redirect_tqdm(loggers=[logging.getLogger()]), bar, closing_ahead(ahead):
         for step in bar:
@@ -509,9 +514,8 @@ def loop(run: RLRun) -> None:
                 run.metrics = result.metrics()
                 staleness = run.results.setdefault("staleness", {})
                 staleness[str(result.staleness)] = staleness.get(str(result.staleness), 0) + 1
-                with turn():  # the evaluations use the engine too
-                    for hook in hooks[:2]:
-                        hook(run, step, run.metrics)
+                for hook in hooks[:2]:  # the evaluations use the engine too
+                    hook(run, step, run.metrics)
             except (RolloutEngineError, LearnerWorkerError) as err:
                 last = (
                     f"the last checkpoint, {run.saved} (step {run.saved_step}), is intact: resume from it with "

@@ -5,6 +5,7 @@ and a run with k = 1 trains on stale batches, logs them, and resumes with the sa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -224,3 +225,29 @@ def test_a_run_with_max_staleness_1_trains_on_stale_batches_and_resumes_in_order
     # the batches sampled ahead of the checkpoint are drawn again: the same problems, in order
     assert [r["data/problem_ids"] for r in again] == [r["data/problem_ids"] for r in records]
     assert again[2]["rollout/staleness"] == 0  # the first batch after a resume comes from its weights
+
+
+def test_evaluations_take_the_engines_turn_only_when_due():
+    """The held-out hook holds the engine (waits for the producer's batch in progress) only on an
+    evaluation step: a hook that took the turn every step would serialize sampling and learning."""
+    from types import SimpleNamespace
+
+    from reasoner.jobs.rl import heldout_hook
+
+    turns, evals = [], {}
+
+    def turn():
+        turns.append("turn")
+        return contextlib.nullcontext()
+
+    def heldout_eval(name):
+        evals[name] = SimpleNamespace(accuracy=SimpleNamespace(value=0.5), well_formed=1.0)
+        return evals[name]
+
+    heldout_eval.evals = evals
+    trainer = SimpleNamespace(eval_every=2, steps=6)
+    run_ = SimpleNamespace(cfg=SimpleNamespace(trainer=trainer), ctx=SimpleNamespace(heldout_eval=heldout_eval))
+    run_.engine_turn = turn
+    for step in range(1, 7):
+        heldout_hook(run_, step, {})
+    assert turns == ["turn", "turn"]  # steps 2 and 4 (6 is the last: the final evaluation covers it)

@@ -54,7 +54,7 @@ class UpdateStats:
     log-prob (nats/token), fraction of tokens whose IS weight hit ``tis_cap``, and the
     importance ratio π_old / π_sampler before the cap (mean over the tokens with sampler
     log-probs, and max: stale samples, ``rollout.max_staleness``, move it off 1) and the mean
-    weight applied, min(ratio, ``tis_cap``) (NaN with the cap off). Means over the
+    weight applied, min(ratio, ``tis_cap``) (1 with the cap off: no weight is applied). Means over the
     optimizer steps taken: loss, value loss, gradient norm (before clipping). kl_coef is β after
     the update (it moves only with an adaptive target). skipped_steps counts optimizer steps
     skipped for a non-finite loss or gradient norm (not in optimizer_steps); empty_steps counts
@@ -434,7 +434,9 @@ class Learner:
             value_loss=per_step["value_loss"],
             is_ratio_mean=totals["is_ratio"] / totals["mismatch_n"] if totals["mismatch_n"] else nan,
             is_ratio_max=ratio_max if totals["mismatch_n"] else nan,
-            is_weight_mean=totals["is_weight"] / totals["mismatch_n"] if a.tis_cap and totals["mismatch_n"] else nan,
+            is_weight_mean=(totals["is_weight"] / totals["mismatch_n"] if a.tis_cap else 1.0)
+            if totals["mismatch_n"]
+            else nan,
             optimizer_steps=steps,
             skipped_steps=skipped,
             empty_steps=empty,

@@ -127,6 +127,11 @@ class LearnerAPI(Protocol):
     def export_pretrained(self, path: Path, tokenizer: Any) -> None: ...
 
 
+def _max_nan(a: float, b: float) -> float:
+    """The larger of `a` and `b`, NaN when either is (Python's ``max`` would drop a NaN)."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
+
+
 def _place(rows: Rows, idx: list[int], mask: torch.Tensor) -> torch.Tensor:
     """Per-sequence rows -> the (n, L-1) layout of a padded micro-batch (zero off `mask`)."""
     out = torch.zeros(mask.shape, dtype=torch.float32)
@@ -399,7 +404,7 @@ class Learner:
                 part_max = local.pop("is_ratio_max")
                 sums = dict(zip(local, self.comm.sum(list(local.values()))))  # over the ranks
                 if epoch == 0:
-                    ratio_max = max(ratio_max, self.comm.max(part_max))
+                    ratio_max = _max_nan(ratio_max, self.comm.max(part_max))
                 if not sums.pop("rows"):
                     continue
                 loss, value_loss = sums.pop("loss"), sums.pop("value_loss")
@@ -516,7 +521,7 @@ class Learner:
             sums["mismatch_n"] += int(has_sampler.sum())
             ratio = truncated_is_weights(old, sampler, math.inf)[0] * has_sampler
             sums["is_ratio"] += float(ratio.sum())
-            sums["is_ratio_max"] = max(sums["is_ratio_max"], float(ratio.max()))
+            sums["is_ratio_max"] = _max_nan(sums["is_ratio_max"], float(ratio.max()))
         self._hold(forward=False, backward=False)  # FSDP2's defaults again, for the scoring passes
         return sums
 

@@ -163,7 +163,8 @@ def make_loggers(
 def compact_line(step: int, m: dict[str, Any]) -> str:
     """One short human line per step (generation rounds shown when dynamic sampling took more
     than one; skipped updates and verifier errors when there were any; with rollouts ahead of the
-    learner, the batch's staleness, the largest importance ratio and each role's idle seconds)."""
+    learner, on a step whose batch was stale: the staleness, the largest importance ratio and
+    each role's idle seconds)."""
     rounds = m.get("groups/sampling_rounds", 1)
     return (
         f"step {step:3d} | reward {m['reward/mean']:.3f} acc {m['reward/accuracy']:.3f} "

@@ -70,7 +70,7 @@ class StepResult:
         verifier_failed: every verdict of the step was a verifier error, so nothing was
             trained on (the rewards are not the model's).
         seconds: wall seconds per phase (`PHASES`); ``step`` for the whole step (with rollouts
-            ahead of the learner: since the previous step ended); ``learner_idle``, the
+            ahead of the learner: from the wait for its batch to its sync); ``learner_idle``, the
             learner's wait for the step's batch; ``engine_idle``, the rollout side's wait
             before it began the batch (`Sampled.engine_idle`; synchronous: the learner's phases).
         staleness: policy versions between the batch's sampler and the weights it is trained

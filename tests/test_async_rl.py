@@ -201,7 +201,8 @@ ASYNC = ["rollout.max_staleness=1", "algorithm.tis_cap=2.0", "trainer.eval_every
 
 def test_a_run_with_max_staleness_1_trains_on_stale_batches_and_resumes_in_order(tiny_model_dir, train_file, tmp_path):
     straight = tmp_path / "straight"
-    cfg = run_cfg(tiny_model_dir, train_file, [*ASYNC, "trainer.steps=4", "trainer.checkpoint_every=1"], VowelShare)
+    every_step = ["trainer.steps=4", "trainer.checkpoint_every=1", "trainer.keep_last=4"]
+    cfg = run_cfg(tiny_model_dir, train_file, [*ASYNC, *every_step], VowelShare)
     summary = run(cfg, straight)
     records = metrics(straight)
     staleness = [r["rollout/staleness"] for r in records]
@@ -215,12 +216,13 @@ def test_a_run_with_max_staleness_1_trains_on_stale_batches_and_resumes_in_order
         assert 0 < r["policy/is_weight_mean"] <= 2.0
     assert "eval/heldout_accuracy" in records[1]
 
-    stopped = tmp_path / "stopped"
-    run(run_cfg(tiny_model_dir, train_file, [*ASYNC, "trainer.steps=2"], VowelShare), stopped)
-    resumed_cfg = run_cfg(tiny_model_dir, train_file, [*ASYNC, "trainer.steps=4", "trainer.resume=auto"], VowelShare)
-    resumed = run(resumed_cfg, stopped)
+    # resume from the step-2 checkpoint, written while the producer had drawn step 3's batch already
+    resumed_dir = tmp_path / "resumed"
+    ckpt = straight / "checkpoints" / "step_000002"
+    resumed_cfg = run_cfg(tiny_model_dir, train_file, [*ASYNC, "trainer.steps=4", f"trainer.resume={ckpt}"], VowelShare)
+    resumed = run(resumed_cfg, resumed_dir)
     assert resumed["resumed_from_step"] == 2
-    again = metrics(stopped)
+    again = metrics(resumed_dir)
     assert [r["step"] for r in again] == [1, 2, 3, 4]
     # the batches sampled ahead of the checkpoint are drawn again: the same problems, in order
     assert [r["data/problem_ids"] for r in again] == [r["data/problem_ids"] for r in records]

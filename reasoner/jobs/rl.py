@@ -370,8 +370,8 @@ class BenchmarkHook:
 
     def __call__(self, run: RLRun, step: int, metrics: dict[str, Any]) -> None:
         if self.active and step % self.every == 0:
-            began = time.perf_counter()
             with run.engine_turn():
+                began = time.perf_counter()  # after the wait for the engine's batch in progress
                 metrics.update(self.evaluator(run.ctx.engine))
             metrics["time/benchmark_eval"] = time.perf_counter() - began
 

@@ -12,10 +12,15 @@ optimizer step, AdamW at 2e-5 constant, grad clip 1.0, k3 KL to the reference at
 0: TRL's default, and no reference model in either), clip 0.2, token-mean loss, temperature 1,
 our math verifier as the reward. Seconds per training step (one generation batch and its
 update) of a run = mean over steps 2..S (step 1 includes warm-up); the ratio is TRL / ours of
-the medians over rounds (and of the minima). TRL generates with transformers ``generate``
+the medians over rounds (and of the minima). Round r runs both frameworks with seed r (the same
+problems for both, drawn anew each round), so the rounds sample the share of zero-variance groups
+instead of repeating one draw of it. TRL generates with transformers ``generate``
 unless `--trl-vllm` (its colocate vLLM mode). Each framework's share of zero-variance groups
 (ours: ``groups/zero_var_frac``, TRL: ``frac_reward_zero_std``) is reported: with no KL, their
 advantages are all 0, which reasoner skips (``trainer.skip_zero_advantage``) and TRL trains on.
+Ours is also timed over its steps with an update alone (steps 2..S where some group had a nonzero
+advantage), and the ratio of TRL's step to that one is reported too: what the comparison gives
+when no step of ours is empty.
 Start from a cold-started model (`--model`) so that rewards vary. The reward curves (mean
 reward per step, each round and the mean over rounds) of both go to
 ``bench/results/peer_rewards.png``.
@@ -25,7 +30,9 @@ Written to ``bench/results/peer.json`` and the "Peer" section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -71,6 +78,16 @@ def run_trl(work: Workload, out: Path, vllm: bool) -> tuple[list[dict], float]:
         subprocess.run(cmd, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     records = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines() if line.strip()]
     return [r for r in records if "step" in r], records[-1]["peak_rss_mb"]
+
+
+def busy_and_empty(rows: list[dict]) -> tuple[float, float]:
+    """Mean seconds (``time/step``) of one run of ours over steps 2..S with an update (some group
+    with a nonzero advantage) and over its empty steps (every group zero-variance: no forward or
+    backward pass); NaN where there is none."""
+    steady = rows[1:] or rows
+    busy = [m["time/step"] for m in steady if not m["policy/empty_steps"]]
+    empty = [m["time/step"] for m in steady if m["policy/empty_steps"]]
+    return (statistics.fmean(busy) if busy else math.nan), (statistics.fmean(empty) if empty else math.nan)
 
 
 def plot(runs: dict[str, list[dict]], path: Path) -> None:
@@ -119,13 +136,19 @@ def main() -> None:
     ours, trl = [], []
     with TemporaryDirectory() as tmp:
         for i in range(args.rounds):
+            seeded = dataclasses.replace(work, seed=i)
             for side in ("ours", "trl") if i % 2 == 0 else ("trl", "ours"):
                 if side == "ours":
-                    rows, summary = run_ours(work, Path(tmp) / f"ours{i}")
+                    rows, summary = run_ours(seeded, Path(tmp) / f"ours{i}")
                     phases = breakdown(rows)
+                    busy, empty = busy_and_empty(rows)
                     ours.append(
                         {
+                            "seed": i,
                             "step_s": phases["whole step"],
+                            "busy_step_s": busy,
+                            "empty_step_s": empty,
+                            "step_times": [m["time/step"] for m in rows],
                             "rewards": [m["reward/mean"] for m in rows],
                             "zero_var": [m["groups/zero_var_frac"] for m in rows],
                             "empty_steps": sum(m["policy/empty_steps"] > 0 for m in rows),
@@ -134,10 +157,11 @@ def main() -> None:
                         }
                     )
                 else:
-                    records, rss = run_trl(work, Path(tmp) / f"trl{i}", args.trl_vllm)
+                    records, rss = run_trl(seeded, Path(tmp) / f"trl{i}", args.trl_vllm)
                     steady = records[1:] or records
                     trl.append(
                         {
+                            "seed": i,
                             "step_s": statistics.fmean(r["seconds"] for r in steady),
                             "rewards": [r["reward"] for r in records],
                             "zero_var": [r["frac_reward_zero_std"] for r in records],
@@ -147,6 +171,9 @@ def main() -> None:
                     )
     o, t = spread([r["step_s"] for r in ours]), spread([r["step_s"] for r in trl])
     ratio, ratio_min = t["median"] / o["median"], t["min"] / o["min"]
+    busy = [r["busy_step_s"] for r in ours if not math.isnan(r["busy_step_s"])]
+    empty_s = [r["empty_step_s"] for r in ours if not math.isnan(r["empty_step_s"])]
+    ratio_busy = t["median"] / statistics.median(busy) if busy else math.nan
     RESULTS.mkdir(parents=True, exist_ok=True)
     png = RESULTS / "peer_rewards.png"
     plot({"reasoner": ours, f"TRL GRPOTrainer ({'vLLM colocate' if args.trl_vllm else 'generate'})": trl}, png)
@@ -158,11 +185,14 @@ def main() -> None:
         "trl": trl,
         "ratio_of_medians": ratio,
         "ratio_of_minima": ratio_min,
+        "ratio_to_steps_with_an_update": ratio_busy,
         "machine": info,
     }
     gen = "vLLM colocate mode" if args.trl_vllm else "transformers `generate` (TRL's default)"
     rows = [
         ("reasoner: seconds per training step", o),
+        *((("reasoner: seconds per step with an update (mean per run)", spread(busy)),) if busy else ()),
+        *((("reasoner: seconds per empty step (mean per run)", spread(empty_s)),) if empty_s else ()),
         (f"TRL GRPOTrainer ({'vLLM' if args.trl_vllm else 'generate'}): seconds per training step", t),
         ("reasoner: peak RSS, MB", spread([r["peak_rss_mb"] for r in ours])),
         ("TRL: peak RSS, MB", spread([r["peak_rss_mb"] for r in trl])),
@@ -185,11 +215,14 @@ def main() -> None:
         f"our math verifier "
         f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled); TRL with {gen}. "
         f"{args.rounds} rounds in one run, alternating which framework goes "
-        f"first; per run the mean seconds per step over steps 2-{args.steps}. {machine_line(info)}\n\n"
+        f"first, round r with seed r for both (problems and sampling); per run the mean seconds per step over "
+        f"steps 2-{args.steps}. {machine_line(info)}\n\n"
         + table(rows)
         + f"\n\nTRL / reasoner seconds per step: **{ratio:.2f}x** (medians), {ratio_min:.2f}x (minima). "
         f"Steps where every group had zero variance, so reasoner ran no forward or backward pass (only "
         f"AdamW's step on a zero gradient and the sync): {empty} of {args.rounds * args.steps}. "
+        f"TRL's step against ours with an update (as if no step of ours were empty): **{ratio_busy:.2f}x** "
+        f"(medians). "
         f"Reward and zero-variance share per step, both frameworks: "
         f"`bench/results/{png.name}`.\n\n![reward and zero-variance groups per step, reasoner vs TRL]"
         f"(bench/results/{png.name})\n"

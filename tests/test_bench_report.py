@@ -20,3 +20,17 @@ def test_spread():
     assert spread([3.0, 1.0, 2.0]) == {"min": 1.0, "median": 2.0, "max": 3.0, "runs": [3.0, 1.0, 2.0]}
     with pytest.raises(ValueError, match="no measurements"):
         spread([])
+
+
+def test_peer_times_steps_with_an_update_apart_from_empty_ones():
+    from bench.peer import busy_and_empty
+
+    rows = [
+        {"time/step": 90.0, "policy/empty_steps": 0},  # step 1 (warm-up): left out
+        {"time/step": 4.0, "policy/empty_steps": 0},
+        {"time/step": 2.0, "policy/empty_steps": 1},
+        {"time/step": 6.0, "policy/empty_steps": 0},
+    ]
+    assert busy_and_empty(rows) == (5.0, 2.0)
+    busy, empty = busy_and_empty(rows[:2])
+    assert busy == 4.0 and empty != empty  # no empty step: NaN

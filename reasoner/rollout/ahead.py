@@ -184,9 +184,10 @@ class RolloutsAhead:
             for step in range(self.first, self.last + 1):
                 began = time.perf_counter()
                 bound = step - 1 - self.k  # trained from version step - 1, sampled from >= step - 1 - k
-                free = lambda: not self._busy and not self._waiting  # noqa: E731  (a waiting sync goes first)
-                with self._state:
-                    self._state.wait_for(lambda: self._stopping or (self.version >= bound and free()))
+                with self._state:  # the bound, a free engine, and no sync or evaluation waiting (they go first)
+                    self._state.wait_for(
+                        lambda: self._stopping or (self.version >= bound and not self._busy and not self._waiting)
+                    )
                     if self._stopping:
                         return
                     self._busy, version = True, self.version  # no sync can run while the turn is held

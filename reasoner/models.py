@@ -119,11 +119,17 @@ def train_device(name: str) -> Any:
 
 def load_policy(model_path: str, device: str = "auto") -> Any:
     """The causal LM at `model_path` (a `resolve_model_path` result) with fp32 weights, on
-    ``train_device(device)``, for training."""
+    ``train_device(device)``, for training; on the CPU its attention runs in fp32 under bf16
+    autocast (`reasoner.attention`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(train_device(device))
+    from reasoner.attention import attention_for
+
+    dev = train_device(device)
+    return AutoModelForCausalLM.from_pretrained(
+        model_path, dtype=torch.float32, attn_implementation=attention_for(dev)
+    ).to(dev)
 
 
 def load_tokenizer(model_path: str) -> Any:

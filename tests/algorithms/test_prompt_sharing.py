@@ -4,9 +4,11 @@ row with a prompt of its own, a one-token and an empty completion."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from reasoner.attention import attention_for
 from reasoner.logprobs import _shared_prompt_hidden, completion_logprobs, pad_batch
 
 
@@ -26,10 +28,13 @@ def _full_rows(model, batch, temperature):
     return lp * batch.target_mask
 
 
-def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(tiny_model_dir):
+@pytest.mark.parametrize("attention", ["sdpa", "cpu training (fp32 attention)"])
+def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, attention):
     seqs, plens = _rows()
     batch = pad_batch(seqs, plens, 0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    impl = attention if attention == "sdpa" else attention_for(torch.device("cpu"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl)
+    assert model.config._attn_implementation == impl
     assert _shared_prompt_hidden(model.get_decoder(), batch) is not None  # the shared path runs
 
     shared, _ = completion_logprobs(model, batch, temperature=0.7)

@@ -105,7 +105,8 @@ HEAP_SLACK_GB = 0.5
 
 
 class HeapTrimmer:
-    """Called after every step of the cold start: hands the free heap back to the OS
+    """Called after every step of a training loop (the cold start, RL, reward model, DPO):
+    hands the free heap back to the OS
     (`release_free_heap`) once resident memory at the end of a step exceeds, by more than
     `slack_gb` GiB, what it was at the end of the first step after the last hand-back.
 

@@ -41,7 +41,15 @@ from reasoner.distributed.cluster import RayCluster, cluster_session
 from reasoner.distributed.sharded import LearnerWorkerError
 from reasoner.distributed.worker import LearnerSpec
 from reasoner.interrupt import StopRequest, TrainingInterrupted
-from reasoner.jobs.common import RunContext, cold_start, open_run, peak_rss_gb, release_free_heap, sft_rows
+from reasoner.jobs.common import (
+    HeapTrimmer,
+    RunContext,
+    cold_start,
+    open_run,
+    peak_rss_gb,
+    release_free_heap,
+    sft_rows,
+)
 from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, LearnerAPI, NonFiniteUpdateError, companions
 from reasoner.logprobs import sequence_logprobs
@@ -498,6 +506,7 @@ def loop(run: RLRun) -> None:
         total=tr.steps,
     )
     ahead = rollouts_ahead(run)
+    trim = HeapTrimmer()
     if ahead is not None:  # the evaluations wait for the engine's request in progress, if any
         run.engine_turn = ahead.engine_turn
     # log lines (the step lines among them) go around the progress bar, not through it
@@ -527,10 +536,9 @@ def loop(run: RLRun) -> None:
             for hook in hooks[2:]:
                 hook(run, step, run.metrics)
             done = step
-            # every step: the update's working set page-faults again next step, which cost nothing
-            # measurable in a 25 s step, and the peak stays 0.7 GiB lower than with `HeapTrimmer`,
-            # which the cold start's short steps use (BENCHMARKS.md "Memory of the main job")
-            release_free_heap()
+            # past a slack only: trimming after every step made each step page-fault its working
+            # set afresh, 1.2 s of a 4.5 s step (BENCHMARKS.md "Memory of the main job")
+            trim()
     if run.stop.signum is not None:
         if run.saved_step != done:
             save(run, store, done)

@@ -1,7 +1,7 @@
 """Our GRPO step against TRL's GRPOTrainer on the identical CPU workload, in one run.
 
     python -m bench.peer [--rounds 3] [--steps 5] [--prompts 2] [--group 8] [--max-tokens 128] [--model PATH]
-        [--beta 0.0] [--trl-vllm]
+        [--beta 0.0] [--heap-trim slack] [--trl-vllm]
 
 Needs ``trl`` (``pip install -e '.[bench]'``). Method: `--rounds` rounds; each runs ours
 (`bench.step.run_ours`: ``reasoner-train``, vLLM backend, compiled: ``rollout.enforce_eager=false``) and TRL
@@ -21,6 +21,9 @@ advantages are all 0, which reasoner skips (``trainer.skip_zero_advantage``) and
 Ours is also timed over its steps with an update alone (steps 2..S where some group had a nonzero
 advantage), and the ratio of TRL's step to that one is reported too: what the comparison gives
 when no step of ours is empty.
+Ours hands its free heap back to the OS as `--heap-trim` says (``trainer.heap_trim``; default
+here ``slack``: only past a slack, so that a step does not page-fault its working set afresh,
+for more memory, which the peak RSS rows show; ``step`` is the trainer's default).
 Start from a cold-started model (`--model`) so that rewards vary. The reward curves (mean
 reward per step, each round and the mean over rounds) of both go to
 ``bench/results/peer_rewards.png``.
@@ -130,9 +133,11 @@ def main() -> None:
         help="the starting policy of both (a local HF directory, e.g. a cold-started model)",
     )
     parser.add_argument("--beta", type=float, default=0.0, help="k3 KL coefficient of both (TRL's default: 0)")
+    parser.add_argument("--heap-trim", choices=["step", "slack"], default="slack", help="ours: trainer.heap_trim")
     parser.add_argument("--trl-vllm", action="store_true")
     args = parser.parse_args()
     work = Workload(args.steps, args.prompts, args.group, args.max_tokens, beta=args.beta, model=args.model)
+    work = dataclasses.replace(work, heap_trim=args.heap_trim)
     ours, trl = [], []
     with TemporaryDirectory() as tmp:
         for i in range(args.rounds):
@@ -205,7 +210,8 @@ def main() -> None:
     empty = sum(r["empty_steps"] for r in ours)
     body = (
         f"`python -m bench.peer --rounds {args.rounds} --steps {args.steps} --prompts {args.prompts} "
-        f"--group {args.group} --max-tokens {args.max_tokens} --model {args.model} --beta {args.beta}"
+        f"--group {args.group} --max-tokens {args.max_tokens} --model {args.model} --beta {args.beta} "
+        f"--heap-trim {args.heap_trim}"
         f"{' --trl-vllm' if args.trl_vllm else ''}`\n\n"
         f"Identical workload: `{args.model}` (fp32 weights, bf16 autocast), "
         f"the same {args.steps * args.prompts} level-2 "
@@ -213,7 +219,8 @@ def main() -> None:
         f"{args.max_tokens} tokens per "
         f"optimizer step, AdamW 2e-5 constant, grad clip 1.0, k3 KL beta {work.beta}, clip 0.2, token-mean loss, T 1, "
         f"our math verifier "
-        f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled); TRL with {gen}. "
+        f"as the reward. Ours samples with vLLM (`rollout.enforce_eager=false`: compiled) and hands its free heap "
+        f"back with `trainer.heap_trim={args.heap_trim}`; TRL with {gen}. "
         f"{args.rounds} rounds in one run, alternating which framework goes "
         f"first, round r with seed r for both (problems and sampling); per run the mean seconds per step over "
         f"steps 2-{args.steps}. {machine_line(info)}\n\n"

@@ -47,6 +47,8 @@ class Workload:
     seed: int = 0
     #: the policy to start from (``model.path``)
     model: str = "embedded:smollm2-135m"
+    #: ``trainer.heap_trim`` of ours: ``step`` (the default) or ``slack`` (faster steps, more memory)
+    heap_trim: str = "step"
 
     def overrides(self) -> list[str]:
         """``reasoner-train`` overrides that set this workload (and keep the evals tiny)."""
@@ -67,6 +69,7 @@ class Workload:
             "trainer.checkpoint_every=0",
             # compiled vLLM: ~1.3x tokens/s for ~90 s more start-up (not in the per-step times)
             "rollout.enforce_eager=false",
+            f"trainer.heap_trim={self.heap_trim}",
         ]
 
 

@@ -2,15 +2,15 @@
 
 Under bf16 autocast the query / key / value projections come out in bf16, and torch's CPU
 flash-attention kernel then runs its backward pass in bf16, which on the CPUs measured here is
-2-3.5x slower than the same kernel in fp32 (BENCHMARKS.md, "Peer": one layer's completion-pass
-attention of 8 x 9 heads x 40 queries over 102 keys, backward 8.7 ms in bf16 against 3.8 ms in
-fp32). `sdpa_fp32` upcasts the three to fp32, runs transformers' SDPA attention outside
-autocast, and casts the output back: the matmuls around it stay bf16, the softmax and its
-gradient are computed in fp32 (more exact, not less). It is registered with transformers'
+2-3.5x slower than the same kernel in fp32 (BENCHMARKS.md, "Attention on the CPU": one layer's
+completion-pass attention of one GRPO group, and one group's whole update, each way).
+`sdpa_fp32` upcasts the three to fp32, runs transformers' SDPA attention outside autocast, and
+casts the output back: the matmuls around it stay bf16, the softmax and its gradient are
+computed in fp32 (more exact, not less). It is registered with transformers'
 ``AttentionInterface`` under `SDPA_FP32`, with SDPA's mask builder (transformers builds no
-attention mask for a name it has no mask builder for); `reasoner.models.load_policy` picks it for a model
-trained on the CPU (`attention_for`). On a GPU the bf16 flash kernels are the fast path, and
-``sdpa`` stays.
+attention mask for a name it has no mask builder for); `reasoner.models.load_policy` picks it
+for a model trained on the CPU (`attention_for`). On a GPU the bf16 flash kernels are the fast
+path, and ``sdpa`` stays.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "trainer.threads",
         "trainer.device",
         "trainer.reuse_heap",
+        "trainer.heap_trim",
         "trainer.micro_batch_size",
         "trainer.micro_batch_tokens",
         "trainer.logits_chunk_tokens",

@@ -65,3 +65,13 @@ def test_heap_trimmer_stops_the_creep_of_a_reused_heap():
     first = trims[0]
     assert log[first]["rss_mb"] - log[0]["rss_mb"] > 0.25 * 1024  # it trimmed past the slack, not before
     assert not any(s["trimmed"] for s in log[:first])
+
+
+def test_the_rl_loop_trims_the_heap_after_every_step_or_past_the_slack():
+    from reasoner.config import HeapTrim, TrainerConfig
+    from reasoner.jobs.common import HeapTrimmer, release_free_heap, step_trimmer
+
+    assert TrainerConfig().heap_trim is HeapTrim.step  # the embedded default's memory budget
+    assert step_trimmer(HeapTrim.step) is release_free_heap
+    trimmer = step_trimmer(HeapTrim.slack)
+    assert isinstance(trimmer, HeapTrimmer) and trimmer() is False  # its first call records the floor

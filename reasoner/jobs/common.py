@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from eval.benchmarks import get_benchmark
-from reasoner.config import CONF_DIR, RunConfig, TrainerConfig, register_configs, to_config
+from reasoner.config import CONF_DIR, HeapTrim, RunConfig, TrainerConfig, register_configs, to_config
 from reasoner.data import GENERATED, load_problems
 from reasoner.data.decontaminate import OverlapFilter, training_pool
 from reasoner.data.preferences import PairTokens, load_pairs, split_pairs, tokenize_pairs
@@ -132,6 +132,12 @@ class HeapTrimmer:
         release_free_heap()
         self.floor = None
         return True
+
+
+def step_trimmer(policy: HeapTrim) -> Callable[[], object]:
+    """What the RL loop calls after every step (``trainer.heap_trim``): `release_free_heap`
+    (``step``), or a `HeapTrimmer` (``slack``)."""
+    return release_free_heap if policy is HeapTrim.step else HeapTrimmer()
 
 
 @dataclass

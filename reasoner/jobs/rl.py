@@ -42,13 +42,13 @@ from reasoner.distributed.sharded import LearnerWorkerError
 from reasoner.distributed.worker import LearnerSpec
 from reasoner.interrupt import StopRequest, TrainingInterrupted
 from reasoner.jobs.common import (
-    HeapTrimmer,
     RunContext,
     cold_start,
     open_run,
     peak_rss_gb,
     release_free_heap,
     sft_rows,
+    step_trimmer,
 )
 from reasoner.jobs.heldout import EvalResult, load_heldout
 from reasoner.learner import Learner, LearnerAPI, NonFiniteUpdateError, companions
@@ -506,7 +506,7 @@ def loop(run: RLRun) -> None:
         total=tr.steps,
     )
     ahead = rollouts_ahead(run)
-    trim = HeapTrimmer()
+    trim = step_trimmer(tr.heap_trim)
     if ahead is not None:  # the evaluations wait for the engine's request in progress, if any
         run.engine_turn = ahead.engine_turn
     # log lines (the step lines among them) go around the progress bar, not through it
@@ -536,8 +536,6 @@ def loop(run: RLRun) -> None:
             for hook in hooks[2:]:
                 hook(run, step, run.metrics)
             done = step
-            # past a slack only: trimming after every step made each step page-fault its working
-            # set afresh, 1.2 s of a 4.5 s step (BENCHMARKS.md "Memory of the main job")
             trim()
     if run.stop.signum is not None:
         if run.saved_step != done:

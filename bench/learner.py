@@ -93,18 +93,15 @@ def _batch(n: int, prompt: int, completion: int, vocab: int, group: int = GROUP)
 def measure_update(n: int, prompt: int, completion: int, micro: int, repeats: int, reuse: bool) -> dict:
     """Run in a child process: seconds per update with micro-batches of `micro` sequences,
     with or without `reasoner.jobs.common.reuse_heap`."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     from reasoner.config import AlgorithmConfig, TrainerConfig
     from reasoner.jobs.common import reuse_heap
     from reasoner.learner import Learner
-    from reasoner.models import resolve_model_path
+    from reasoner.models import load_policy, resolve_model_path
     from reasoner.rl_step import estimate_advantages
 
     if reuse:
         reuse_heap()
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32)
+    model = load_policy(resolve_model_path("embedded:smollm2-135m"), "cpu")  # as the trainer builds it
     batch = _batch(n, prompt, completion, model.config.vocab_size)
     algo = AlgorithmConfig()
     learner = Learner(model, algo, TrainerConfig(micro_batch_size=micro), 0, temperature=1.0, max_tokens=completion)
@@ -128,15 +125,14 @@ def measure_long(length: int, budget: int, trainer: dict) -> dict:
     """Run in a child process: peak RSS growth (MB) and seconds of one update on one micro-batch
     of max(1, budget // (16 + length)) sequences of `length` completion tokens."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from reasoner.config import AlgorithmConfig, TrainerConfig
     from reasoner.jobs.common import release_free_heap
     from reasoner.learner import Learner
     from reasoner.logprobs import fast_bf16_cpu
-    from reasoner.models import resolve_model_path
+    from reasoner.models import load_policy, resolve_model_path
 
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("embedded:smollm2-135m"), dtype=torch.float32)
+    model = load_policy(resolve_model_path("embedded:smollm2-135m"), "cpu")  # as the trainer builds it
     n = max(1, budget // (SWEEP_PROMPT + length))
     vocab = model.config.vocab_size
     learner = Learner(

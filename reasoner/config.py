@@ -621,10 +621,10 @@ class TrainerConfig:
     reuse_heap: bool = True
     #: when the RL loop hands the free heap back to the OS (glibc ``malloc_trim``): ``step``, after
     #: every step: the lowest peak (the learner's and the engine's working sets are not resident at
-    #: once), but every step page-faults both afresh (~1.2 s of a 4.5 s step on 2 CPU cores,
+    #: once), but every step page-faults both afresh (~1 s of a 4.5 s step on 2 CPU cores,
     #: BENCHMARKS.md "Memory of the main job"); ``slack``, only once resident memory has crept past
-    #: the slack of `reasoner.jobs.common.HeapTrimmer` (as the cold start does): faster steps, a peak
-    #: ~0.9 GiB higher in the embedded default (8.2 GB summed over the job, against 7.9 GB).
+    #: the slack of `reasoner.jobs.common.HeapTrimmer` (as the cold start does): faster steps, GRPO
+    #: steps peaking ~0.75 GiB higher in the embedded default (the job: 8.2 GB against 7.8 GB).
     heap_trim: HeapTrim = HeapTrim.step
     #: metrics sinks (`reasoner.metrics_log`): jsonl (metrics.jsonl), tensorboard, wandb (Weights &
     #: Biases, the ``wandb`` extra; offline without WANDB_API_KEY).

@@ -136,8 +136,15 @@ def main() -> None:
     parser.add_argument("--heap-trim", choices=["step", "slack"], default="slack", help="ours: trainer.heap_trim")
     parser.add_argument("--trl-vllm", action="store_true")
     args = parser.parse_args()
-    work = Workload(args.steps, args.prompts, args.group, args.max_tokens, beta=args.beta, model=args.model)
-    work = dataclasses.replace(work, heap_trim=args.heap_trim)
+    work = Workload(
+        args.steps,
+        args.prompts,
+        args.group,
+        args.max_tokens,
+        beta=args.beta,
+        model=args.model,
+        heap_trim=args.heap_trim,
+    )
     ours, trl = [], []
     with TemporaryDirectory() as tmp:
         for i in range(args.rounds):

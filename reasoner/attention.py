@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 #: the name `sdpa_fp32` is registered under (``attn_implementation``)
 SDPA_FP32 = "sdpa_fp32"
@@ -35,8 +36,6 @@ def sdpa_fp32(
     """transformers' ``sdpa_attention_forward`` on fp32 copies of `query` (B, H, Lq, D), `key`
     and `value` (B, H_kv, Lk, D), with autocast off; returns its output (B, Lq, H, D) in
     `query`'s dtype, and None (no attention weights)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     with torch.autocast(query.device.type, enabled=False):
         out, _ = sdpa_attention_forward(
             module, query.float(), key.float(), value.float(), attention_mask, *args, **kwargs

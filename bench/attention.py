@@ -49,8 +49,9 @@ def kernel_ms(shape: tuple[int, int, int, int], keys: int, dtype: torch.dtype, r
     return statistics.median(fwd), statistics.median(bwd)
 
 
-def group_batch(tokenizer):
-    """One group of 8: a level-2 arithmetic prompt, then 20-49 random completion tokens each."""
+def group_batch(tokenizer, lengths: tuple[int, int] = (20, 50)):
+    """One group of 8: a level-2 arithmetic prompt, then random completions of a length drawn
+    from [lengths[0], lengths[1]) tokens each (seeded)."""
     from reasoner.data import load_problems
     from reasoner.prompts import Template, prompt_ids
     from reasoner.types import TrainBatch
@@ -58,8 +59,8 @@ def group_batch(tokenizer):
     problem = load_problems("arithmetic", n=1, seed=3, levels=[2])[0]
     prompt = prompt_ids(tokenizer, problem.problem, Template.plain)
     g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(20, 50, (8,), generator=g).tolist()
-    seqs = [prompt + torch.randint(0, tokenizer.vocab_size, (n,), generator=g).tolist() for n in lengths]
+    sizes = torch.randint(*lengths, (8,), generator=g).tolist()
+    seqs = [prompt + torch.randint(0, tokenizer.vocab_size, (n,), generator=g).tolist() for n in sizes]
     rewards = torch.tensor([float(i % 2) for i in range(8)])
     return TrainBatch(seqs, [len(prompt)] * 8, rewards, 8, [[] for _ in seqs], [False] * 8)
 

@@ -367,6 +367,7 @@ class Learner:
                                     temperature=self.temperature,
                                     chunk_tokens=chunk,
                                     lockstep=self._lockstep,
+                                    pack_tokens=self.trainer.pack_tokens,
                                 )[0]
                                 if own:
                                     _put(rows_out, idx, logp, mask)
@@ -484,6 +485,7 @@ class Learner:
                     entropy_grad=a.entropy_coef > 0,
                     chunk_tokens=self.trainer.logits_chunk_tokens,
                     lockstep=self._lockstep,
+                    pack_tokens=self.trainer.pack_tokens,
                 )
             old = logp.detach() if batch.old_logp is None else _place(batch.old_logp, idx, mask)
             adv = _place(batch.advantages, idx, mask)
@@ -543,8 +545,13 @@ class Learner:
         collectives of one micro-batch (all-gathers, gradient reduce-scatters), no gradient."""
         padded = self._pad(batch, [0])
         with autocast(self.trainer.bf16_autocast):
-            chunk = self.trainer.logits_chunk_tokens
-            logp, _ = self._policy(padded, temperature=self.temperature, chunk_tokens=chunk, lockstep=self._lockstep)
+            logp, _ = self._policy(
+                padded,
+                temperature=self.temperature,
+                chunk_tokens=self.trainer.logits_chunk_tokens,
+                lockstep=self._lockstep,
+                pack_tokens=self.trainer.pack_tokens,
+            )
             loss = logp.sum() * 0.0
             if self.critic is not None:
                 loss = loss + self.critic(padded).sum() * 0.0

@@ -1,6 +1,6 @@
-"""Prompt sharing in `reasoner.logprobs.completion_logprobs` gives the log-probs and gradients of
-the full rows (fp32, tiny random Llama): rows sharing a prompt, prompts of other lengths, a
-row with a prompt of its own, a one-token and an empty completion."""
+"""Prompt sharing and packing in `reasoner.logprobs.completion_logprobs` give the log-probs and
+gradients of the full rows (fp32, tiny random Llama): rows sharing a prompt, prompts of other
+lengths, a row with a prompt of its own, a one-token and an empty completion."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from reasoner.attention import attention_for
-from reasoner.logprobs import _shared_prompt_hidden, completion_logprobs, pad_batch
+from reasoner.logprobs import _shared_prompt_hidden, completion_logprobs, pack_rows, pad_batch
 
 
 def _rows():
@@ -74,3 +74,79 @@ def test_distinct_prompts_take_the_full_row_path_unless_in_lockstep(tiny_model_d
     empty = pad_batch([seqs[6], seqs[3][:9]], [5, 9], 0)  # no completion token at all
     lp, _ = completion_logprobs(model, empty, lockstep=True)
     assert lp.shape == empty.target_mask.shape and not lp.any()
+
+
+def _decoder_calls(model):
+    """The (rows, tokens) of every decoder pass `model` makes from now on, in a list."""
+    calls = []
+    record = lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape)  # noqa: E731
+    model.get_decoder().register_forward_hook(record, with_kwargs=True)
+    return calls
+
+
+def test_pack_rows_lays_each_prompt_once_then_its_completions_under_a_block_causal_mask():
+    seqs, plens = _rows()
+    packed = pack_rows(pad_batch(seqs, plens, 0), max_tokens=10_000)
+    p1, p2, p3 = seqs[0][:5], seqs[3][:9], seqs[5][:7]
+    c = [s[p:] for s, p in zip(seqs, plens)]
+    assert packed.input_ids.tolist() == p1 + c[0] + c[1] + c[2] + c[6] + p2 + c[3] + c[4] + p3 + c[5]
+    assert len(packed.input_ids) == 5 + 9 + 7 + 6 + 1 + 12 + 3 + 8 + 4  # no padding, each prompt once
+    assert packed.position_ids[:11].tolist() == list(range(11))  # p1, then row 0 at 5..10
+    assert packed.position_ids[11].item() == 5  # row 1's one token follows p1 as in its own row
+    mask = packed.mask
+    row0, row1, p2_at = range(5, 11), 11, 12 + 12
+    assert mask[row1, :5].all() and not mask[row1, row0].any()  # its prompt, not its sibling's tokens
+    assert mask[10, row0].all() and not mask[5, 6:11].any()  # causal within its own completion
+    assert not mask[p2_at, :p2_at].any() and mask[p2_at, p2_at]  # another prompt starts afresh
+    assert mask.diagonal().all()
+    # the hidden state before each completion token: p1's last token first, then row 0's own
+    assert packed.gather[:7].tolist() == [4, 5, 6, 7, 8, 9, 4]
+    assert len(packed.gather) == 6 + 1 + 12 + 3 + 8 + 4
+    assert pack_rows(pad_batch(seqs, plens, 0), max_tokens=len(packed.input_ids) - 1) is None
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "cpu training (fp32 attention)"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_packed_rows_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, attention, checkpointing):
+    seqs, plens = _rows()
+    flags = [[int(k % 3 != 1) for k in range(len(s) - p)] for s, p in zip(seqs, plens)]  # a loss mask with holes
+    batch = pad_batch(seqs, plens, 0, flags)
+    impl = attention if attention == "sdpa" else attention_for(torch.device("cpu"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    calls = _decoder_calls(model)
+    packed, _ = completion_logprobs(model, batch, temperature=0.7, pack_tokens=1024)
+    assert calls == [torch.Size([1, 55])]  # one pass over the packed row
+    packed.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = _full_rows(model, batch, 0.7)
+    full.sum().backward()
+
+    assert torch.allclose(packed, full, atol=1e-5), (packed - full).abs().max()
+    for name, p in model.named_parameters():
+        assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_a_batch_over_the_packing_budget_or_without_a_4d_mask_runs_padded(tiny_model_dir):
+    """Too long to pack: prompt sharing's two passes, or in lockstep (FSDP2 ranks, which must
+    make the same decoder calls) one pass of full rows, as a packed batch makes one pass; eager
+    attention (which would add a boolean mask) never packs."""
+    seqs, plens = _rows()
+    batch = pad_batch(seqs, plens, 0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    calls = _decoder_calls(model)
+    with torch.no_grad():
+        reference = _full_rows(model, batch, 1.0)
+        for lockstep, shapes in ((False, [(3, 9), (7, 12)]), (True, [(7, 17)])):
+            calls.clear()
+            lp, _ = completion_logprobs(model, batch, lockstep=lockstep, pack_tokens=54)
+            assert [tuple(c) for c in calls] == shapes
+            assert torch.allclose(lp, reference, atol=1e-5)
+        eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager")
+        calls = _decoder_calls(eager)
+        lp, _ = completion_logprobs(eager, batch, pack_tokens=1024)
+        assert [tuple(c) for c in calls] == [(3, 9), (7, 12)]
+        assert torch.allclose(lp, reference, atol=1e-5)

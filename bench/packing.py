@@ -1,0 +1,95 @@
+"""One group's RL update with its micro-batch packed into one row, and padded.
+
+    python -m bench.packing [--repeats 8] [--model embedded:smollm2-135m]
+
+Method, in one process, nothing else running: `reasoner.learner.Learner.update` (GRPO defaults,
+bf16 autocast, the policy as `reasoner.models.load_policy` builds it on the CPU) of one group of 8
+completions (`bench.attention.group_batch`: a chat-templated level-2 arithmetic prompt of 62
+tokens, then random completion tokens of seeded lengths in each range below; rewards 1, 0, 1, ...
+so every row is trained), with ``trainer.pack_tokens`` = 4096 (packed: one row, no padding,
+`reasoner.logprobs.pack_rows`) and 0 (padded, with prompt sharing's two passes), the two
+alternating update by update after one warm-up of each; seconds, min / median / max of
+`--repeats` each. Written to ``bench/results/packing.json`` and the "Packing" section of
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from bench.attention import group_batch
+from bench.report import machine, machine_line, save, spread, table
+
+#: completion lengths [low, high) of the groups measured: the peer workload's (`bench.peer`),
+#: groups of the main job after the cold start (~50 tokens on average, 128 at most), and near its cap
+RANGES = ((20, 50), (20, 80), (40, 90), (20, 128), (100, 128))
+
+
+def update_seconds(model_path: str, repeats: int) -> dict[str, dict]:
+    """Per length range: the packed row's tokens, the padded tokens, and seconds per update each way."""
+    from reasoner.config import AlgorithmConfig, TrainerConfig
+    from reasoner.jobs.common import reuse_heap
+    from reasoner.learner import Learner
+    from reasoner.logprobs import pack_rows, pad_batch
+    from reasoner.models import load_policy, load_tokenizer, resolve_model_path
+    from reasoner.rl_step import estimate_advantages
+
+    reuse_heap()
+    path = resolve_model_path(model_path)
+    model, tokenizer = load_policy(path, "cpu"), load_tokenizer(path)
+    algo = AlgorithmConfig()
+    learner = Learner(model, algo, TrainerConfig(), 0, temperature=1.0, max_tokens=128)
+    out = {}
+    for low, high in RANGES:
+        batch = estimate_advantages(learner.score(group_batch(tokenizer, (low, high))), algo, learner.kl_coef)
+        padded = pad_batch(batch.sequences, batch.prompt_lens, 0)
+        seconds: dict[str, list[float]] = {"packed": [], "padded": []}
+        for i in range(repeats + 1):
+            for mode, pack in (("packed", 4096), ("padded", 0)):
+                learner.trainer.pack_tokens = pack
+                start = time.perf_counter()
+                learner.update(batch)
+                if i:
+                    seconds[mode].append(time.perf_counter() - start)
+        out[f"{low}-{high - 1}"] = {
+            "packed_tokens": len(pack_rows(padded, 10**9).input_ids),
+            "padded_tokens": batch.prompt_lens[0] + padded.input_ids.numel() - len(batch) * batch.prompt_lens[0],
+            "seconds": seconds,
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--model", default="embedded:smollm2-135m")
+    args = parser.parse_args()
+    results = update_seconds(args.model, args.repeats)
+    info = machine()
+    rows, lines = [], []
+    for lengths, r in results.items():
+        packed, padded = (statistics.median(r["seconds"][k]) for k in ("packed", "padded"))
+        rows += [(f"completions of {lengths} tokens, {k}: s", spread(v)) for k, v in r["seconds"].items()]
+        lines.append(
+            f"| {lengths} | {r['padded_tokens']} | {r['packed_tokens']} | {padded:.3f} | {packed:.3f} "
+            f"| {(padded - packed) / padded:+.0%} |"
+        )
+    body = (
+        f"`python -m bench.packing --repeats {args.repeats} --model {args.model}`\n\n"
+        "One group's RL update, its micro-batch packed into one row (`trainer.pack_tokens`) or padded "
+        f"with prompt sharing. Method: `bench/packing.py`'s docstring. {machine_line(info)}\n\n"
+        "| completion tokens | tokens run, padded (prompt once) | tokens run, packed | padded: s (median) "
+        "| packed: s (median) | packed saves |\n|---|---:|---:|---:|---:|---:|\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + table(rows)
+        + "\n"
+    )
+    save("packing", {"updates": results, "workload": vars(args), "machine": info}, "Packing (`bench/packing.py`)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -6,8 +6,8 @@ Method, in one process, nothing else running: `reasoner.learner.Learner.update` 
 bf16 autocast, the policy as `reasoner.models.load_policy` builds it on the CPU) of one group of 8
 completions (`bench.attention.group_batch`: a chat-templated level-2 arithmetic prompt of 62
 tokens, then random completion tokens of seeded lengths in each range below; rewards 1, 0, 1, ...
-so every row is trained), with ``trainer.pack_tokens`` = 4096 (packed: one row, no padding,
-`reasoner.logprobs.pack_rows`) and 0 (padded, with prompt sharing's two passes), the two
+so every row is trained), with ``trainer.packing`` on (one row, no padding, attention segment by
+segment: `reasoner.logprobs.pack_rows`) and off (padded, with prompt sharing's two passes), the two
 alternating update by update after one warm-up of each; seconds, min / median / max of
 `--repeats` each. Written to ``bench/results/packing.json`` and the "Packing" section of
 BENCHMARKS.md.
@@ -47,14 +47,14 @@ def update_seconds(model_path: str, repeats: int) -> dict[str, dict]:
         padded = pad_batch(batch.sequences, batch.prompt_lens, 0)
         seconds: dict[str, list[float]] = {"packed": [], "padded": []}
         for i in range(repeats + 1):
-            for mode, pack in (("packed", 4096), ("padded", 0)):
-                learner.trainer.pack_tokens = pack
+            for mode, packing in (("packed", True), ("padded", False)):
+                learner.trainer.packing = packing
                 start = time.perf_counter()
                 learner.update(batch)
                 if i:
                     seconds[mode].append(time.perf_counter() - start)
         out[f"{low}-{high - 1}"] = {
-            "packed_tokens": len(pack_rows(padded, 10**9).input_ids),
+            "packed_tokens": len(pack_rows(padded).input_ids),
             "padded_tokens": batch.prompt_lens[0] + padded.input_ids.numel() - len(batch) * batch.prompt_lens[0],
             "seconds": seconds,
         }
@@ -78,7 +78,7 @@ def main() -> None:
         )
     body = (
         f"`python -m bench.packing --repeats {args.repeats} --model {args.model}`\n\n"
-        "One group's RL update, its micro-batch packed into one row (`trainer.pack_tokens`) or padded "
+        "One group's RL update, its micro-batch packed into one row (`trainer.packing`) or padded "
         f"with prompt sharing. Method: `bench/packing.py`'s docstring. {machine_line(info)}\n\n"
         "| completion tokens | tokens run, padded (prompt once) | tokens run, packed | padded: s (median) "
         "| packed: s (median) | packed saves |\n|---|---:|---:|---:|---:|---:|\n"

@@ -77,7 +77,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "trainer.micro_batch_size",
         "trainer.micro_batch_tokens",
         "trainer.logits_chunk_tokens",
-        "trainer.pack_tokens",
+        "trainer.packing",
         "trainer.gradient_checkpointing",
         "trainer.skip_zero_advantage",
         "trainer.save_checkpoint",

@@ -591,18 +591,15 @@ class TrainerConfig:
     #: pass instead of kept, so the logits' memory is bounded by the chunk, not the micro-batch.
     #: A micro-batch with no more positions than this runs as one chunk, kept (no recompute).
     logits_chunk_tokens: int = 2048
-    #: run a micro-batch whose distinct prompts and completions fit in this many tokens as one
-    #: packed row: no padding, each prompt once, one decoder pass under a block-causal mask
-    #: (`reasoner.logprobs.pack_rows`; log-probs and gradients unchanged, tested); a larger one
-    #: runs padded, with prompt sharing. The row's attention is dense (T x T): on the CPU packing
-    #: saved 12-22% of a group's update at 310-490 tokens and lost from ~600 on (BENCHMARKS.md,
-    #: "Packing"). 0 = off.
-    pack_tokens: int = 512
+    #: run each micro-batch as one packed row: no padding, each prompt once, one decoder pass
+    #: whose attention goes prompt by prompt and completion by completion
+    #: (`reasoner.logprobs.pack_rows`, `reasoner.attention.Segments`; log-probs and gradients
+    #: unchanged, tested). Off: padded rows, with prompt sharing's two passes.
+    packing: bool = True
     #: activation checkpointing of the decoder layers in the RL update (recompute each layer in
     #: the backward pass): activation memory falls from every layer's to one layer's plus each
-    #: layer's input, for about one more forward pass of compute. Prompt sharing is off with it
-    #: for micro-batches that are not packed (`reasoner.logprobs`: the shared prompt's key/value
-    #: cache cannot be recomputed).
+    #: layer's input, for about one more forward pass of compute. Without packing, prompt sharing
+    #: is off with it (`reasoner.logprobs`: the shared prompt's key/value cache cannot be recomputed).
     gradient_checkpointing: bool = False
     #: leave out of the RL update's forward and backward passes the sequences whose advantage is
     #: 0 at every token when nothing else in the loss sees them (no KL in the loss, no entropy
@@ -681,7 +678,6 @@ class TrainerConfig:
         check("trainer.micro_batch_size", self.micro_batch_size, self.micro_batch_size >= 1, ">= 1")
         check("trainer.micro_batch_tokens", self.micro_batch_tokens, self.micro_batch_tokens >= 0, ">= 0 (0 = off)")
         check("trainer.logits_chunk_tokens", self.logits_chunk_tokens, self.logits_chunk_tokens >= 1, ">= 1")
-        check("trainer.pack_tokens", self.pack_tokens, self.pack_tokens >= 0, ">= 0 (0 = off)")
         check("trainer.eval_every", self.eval_every, self.eval_every >= 0, ">= 0")
         check(
             "trainer.eval_benchmarks",

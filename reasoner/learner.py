@@ -367,7 +367,7 @@ class Learner:
                                     temperature=self.temperature,
                                     chunk_tokens=chunk,
                                     lockstep=self._lockstep,
-                                    pack_tokens=self.trainer.pack_tokens,
+                                    packing=self.trainer.packing,
                                 )[0]
                                 if own:
                                     _put(rows_out, idx, logp, mask)
@@ -485,7 +485,7 @@ class Learner:
                     entropy_grad=a.entropy_coef > 0,
                     chunk_tokens=self.trainer.logits_chunk_tokens,
                     lockstep=self._lockstep,
-                    pack_tokens=self.trainer.pack_tokens,
+                    packing=self.trainer.packing,
                 )
             old = logp.detach() if batch.old_logp is None else _place(batch.old_logp, idx, mask)
             adv = _place(batch.advantages, idx, mask)
@@ -550,7 +550,7 @@ class Learner:
                 temperature=self.temperature,
                 chunk_tokens=self.trainer.logits_chunk_tokens,
                 lockstep=self._lockstep,
-                pack_tokens=self.trainer.pack_tokens,
+                packing=self.trainer.packing,
             )
             loss = logp.sum() * 0.0
             if self.critic is not None:

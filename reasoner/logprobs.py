@@ -13,12 +13,13 @@ over the completions that attend to it; tested against the full-row path); the d
 on prompts falls by the number of rows per distinct prompt. Under activation checkpointing
 (``trainer.gradient_checkpointing``) rows run whole: a recomputed layer cannot follow a cache.
 
-Packing (``trainer.pack_tokens``): a micro-batch that fits in that many tokens runs instead as
-one row without padding (`pack_rows`): each distinct prompt once, then the completions that
-share it, under a block-causal mask (a completion sees its prompt and itself), each token at its
-own row's position. One decoder pass, no cache, no padding: the same log-probs and gradients
-again (tested), and it works under activation checkpointing too. Its attention is dense over the
-row (T x T), so it pays where rows are short and their lengths vary: BENCHMARKS.md, "Packing".
+Packing (``trainer.packing``, on by default): a micro-batch runs instead as one row without
+padding (`pack_rows`): each distinct prompt once, then the completions that share it, each
+token at its own row's position, in one decoder pass whose attention goes segment by segment (a
+prompt sees itself, a completion its prompt and itself: `reasoner.attention.Segments`). No
+padding in the matmuls, no cache, and the same log-probs and gradients again (tested); it works
+under activation checkpointing too. It needs the learner's own attention
+(`reasoner.attention.PACKING_ATTENTION`, as `reasoner.models.load_policy` sets it).
 """
 
 from __future__ import annotations
@@ -32,11 +33,7 @@ from typing import Any
 import torch
 import torch.utils.checkpoint
 
-from reasoner.attention import SDPA_FP32
-
-#: attention implementations that pass a 4D boolean mask to torch's SDPA as given (the packed
-#: row's block-causal mask); with any other the learner does not pack
-MASKABLE_ATTENTION = frozenset({"sdpa", SDPA_FP32})
+from reasoner.attention import PACKING_ATTENTION, Segments
 
 
 @functools.cache
@@ -136,7 +133,7 @@ def completion_logprobs(
     entropy_grad: bool = False,
     chunk_tokens: int = 2048,
     lockstep: bool = False,
-    pack_tokens: int = 0,
+    packing: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of each target token, log softmax(logits / temperature)[token].
 
@@ -158,11 +155,9 @@ def completion_logprobs(
         lockstep: run the decoder the same number of times whatever the rows: prompt sharing's
             two passes (prompts, then completions) even when no two rows share a prompt. FSDP2
             ranks need this: each decoder call is a round of collectives, which must pair up
-            across the ranks. With `pack_tokens` on, every micro-batch runs one decoder pass
-            instead: packed, or full rows when it does not fit.
-        pack_tokens: run the micro-batch as one packed row (`pack_rows`) when that row has at
-            most this many tokens and the model's attention takes a 4D mask
-            (`MASKABLE_ATTENTION`); 0: never.
+            across the ranks. Packed micro-batches make one pass instead.
+        packing: run the micro-batch as one packed row (`pack_rows`) when the model's attention
+            is the learner's own (`reasoner.attention.PACKING_ATTENTION`); else padded rows.
     Returns:
         (logp, entropy): (n, L-1) float32, zero where ``target_mask`` is False; entropy likewise
         or None.
@@ -173,17 +168,18 @@ def completion_logprobs(
     # activation checkpointing recomputes each layer in the backward pass, which a key/value
     # cache written in the forward pass cannot follow (transformers drops the cache): full rows
     recompute = decoder.training and getattr(decoder, "is_gradient_checkpointing", False)
-    maskable = getattr(decoder.config, "_attn_implementation", None) in MASKABLE_ATTENTION
-    packed = pack_rows(batch, pack_tokens) if pack_tokens and maskable else None
+    packable = getattr(decoder.config, "_attn_implementation", None) in PACKING_ATTENTION
     h = None
-    if packed is not None:
+    if packing and packable:
+        row = pack_rows(batch)
         h = decoder(
-            input_ids=packed.input_ids[None],
-            attention_mask=packed.mask[None, None],
-            position_ids=packed.position_ids[None],
+            input_ids=row.input_ids[None],
+            attention_mask=row.segments.mask,
+            position_ids=row.position_ids[None],
+            segments=row.segments,
             use_cache=False,
-        ).last_hidden_state[0, packed.gather]
-    elif not recompute and not (lockstep and pack_tokens):
+        ).last_hidden_state[0, row.gather]
+    elif not recompute:
         h = _shared_prompt_hidden(decoder, batch, always=lockstep)
     if h is not None and batch.completion_mask is not mask:
         h = h[mask[batch.completion_mask]]  # completion positions -> the policy's tokens
@@ -277,58 +273,68 @@ def head_logprobs(
 
 @dataclass
 class PackedRow:
-    """A micro-batch as one row without padding (`pack_rows`). Shapes: `input_ids` and
-    `position_ids` (T,); `mask` (T, T) bool, True where query t may attend to key s; `gather` (M,)
-    the row's positions whose hidden states predict the batch's completion tokens, in the order of
+    """A micro-batch as one row of T tokens without padding (`pack_rows`). Shapes: `input_ids`
+    and `position_ids` (T,); `segments`: which keys each token attends to; `gather` (M,): the
+    row's positions whose hidden states predict the batch's completion tokens, in the order of
     ``hidden[:, :-1][completion_mask]`` of the padded batch (row-major)."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
-    mask: torch.Tensor
+    segments: Segments
     gather: torch.Tensor
 
 
-def pack_rows(batch: PaddedBatch, max_tokens: int) -> PackedRow | None:
+def pack_rows(batch: PaddedBatch) -> PackedRow:
     """`batch` as one row: each distinct prompt once (in order of first appearance), then the
     completions of the rows that share it. A prompt token attends causally within its prompt; a
     completion token to its whole prompt and causally within its own completion; each token keeps
     its padded row's position (a completion's j-th token: prompt length + j). So every hidden
     state is its full row's, and the row holds T = (distinct prompts' tokens) + (completion
-    tokens) positions, none of them padding. None when T > `max_tokens` (the mask is T x T)."""
+    tokens) positions, none of them padding. One segment per prompt and per non-empty
+    completion (`reasoner.attention.Segments`)."""
     ids = batch.input_ids.tolist()
     lens = batch.attention_mask.sum(-1).tolist()
     plens = batch.prompt_lens
     prompts: dict[tuple[int, ...], list[int]] = {}  # prompt -> the rows that share it
     for i, p in enumerate(plens):
         prompts.setdefault(tuple(ids[i][:p]), []).append(i)
-    if sum(map(len, prompts)) + sum(lens) - sum(plens) > max_tokens:
-        return None
     tokens: list[int] = []
     positions: list[int] = []
-    group: list[int] = []  # the prompt's index, per token
-    row: list[int] = []  # the row of a completion token, -1 for a prompt token
+    spans: list[tuple[int, int, int]] = []  # per segment: (its prompt's start, prompt length, its own start)
     targets: dict[int, list[int]] = {}
-    for u, (prompt, rows) in enumerate(prompts.items()):
-        last = len(tokens) + len(prompt) - 1  # predicts each completion's first token
+    for prompt, rows in prompts.items():
+        start, p = len(tokens), len(prompt)
         tokens += prompt
-        positions += range(len(prompt))
-        group += [u] * len(prompt)
-        row += [-1] * len(prompt)
+        positions += range(p)
+        spans.append((start, 0, start))
         for i in rows:
-            start, n = len(tokens), lens[i] - plens[i]
-            tokens += ids[i][plens[i] : lens[i]]
-            positions += range(plens[i], lens[i])
-            group += [u] * n
-            row += [i] * n
-            targets[i] = [last, *range(start, start + n - 1)] if n else []
+            own, n = len(tokens), lens[i] - p
+            tokens += ids[i][p : lens[i]]
+            positions += range(p, lens[i])
+            if n:
+                spans.append((start, p, own))
+            targets[i] = [start + p - 1, *range(own, own + n - 1)] if n else []
+    ends = [*[s[2] for s in spans[1:]], len(tokens)]
+    sizes = [end - own for (_, _, own), end in zip(spans, ends)]  # queries per segment
     dev = batch.input_ids.device
-    g, r, t = torch.tensor(group, device=dev), torch.tensor(row, device=dev), torch.arange(len(tokens), device=dev)
-    mask = (t[:, None] >= t[None, :]) & (g[:, None] == g[None, :]) & ((r[None, :] < 0) | (r[:, None] == r[None, :]))
+    lq, lk = max(sizes), max(size + p for (_, p, _), size in zip(spans, sizes))
+    a, j = torch.arange(lq)[:, None], torch.arange(lk)[None, :]
+    query_index = torch.zeros((len(spans), lq), dtype=torch.long)
+    key_index = torch.zeros((len(spans), lk), dtype=torch.long)
+    mask = torch.zeros((len(spans), 1, lq, lk), dtype=torch.bool)
+    for s, ((start, p, own), size) in enumerate(zip(spans, sizes)):
+        query_index[s, :size] = torch.arange(own, own + size)
+        key_index[s, : p + size] = torch.cat([torch.arange(start, start + p), torch.arange(own, own + size)])
+        mask[s, 0] = (j < p) | ((j - p <= a) & (j < p + size))
+        mask[s, 0, size:] = j == 0  # padding queries: key 0 alone
+    valid = torch.arange(lq)[None, :] < torch.tensor(sizes)[:, None]
+    order = torch.argsort(query_index[valid])
     gather = [k for i in range(len(ids)) for k in targets[i]]
+    segments = Segments(query_index.to(dev), key_index.to(dev), mask.to(dev), valid.to(dev), order.to(dev))
     return PackedRow(
         torch.tensor(tokens, dtype=torch.long, device=dev),
         torch.tensor(positions, dtype=torch.long, device=dev),
-        mask,
+        segments,
         torch.tensor(gather, dtype=torch.long, device=dev),
     )
 

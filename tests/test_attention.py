@@ -1,11 +1,11 @@
-"""`reasoner.attention`: the fp32 attention of models trained on the CPU."""
+"""`reasoner.attention`: the fp32 attention of models trained on the CPU, and the attention of packed rows."""
 
 from __future__ import annotations
 
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from reasoner.attention import SDPA_FP32, attention_for, sdpa_fp32
+from reasoner.attention import SDPA_FP32, SDPA_PACKED, Segments, attention_for, sdpa_fp32, segment_attention
 from reasoner.models import load_policy
 
 
@@ -49,7 +49,7 @@ def test_fp32_inputs_give_sdpa_exactly_with_its_gradient():
 
 
 def test_a_policy_trained_on_the_cpu_uses_it(tiny_model_dir):
-    assert attention_for(torch.device("cuda")) == "sdpa"
+    assert attention_for(torch.device("cuda")) == SDPA_PACKED
     model = load_policy(str(tiny_model_dir), "cpu")
     assert model.config._attn_implementation == SDPA_FP32
     ids = torch.tensor([[5, 6, 7, 8, 9]])
@@ -57,3 +57,35 @@ def test_a_policy_trained_on_the_cpu_uses_it(tiny_model_dir):
         ours = model(input_ids=ids).logits
         model.set_attn_implementation("sdpa")
         assert torch.allclose(ours, model(input_ids=ids).logits, atol=1e-5)  # fp32: the same attention
+
+
+def test_segment_attention_is_sdpa_over_the_rows_visibility_with_grouped_kv_heads():
+    """Two segments of a 5-token row: a prompt (0, 1) attended causally, and a completion (2..4)
+    seeing the prompt and itself causally; padded to 3 queries and 5 keys. The same as SDPA over
+    the whole row with that visibility as a (T, T) mask, values and gradients."""
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(1, 4, 5, 8, generator=g, requires_grad=True)
+    k, v = (torch.randn(1, 2, 5, 8, generator=g, requires_grad=True) for _ in range(2))
+    a, j = torch.arange(3)[:, None], torch.arange(5)[None, :]
+    mask = torch.stack([((j <= a) & (j < 2)) | ((a >= 2) & (j == 0)), (j < 2) | ((j - 2 <= a) & (j < 5))])[:, None]
+    segments = Segments(
+        query_index=torch.tensor([[0, 1, 0], [2, 3, 4]]),
+        key_index=torch.tensor([[0, 1, 0, 0, 0], [0, 1, 2, 3, 4]]),
+        mask=mask,
+        valid=torch.tensor([[True, True, False], [True, True, True]]),
+        order=torch.arange(5),
+    )
+    out = segment_attention(q, k, v, segments, 0.3)
+    out.square().sum().backward()
+    grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    t = torch.arange(5)
+    visible = (t[:, None] >= t[None, :]) & ~((t[:, None] < 2) & (t[None, :] >= 2))
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), attn_mask=visible, scale=0.3
+    ).transpose(1, 2)
+    ref.square().sum().backward()
+    assert out.shape == (1, 5, 4, 8)
+    assert torch.allclose(out, ref, atol=1e-6)
+    assert all(torch.allclose(a, t.grad, atol=1e-6) for a, t in zip(grads, (q, k, v)))

@@ -84,40 +84,56 @@ def _decoder_calls(model):
     return calls
 
 
-def test_pack_rows_lays_each_prompt_once_then_its_completions_under_a_block_causal_mask():
+def _visible(packed):
+    """The (T, T) matrix of which key each query of the packed row sees, from its segments."""
+    seg, t = packed.segments, len(packed.input_ids)
+    seen = torch.zeros(t, t, dtype=torch.bool)
+    for s in range(seg.query_index.shape[0]):
+        for a in range(seg.query_index.shape[1]):
+            if seg.valid[s, a]:
+                seen[seg.query_index[s, a], seg.key_index[s][seg.mask[s, 0, a]]] = True
+    return seen
+
+
+def test_pack_rows_lays_each_prompt_once_then_its_completions_each_seeing_its_prompt_and_itself():
     seqs, plens = _rows()
-    packed = pack_rows(pad_batch(seqs, plens, 0), max_tokens=10_000)
+    packed = pack_rows(pad_batch(seqs, plens, 0))
     p1, p2, p3 = seqs[0][:5], seqs[3][:9], seqs[5][:7]
     c = [s[p:] for s, p in zip(seqs, plens)]
     assert packed.input_ids.tolist() == p1 + c[0] + c[1] + c[2] + c[6] + p2 + c[3] + c[4] + p3 + c[5]
     assert len(packed.input_ids) == 5 + 9 + 7 + 6 + 1 + 12 + 3 + 8 + 4  # no padding, each prompt once
     assert packed.position_ids[:11].tolist() == list(range(11))  # p1, then row 0 at 5..10
     assert packed.position_ids[11].item() == 5  # row 1's one token follows p1 as in its own row
-    mask = packed.mask
-    row0, row1, p2_at = range(5, 11), 11, 12 + 12
-    assert mask[row1, :5].all() and not mask[row1, row0].any()  # its prompt, not its sibling's tokens
-    assert mask[10, row0].all() and not mask[5, 6:11].any()  # causal within its own completion
-    assert not mask[p2_at, :p2_at].any() and mask[p2_at, p2_at]  # another prompt starts afresh
-    assert mask.diagonal().all()
     # the hidden state before each completion token: p1's last token first, then row 0's own
     assert packed.gather[:7].tolist() == [4, 5, 6, 7, 8, 9, 4]
     assert len(packed.gather) == 6 + 1 + 12 + 3 + 8 + 4
-    assert pack_rows(pad_batch(seqs, plens, 0), max_tokens=len(packed.input_ids) - 1) is None
+    # segments: 3 prompts and 6 completions (row 6's is empty); every token a query exactly once
+    seg = packed.segments
+    assert seg.query_index.shape[0] == 9 and int(seg.valid.sum()) == 55
+    assert torch.equal(seg.query_index[seg.valid][seg.order], torch.arange(55))
+    # what each token sees, against the rule written out: same prompt, causal, and a completion
+    # token never sees another completion
+    prompt_of = torch.tensor([0] * 24 + [1] * 20 + [2] * 11)
+    row_of = torch.tensor([-1] * 5 + [0] * 6 + [1] + [2] * 12 + [-1] * 9 + [3] * 3 + [4] * 8 + [-1] * 7 + [5] * 4)
+    t = torch.arange(55)
+    rule = (t[:, None] >= t[None, :]) & (prompt_of[:, None] == prompt_of[None, :])
+    rule &= (row_of[None, :] < 0) | (row_of[:, None] == row_of[None, :])
+    assert torch.equal(_visible(packed), rule)
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "cpu training (fp32 attention)"])
+@pytest.mark.parametrize("device", ["cpu", "cuda"])  # the CPU's fp32 attention, a GPU's (run here on the CPU)
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_packed_rows_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, attention, checkpointing):
+def test_packed_rows_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, device, checkpointing):
     seqs, plens = _rows()
     flags = [[int(k % 3 != 1) for k in range(len(s) - p)] for s, p in zip(seqs, plens)]  # a loss mask with holes
     batch = pad_batch(seqs, plens, 0, flags)
-    impl = attention if attention == "sdpa" else attention_for(torch.device("cpu"))
+    impl = attention_for(torch.device(device))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     calls = _decoder_calls(model)
-    packed, _ = completion_logprobs(model, batch, temperature=0.7, pack_tokens=1024)
+    packed, _ = completion_logprobs(model, batch, temperature=0.7, packing=True)
     assert calls == [torch.Size([1, 55])]  # one pass over the packed row
     packed.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -130,23 +146,18 @@ def test_packed_rows_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, a
         assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name
 
 
-def test_a_batch_over_the_packing_budget_or_without_a_4d_mask_runs_padded(tiny_model_dir):
-    """Too long to pack: prompt sharing's two passes, or in lockstep (FSDP2 ranks, which must
-    make the same decoder calls) one pass of full rows, as a packed batch makes one pass; eager
-    attention (which would add a boolean mask) never packs."""
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_without_the_learners_attention_packing_falls_back_to_prompt_sharing(tiny_model_dir, impl):
+    """transformers' own attention functions know nothing of segments: the rows run padded, with
+    prompt sharing's two passes (in lockstep too)."""
     seqs, plens = _rows()
     batch = pad_batch(seqs, plens, 0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=impl)
     calls = _decoder_calls(model)
     with torch.no_grad():
         reference = _full_rows(model, batch, 1.0)
-        for lockstep, shapes in ((False, [(3, 9), (7, 12)]), (True, [(7, 17)])):
+        for lockstep in (False, True):
             calls.clear()
-            lp, _ = completion_logprobs(model, batch, lockstep=lockstep, pack_tokens=54)
-            assert [tuple(c) for c in calls] == shapes
+            lp, _ = completion_logprobs(model, batch, lockstep=lockstep, packing=True)
+            assert [tuple(c) for c in calls] == [(3, 9), (7, 12)]
             assert torch.allclose(lp, reference, atol=1e-5)
-        eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager")
-        calls = _decoder_calls(eager)
-        lp, _ = completion_logprobs(eager, batch, pack_tokens=1024)
-        assert [tuple(c) for c in calls] == [(3, 9), (7, 12)]
-        assert torch.allclose(lp, reference, atol=1e-5)

@@ -47,15 +47,14 @@ class Segments:
 
     Shapes: `query_index` (S, Lq) and `key_index` (S, Lk): positions in the row (padding entries
     point at position 0); `mask` (S, 1, Lq, Lk) bool, True where the query sees the key (a padding
-    query sees key 0 alone, so that its softmax is defined; its output is dropped); `valid`
-    (S, Lq) bool, the real queries, T of them, each position of the row exactly once; `order`
-    (T,): for row position t, its index among the real queries taken row-major."""
+    query sees key 0 alone, so that its softmax is defined; its output is dropped); `rows` (T,):
+    for each position of the row, where its query is in the segments, flattened (s * Lq + a).
+    Every position is the query of exactly one segment."""
 
     query_index: torch.Tensor
     key_index: torch.Tensor
     mask: torch.Tensor
-    valid: torch.Tensor
-    order: torch.Tensor
+    rows: torch.Tensor
 
 
 def segment_attention(
@@ -78,7 +77,8 @@ def segment_attention(
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=segments.mask, scale=scaling)
-    return out.transpose(1, 2)[segments.valid][segments.order][None]  # (S, Lq, H, D) -> (T, H, D) -> (1, T, H, D)
+    out = out.transpose(1, 2).flatten(0, 1)  # (S * Lq, H, D)
+    return out[segments.rows][None]  # (1, T, H, D)
 
 
 def sdpa_packed(

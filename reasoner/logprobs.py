@@ -290,8 +290,10 @@ def pack_rows(batch: PaddedBatch) -> PackedRow:
     completion token to its whole prompt and causally within its own completion; each token keeps
     its padded row's position (a completion's j-th token: prompt length + j). So every hidden
     state is its full row's, and the row holds T = (distinct prompts' tokens) + (completion
-    tokens) positions, none of them padding. One segment per prompt and per non-empty
-    completion (`reasoner.attention.Segments`)."""
+    tokens) positions, none of them padding. Its attention (`reasoner.attention.Segments`): one
+    segment per non-empty completion, and per prompt, cut into pieces of at most the longest
+    completion's length (each piece sees the pieces before it), so that no segment pads the others'
+    queries to a long prompt."""
     ids = batch.input_ids.tolist()
     lens = batch.attention_mask.sum(-1).tolist()
     plens = batch.prompt_lens
@@ -300,37 +302,43 @@ def pack_rows(batch: PaddedBatch) -> PackedRow:
         prompts.setdefault(tuple(ids[i][:p]), []).append(i)
     tokens: list[int] = []
     positions: list[int] = []
-    spans: list[tuple[int, int, int]] = []  # per segment: (its prompt's start, prompt length, its own start)
+    spans: list[tuple[range, int, int]] = []  # (the keys all its queries see, its first query, its queries)
     targets: dict[int, list[int]] = {}
     for prompt, rows in prompts.items():
         start, p = len(tokens), len(prompt)
         tokens += prompt
         positions += range(p)
-        spans.append((start, 0, start))
+        spans.append((range(start, start), start, p))
         for i in rows:
             own, n = len(tokens), lens[i] - p
             tokens += ids[i][p : lens[i]]
             positions += range(p, lens[i])
             if n:
-                spans.append((start, p, own))
+                spans.append((range(start, start + p), own, n))
             targets[i] = [start + p - 1, *range(own, own + n - 1)] if n else []
-    ends = [*[s[2] for s in spans[1:]], len(tokens)]
-    sizes = [end - own for (_, _, own), end in zip(spans, ends)]  # queries per segment
+    # segments of at most `width` queries: a longer prompt is cut in pieces, each seeing the ones before
+    width = max((n for seen, _, n in spans if len(seen)), default=0) or max(n for *_, n in spans)
+    segs = [
+        ([*seen, *range(first, first + k)], first + k, min(width, n - k))
+        for seen, first, n in spans
+        for k in range(0, n, width)
+    ]
     dev = batch.input_ids.device
-    lq, lk = max(sizes), max(size + p for (_, p, _), size in zip(spans, sizes))
+    lq, lk = max(n for *_, n in segs), max(len(seen) + n for seen, _, n in segs)
     a, j = torch.arange(lq)[:, None], torch.arange(lk)[None, :]
-    query_index = torch.zeros((len(spans), lq), dtype=torch.long)
-    key_index = torch.zeros((len(spans), lk), dtype=torch.long)
-    mask = torch.zeros((len(spans), 1, lq, lk), dtype=torch.bool)
-    for s, ((start, p, own), size) in enumerate(zip(spans, sizes)):
-        query_index[s, :size] = torch.arange(own, own + size)
-        key_index[s, : p + size] = torch.cat([torch.arange(start, start + p), torch.arange(own, own + size)])
-        mask[s, 0] = (j < p) | ((j - p <= a) & (j < p + size))
-        mask[s, 0, size:] = j == 0  # padding queries: key 0 alone
-    valid = torch.arange(lq)[None, :] < torch.tensor(sizes)[:, None]
-    order = torch.argsort(query_index[valid])
+    query_index = torch.zeros((len(segs), lq), dtype=torch.long)
+    key_index = torch.zeros((len(segs), lk), dtype=torch.long)
+    mask = torch.zeros((len(segs), 1, lq, lk), dtype=torch.bool)
+    rows_at = torch.zeros(len(tokens), dtype=torch.long)
+    for k, (seen, first, n) in enumerate(segs):
+        f = len(seen)
+        query_index[k, :n] = torch.arange(first, first + n)
+        key_index[k, : f + n] = torch.tensor([*seen, *range(first, first + n)], dtype=torch.long)
+        mask[k, 0] = (j < f) | ((j - f <= a) & (j < f + n))
+        mask[k, 0, n:] = j == 0  # padding queries: key 0 alone
+        rows_at[first : first + n] = torch.arange(k * lq, k * lq + n)
     gather = [k for i in range(len(ids)) for k in targets[i]]
-    segments = Segments(query_index.to(dev), key_index.to(dev), mask.to(dev), valid.to(dev), order.to(dev))
+    segments = Segments(query_index.to(dev), key_index.to(dev), mask.to(dev), rows_at.to(dev))
     return PackedRow(
         torch.tensor(tokens, dtype=torch.long, device=dev),
         torch.tensor(positions, dtype=torch.long, device=dev),

@@ -72,8 +72,7 @@ def test_segment_attention_is_sdpa_over_the_rows_visibility_with_grouped_kv_head
         query_index=torch.tensor([[0, 1, 0], [2, 3, 4]]),
         key_index=torch.tensor([[0, 1, 0, 0, 0], [0, 1, 2, 3, 4]]),
         mask=mask,
-        valid=torch.tensor([[True, True, False], [True, True, True]]),
-        order=torch.arange(5),
+        rows=torch.tensor([0, 1, 3, 4, 5]),
     )
     out = segment_attention(q, k, v, segments, 0.3)
     out.square().sum().backward()

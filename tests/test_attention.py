@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -59,7 +60,8 @@ def test_a_policy_trained_on_the_cpu_uses_it(tiny_model_dir):
         assert torch.allclose(ours, model(input_ids=ids).logits, atol=1e-5)  # fp32: the same attention
 
 
-def test_segment_attention_is_sdpa_over_the_rows_visibility_with_grouped_kv_heads():
+@pytest.mark.parametrize("repeat_heads", [False, True])  # the CPU's way, a GPU's
+def test_segment_attention_is_sdpa_over_the_rows_visibility_with_grouped_kv_heads(repeat_heads):
     """Two segments of a 5-token row: a prompt (0, 1) attended causally, and a completion (2..4)
     seeing the prompt and itself causally; padded to 3 queries and 5 keys. The same as SDPA over
     the whole row with that visibility as a (T, T) mask, values and gradients."""
@@ -74,7 +76,7 @@ def test_segment_attention_is_sdpa_over_the_rows_visibility_with_grouped_kv_head
         mask=mask,
         rows=torch.tensor([0, 1, 3, 4, 5]),
     )
-    out = segment_attention(q, k, v, segments, 0.3)
+    out = segment_attention(q, k, v, segments, 0.3, repeat_heads)
     out.square().sum().backward()
     grads = [t.grad.clone() for t in (q, k, v)]
     for t in (q, k, v):

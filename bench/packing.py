@@ -11,6 +11,14 @@ segment: `reasoner.logprobs.pack_rows`) and off (padded, with prompt sharing's t
 alternating update by update after one warm-up of each; seconds, min / median / max of
 `--repeats` each. Written to ``bench/results/packing.json`` and the "Packing" section of
 BENCHMARKS.md.
+
+    python -m bench.packing --gradients [--model ...]
+
+**Gradients**: the gradient of sum(advantage x log-prob) / tokens over one group (the 20-49 token
+range above, advantages +1 / -1 alternating) by three routes: the full rows through the whole
+model (the reference), the padded rows with prompt sharing, and the packed row; in fp32 and under
+bf16 autocast. Printed, with the relative difference ||g - g_full|| / ||g_full|| of each route
+and the largest log-prob difference; not written to a file.
 """
 
 from __future__ import annotations
@@ -61,11 +69,51 @@ def update_seconds(model_path: str, repeats: int) -> dict[str, dict]:
     return out
 
 
+def gradients(model_path: str) -> None:
+    """Print each route's gradient and log-prob difference from the full rows (module docstring)."""
+    import torch
+
+    from reasoner.logprobs import autocast, completion_logprobs, pad_batch
+    from reasoner.models import load_policy, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(model_path)
+    model = load_policy(path, "cpu")
+    group = group_batch(load_tokenizer(path))
+    batch = pad_batch(group.sequences, group.prompt_lens, 0)
+    adv = torch.tensor([1.0, -1.0] * 4)[:, None]
+
+    def route(kind: str, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        with autocast(bf16):
+            if kind == "full rows":
+                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+                logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+                logp = logp * batch.target_mask
+            else:
+                logp = completion_logprobs(model, batch, packing=kind == "packed")[0]
+        ((logp * adv).sum() / batch.target_mask.sum()).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), logp.detach()
+
+    for bf16 in (False, True):
+        ref, ref_logp = route("full rows", bf16)
+        for kind in ("padded, prompt sharing", "packed"):
+            g, logp = route(kind, bf16)
+            rel, worst = float((g - ref).norm() / ref.norm()), float((logp - ref_logp).abs().max())
+            print(
+                f"{'bf16 autocast' if bf16 else 'fp32'}, {kind}: gradient {rel:.2e} of the full rows' "
+                f"(norm {float(ref.norm()):.4f}), log-probs {worst:.2e} at most"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--model", default="embedded:smollm2-135m")
+    parser.add_argument("--gradients", action="store_true", help="compare the routes' gradients (printed only)")
     args = parser.parse_args()
+    if args.gradients:
+        gradients(args.model)
+        return
     results = update_seconds(args.model, args.repeats)
     info = machine()
     rows, lines = [], []

@@ -596,7 +596,8 @@ class TrainerConfig:
     #: (`reasoner.logprobs.pack_rows`, `reasoner.attention.Segments`; log-probs and gradients
     #: unchanged, tested; one group's update 11-23% faster on the CPU). Off (the default until
     #: more end-to-end runs are in: the one `make train` with it ended at 12.6% held-out against
-    #: 21.6-25.0% for four without, README "Packing"): padded rows, with prompt sharing's two passes.
+    #: 21.6-25.0% for four without, README "Results on this machine"): padded rows, with prompt
+    #: sharing's two passes.
     packing: bool = False
     #: activation checkpointing of the decoder layers in the RL update (recompute each layer in
     #: the backward pass): activation memory falls from every layer's to one layer's plus each

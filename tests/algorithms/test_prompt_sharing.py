@@ -28,6 +28,21 @@ def _full_rows(model, batch, temperature):
     return lp * batch.target_mask
 
 
+def _assert_full_rows(model, batch, lp, temperature):
+    """`lp` (its graph still there) equals the full rows' log-probs, and its gradient theirs. fp32
+    noise scales with the gradient: the long prompt's tied embedding gradient reaches 5.6 (max
+    abs difference 3.5e-5 there, the same for prompt sharing as for packing)."""
+    lp.sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = _full_rows(model, batch, temperature)
+    full.sum().backward()
+    assert torch.allclose(lp, full, atol=1e-5), (lp - full).abs().max()
+    for name, p in model.named_parameters():
+        scale = max(1.0, float(p.grad.abs().max()))
+        assert torch.allclose(grads[name], p.grad, atol=1e-5 * scale, rtol=1e-4), name
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "cpu training (fp32 attention)"])
 def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, attention):
     seqs, plens = _rows()
@@ -37,17 +52,9 @@ def test_shared_prompts_give_the_full_rows_logprobs_and_gradients(tiny_model_dir
     assert model.config._attn_implementation == impl
     assert _shared_prompt_hidden(model.get_decoder(), batch) is not None  # the shared path runs
 
-    shared, _ = completion_logprobs(model, batch, temperature=0.7)
-    shared.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    full = _full_rows(model, batch, 0.7)
-    full.sum().backward()
-
     assert batch.target_mask.sum() == 6 + 1 + 12 + 3 + 8 + 4
-    assert torch.allclose(shared, full, atol=1e-5), (shared - full).abs().max()
-    for name, p in model.named_parameters():
-        assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name
+    shared, _ = completion_logprobs(model, batch, temperature=0.7)
+    _assert_full_rows(model, batch, shared, 0.7)
 
 
 def test_distinct_prompts_take_the_full_row_path_unless_in_lockstep(tiny_model_dir):
@@ -62,14 +69,7 @@ def test_distinct_prompts_take_the_full_row_path_unless_in_lockstep(tiny_model_d
 
     assert _shared_prompt_hidden(model.get_decoder(), batch, always=True) is not None
     two_pass, _ = completion_logprobs(model, batch, lockstep=True)
-    two_pass.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    full = _full_rows(model, batch, 1.0)
-    full.sum().backward()
-    assert torch.allclose(two_pass, full, atol=1e-5), (two_pass - full).abs().max()
-    for name, p in model.named_parameters():
-        assert torch.allclose(grads[name], p.grad, atol=1e-5, rtol=1e-4), name
+    _assert_full_rows(model, batch, two_pass, 1.0)
 
     empty = pad_batch([seqs[6], seqs[3][:9]], [5, 9], 0)  # no completion token at all
     lp, _ = completion_logprobs(model, empty, lockstep=True)
@@ -155,18 +155,7 @@ def test_packed_rows_give_the_full_rows_logprobs_and_gradients(tiny_model_dir, d
     calls = _decoder_calls(model)
     packed, _ = completion_logprobs(model, batch, temperature=0.7, packing=True)
     assert calls == [torch.Size([1, 55 if rows == "varied" else 28])]  # one pass over the packed row
-    packed.sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    full = _full_rows(model, batch, 0.7)
-    full.sum().backward()
-
-    assert torch.allclose(packed, full, atol=1e-5), (packed - full).abs().max()
-    for name, p in model.named_parameters():
-        # fp32 noise scales with the gradient: the long prompt's tied embedding gradient reaches 5.6
-        # (max abs difference 3.5e-5 there, the same as prompt sharing's against the full rows)
-        scale = max(1.0, float(p.grad.abs().max()))
-        assert torch.allclose(grads[name], p.grad, atol=1e-5 * scale, rtol=1e-4), name
+    _assert_full_rows(model, batch, packed, 0.7)
 
 
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])

@@ -1,8 +1,9 @@
 """What the learner leaves out or recomputes to save time and memory changes no gradient:
 sequences with a zero advantage are not run (and are run whenever a KL, entropy or critic term
 sees them), the LM head runs in chunks that are recomputed in the backward pass, micro-batches
-are packed to a token budget, and decoder layers can be checkpointed. The real `Learner` on a
-tiny random Llama."""
+are packed to a token budget or into one row without padding, and decoder layers can be
+checkpointed. The real `Learner` on a tiny random Llama, with the attention the learner has on
+the CPU (`reasoner.attention.attention_for`)."""
 
 from dataclasses import replace
 
@@ -12,6 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from reasoner.algorithms import registry
 from reasoner.algorithms.policy_loss import clipped_surrogate
+from reasoner.attention import attention_for
 from reasoner.config import AlgorithmConfig, ClipConfig, CriticConfig, KLConfig, KLPlacement, TrainerConfig
 from reasoner.critic import ValueModel
 from reasoner.learner import Learner
@@ -75,7 +77,8 @@ REWARDS = [1.0] * G + [1.0, 0.0, 0.0, 1.0] + [0.0] * G + [0.0, 1.0, 1.0, 1.0]
 
 def _learner(model_dir, algo, **trainer):
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    attention = attention_for(torch.device("cpu"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=attention)
     ref = (
         AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).requires_grad_(False)
         if algo.kl.beta
@@ -186,3 +189,15 @@ def test_gradient_checkpointing_keeps_the_gradient(tiny_model_dir, mixed):
     plain, _ = _gradients(tiny_model_dir, batch, algo)
     ckpt, _ = _gradients(tiny_model_dir, batch, algo, gradient_checkpointing=True, logits_chunk_tokens=5)
     assert _max_abs_diff(plain, ckpt) <= 1e-5 * max(float(x.abs().max()) for x in plain)
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_sum_norm", "dual_clip_tis"])
+def test_packed_micro_batches_keep_the_gradient(tiny_model_dir, mixed, mode):
+    """`trainer.packing`: the scoring pass and the update on packed rows give the padded rows'
+    gradient and sums (micro-batches of 3 rows, so some hold two groups' prompts)."""
+    algo = SKIPPING[mode]
+    padded, padded_sums = _gradients(tiny_model_dir, mixed, algo)
+    packed, packed_sums = _gradients(tiny_model_dir, mixed, algo, packing=True)
+    assert _max_abs_diff(padded, packed) <= 1e-5 * max(float(x.abs().max()) for x in padded)
+    assert packed_sums["tokens"] == padded_sums["tokens"]
+    assert packed_sums["loss"] == pytest.approx(padded_sums["loss"], rel=1e-5)

@@ -294,12 +294,7 @@ def pack_rows(batch: PaddedBatch) -> PackedRow:
     segment per non-empty completion, and per prompt, cut into pieces of at most the longest
     completion's length (each piece sees the pieces before it), so that no segment pads the others'
     queries to a long prompt."""
-    ids = batch.input_ids.tolist()
-    lens = batch.attention_mask.sum(-1).tolist()
-    plens = batch.prompt_lens
-    prompts: dict[tuple[int, ...], list[int]] = {}  # prompt -> the rows that share it
-    for i, p in enumerate(plens):
-        prompts.setdefault(tuple(ids[i][:p]), []).append(i)
+    ids, lens, prompts = _rows_by_prompt(batch)
     tokens: list[int] = []
     positions: list[int] = []
     spans: list[tuple[range, int, int]] = []  # (the keys all its queries see, its first query, its queries)
@@ -347,6 +342,16 @@ def pack_rows(batch: PaddedBatch) -> PackedRow:
     )
 
 
+def _rows_by_prompt(batch: PaddedBatch) -> tuple[list[list[int]], list[int], dict[tuple[int, ...], list[int]]]:
+    """The batch's token ids and lengths as lists, and its distinct prompts (in order of first
+    appearance), each with the rows that share it."""
+    ids = batch.input_ids.tolist()
+    prompts: dict[tuple[int, ...], list[int]] = {}
+    for i, p in enumerate(batch.prompt_lens):
+        prompts.setdefault(tuple(ids[i][:p]), []).append(i)
+    return ids, batch.attention_mask.sum(-1).tolist(), prompts
+
+
 def _shared_prompt_hidden(
     decoder: torch.nn.Module, batch: PaddedBatch, pad_id: int = 0, always: bool = False
 ) -> torch.Tensor | None:
@@ -354,19 +359,18 @@ def _shared_prompt_hidden(
     ``hidden[:, :-1][completion_mask]``), computing each distinct prompt once; None when no two
     rows share a prompt (the caller runs the full rows), unless `always` (then the two passes run
     anyway). `pad_id` fills padding (never attended)."""
-    n = batch.input_ids.shape[0]
-    plens = batch.prompt_lens
-    lens = batch.attention_mask.sum(-1).tolist()
-    owner, prompts, ids = [], {}, batch.input_ids.tolist()
-    for i in range(n):
-        key = tuple(ids[i][: plens[i]])
-        owner.append(prompts.setdefault(key, len(prompts)))
+    n, plens = batch.input_ids.shape[0], batch.prompt_lens
+    ids, lens, prompts = _rows_by_prompt(batch)
     if len(prompts) == n and not always:
         return None
+    owner = [0] * n  # each row's prompt, by index
+    for u, rows in enumerate(prompts.values()):
+        for i in rows:
+            owner[i] = u
     width, dev = max(plens), batch.input_ids.device
     p_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     p_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for key, u in prompts.items():  # left padding: every prompt ends in the last column
+    for u, key in enumerate(prompts):  # left padding: every prompt ends in the last column
         p_ids[u, width - len(key) :] = torch.tensor(key)
         p_mask[u, width - len(key) :] = 1
     p_ids, p_mask = p_ids.to(dev), p_mask.to(dev)

@@ -92,6 +92,7 @@ RESUME_SAFE_FIELDS = frozenset(
         "rollout.sync_check",
         "rollout.sync_check_tol",
         "rollout.sync_check_follow",
+        "rollout.sync_check_every",
         "trainer.loggers",
         "reward.verifier.workers",
         "reward.verifier.timeout_s",

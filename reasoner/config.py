@@ -502,10 +502,16 @@ class RolloutConfig:
     #: before training (same checkpoint on both sides); the floors and the size of a missed update
     #: are in BENCHMARKS.md "Figures moved from code comments" (`reasoner.rollout.sync`).
     sync_check_tol: float = 0.05
-    #: score the engine's own greedy completion of the probe prompt after each sync (one short
-    #: greedy generation per step) instead of a fixed reference completion, whose floor grows as
+    #: score the engine's own greedy completion of the probe prompt at each check (one short
+    #: greedy generation per check) instead of a fixed reference completion, whose floor grows as
     #: the policy moves away from it (`reasoner.rollout.sync`; README "Weight sync").
     sync_check_follow: bool = False
+    #: check the sync at the run's first step (a new or resumed run) and then at every step that is
+    #: a multiple of this (1: every step). The check catches a sync that does not take: that is
+    #: systematic and shows from the first sync, while a single missed update stays under the
+    #: tolerance anyway (`reasoner.rollout.sync`); each check costs two scorings of the probe,
+    #: ~0.3-0.5 s a step on the embedded default (BENCHMARKS.md, "Weight sync").
+    sync_check_every: int = 10
     #: vLLM's own INFO logs (engine config, start-up steps) and the warnings it gives that are
     #: expected here and harmless (`reasoner.rollout.vllm_engine`); off keeps the console to the
     #: run's own lines. The ``VLLM_LOGGING_LEVEL`` environment variable, when set, wins.
@@ -528,6 +534,7 @@ class RolloutConfig:
             "in (0, 1]",
         )
         check("rollout.sync_check_tol", self.sync_check_tol, self.sync_check_tol >= 0, ">= 0")
+        check("rollout.sync_check_every", self.sync_check_every, self.sync_check_every >= 1, ">= 1 (1: every step)")
         check("rollout.max_staleness", self.max_staleness, self.max_staleness >= 0, ">= 0 (0: synchronous)")
         check(
             "rollout.dtype",

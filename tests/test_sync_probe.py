@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from reasoner.logprobs import sequence_logprobs
 from reasoner.rollout.hf_engine import HFEngine
-from reasoner.rollout.sync import SyncProbe, WeightSyncError, check_sync, named_weights, sync_drift
+from reasoner.rollout.sync import SyncProbe, WeightSyncError, check_sync, named_weights, sync_check_due, sync_drift
 
 TOL = 0.05  # rollout.sync_check_tol's default
 
@@ -45,3 +45,12 @@ def test_a_greedy_probe_follows_the_policy_where_a_fixed_one_drifts(tiny_model_d
     drift_fixed, drift_follow = sync_drift(engine, learner, fixed), check_sync(engine, learner, follow, TOL)
     print(f"confident policy, in sync: fixed probe {drift_fixed:.4f}, greedy probe {drift_follow:.4f} nats/token")
     assert drift_fixed > fixed.baseline + TOL and drift_follow < drift_fixed / 3
+
+
+def test_the_sync_is_checked_at_the_first_step_then_every_nth():
+    def checked(first, every, last):
+        return [s for s in range(first, last + 1) if sync_check_due(s, first, every)]
+
+    assert checked(1, 10, 35) == [1, 10, 20, 30]
+    assert checked(1, 1, 4) == [1, 2, 3, 4]
+    assert checked(14, 10, 35) == [14, 20, 30]  # resumed after step 13: its first step is checked

@@ -1,6 +1,7 @@
 """End to end: the real pipeline (SFT, vLLM rollouts, verifier pool, GRPO, weight sync) on a tiny model."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,8 @@ def _check_outputs(run_dir, steps):
 
 
 def test_two_grpo_steps_with_vllm_check_weight_sync(tiny_model_dir, tmp_path):
-    cfg = _cfg(tiny_model_dir)
+    # checked at step 1 (the first) and step 2 (a multiple of 2)
+    cfg = _cfg(tiny_model_dir, ["rollout.sync_check_every=2"])
     run(cfg, tmp_path)
     lines = _check_outputs(tmp_path, 2)
     for m in lines:
@@ -257,8 +259,10 @@ def test_two_grpo_steps_of_search_episodes_with_vllm(tiny_model_dir, tmp_path):
     cfg = _cfg(tiny_model_dir, extra)
     run(cfg, tmp_path)
     lines = _check_outputs(tmp_path, 2)
+    # the default cadence (rollout.sync_check_every=10): the first step checks its sync, step 2 does not
+    assert 0.0 <= lines[0]["sync/logprob_diff"] <= cfg.rollout.sync_check_tol
+    assert math.isnan(lines[1]["sync/logprob_diff"]) and lines[1]["time/sync"] > 0
     for m in lines:
-        assert 0.0 <= m["sync/logprob_diff"] <= cfg.rollout.sync_check_tol
         assert 1.0 <= m["episode/turns"] <= 3 and m["episode/tool_errors"] == 0.0
         assert m["episode/model_tokens"] > 0
     summary = json.loads((tmp_path / "summary.json").read_text())

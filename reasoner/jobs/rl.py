@@ -59,7 +59,7 @@ from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import Sampled, rl_step, sample_step
 from reasoner.rollout import RolloutEngineError
 from reasoner.rollout.ahead import RolloutsAhead
-from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, sync_drift, sync_weights
+from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, sync_check_due, sync_drift, sync_weights
 from reasoner.types import Problem
 from verifiers.registry import build_verifier
 
@@ -339,9 +339,13 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
         state.saved, state.saved_step = state.ckpt.path, state.start_step
         state.metrics = state.ckpt.state["metrics"]
     if state.probe is not None:
-        tol = cfg.rollout.sync_check_tol
+        r = cfg.rollout
         log.info(
-            "sync check: probe drift before training %.4f nats/token (allowed increase %g)", state.probe.baseline, tol
+            "sync check: probe drift before training %.4f nats/token (allowed increase %g), checked at the first "
+            "step and every %d steps",
+            state.probe.baseline,
+            r.sync_check_tol,
+            r.sync_check_every,
         )
 
 
@@ -515,10 +519,12 @@ def loop(run: RLRun) -> None:
             if run.stop.signum is not None:
                 break
             try:
+                due = sync_check_due(step, run.start_step + 1, cfg.rollout.sync_check_every)
+                probe = run.probe if due else None
                 if ahead is None:
-                    result = rl_step(step, *step_args(run))
+                    result = rl_step(step, *step_args(run, probe))
                 else:  # the checkpoint of this step saves the stream as it was after this batch's draws
-                    args = (ctx.engine, run.learner, cfg.algorithm, cfg.rollout, run.probe)
+                    args = (ctx.engine, run.learner, cfg.algorithm, cfg.rollout, probe)
                     result, run.prompts = ahead.train_step(step, *args)
                 run.metrics = result.metrics()
                 staleness = run.results.setdefault("staleness", {})
@@ -546,8 +552,9 @@ def loop(run: RLRun) -> None:
     benchmarks.evaluator.close()
 
 
-def step_args(run: RLRun) -> tuple:
-    """`rl_step`'s arguments after the step number, from the run."""
+def step_args(run: RLRun, probe: SyncProbe | None) -> tuple:
+    """`rl_step`'s arguments after the step number, from the run; `probe`: the sync check's
+    (None: this step does not check)."""
     cfg, ctx = run.cfg, run.ctx
     return (
         run.prompts,
@@ -559,7 +566,7 @@ def step_args(run: RLRun) -> tuple:
         cfg.algorithm,
         cfg.rollout,
         cfg.trainer.prompts_per_step,
-        run.probe,
+        probe,
         cfg.length_budget,
     )
 

@@ -9,13 +9,13 @@ rollout engine in memory, and a log-prob check proves the engine runs them.
    is the step's entry: engines in other processes (``cluster=ray``) pull the weights from the
    learner's ranks themselves (``pull_weights``: over a weight-update group, or through Ray's
    object store).
-3. `check_sync` scores a probe sequence (`SyncProbe`, from `make_probe`) on both sides and
+3. `check_sync` (at the steps `sync_check_due` picks) scores a probe sequence (`SyncProbe`, from `make_probe`) on both sides and
    compares the mean |log-prob difference| per completion token against the floor measured
    before training (same checkpoint on both sides) plus ``rollout.sync_check_tol``. The floors
    measured per model and probe are in BENCHMARKS.md ("Figures moved from code comments").
    The probe's completion is fixed (a held-out reference solution), or, with
-   ``rollout.sync_check_follow``, the engine's own greedy completion of the probe prompt after
-   each sync: a fixed completion grows unlikely as the policy moves away from it, and the
+   ``rollout.sync_check_follow``, the engine's own greedy completion of the probe prompt at
+   each check: a fixed completion grows unlikely as the policy moves away from it, and the
    numerical floor of its tokens grows with it (log-probs of unlikely tokens move with every
    logit; those of the likeliest barely), which stopped a healthy run once (README, "Weight
    sync"); a greedy completion stays where the floor was measured.
@@ -109,6 +109,14 @@ def sync_weights(engine: RolloutEngine, learner: Any) -> None:
         inner.pull_weights(learner)
     else:
         push_weights(engine, learner.export_weights())
+
+
+def sync_check_due(step: int, first_step: int, every: int) -> bool:
+    """Whether RL step `step` checks its sync (``rollout.sync_check_every``): the first step a
+    process runs (`first_step`: 1, or the step after the resumed checkpoint's), then every step
+    that is a multiple of `every`. A step that takes no optimizer step syncs nothing and so
+    checks nothing, due or not (`reasoner.rl_step.learn_step`)."""
+    return step == first_step or step % every == 0
 
 
 def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe) -> float:

@@ -9,10 +9,11 @@ rollout engine in memory, and a log-prob check proves the engine runs them.
    is the step's entry: engines in other processes (``cluster=ray``) pull the weights from the
    learner's ranks themselves (``pull_weights``: over a weight-update group, or through Ray's
    object store).
-3. `check_sync` (at the steps `sync_check_due` picks) scores a probe sequence (`SyncProbe`, from `make_probe`) on both sides and
-   compares the mean |log-prob difference| per completion token against the floor measured
-   before training (same checkpoint on both sides) plus ``rollout.sync_check_tol``. The floors
-   measured per model and probe are in BENCHMARKS.md ("Figures moved from code comments").
+3. `check_sync` (at the steps `sync_check_due` picks) scores a probe sequence (`SyncProbe`,
+   from `make_probe`) on both sides and compares the mean |log-prob difference| per completion
+   token against the floor measured before training (same checkpoint on both sides) plus
+   ``rollout.sync_check_tol``. The floors measured per model and probe are in BENCHMARKS.md
+   ("Figures moved from code comments").
    The probe's completion is fixed (a held-out reference solution), or, with
    ``rollout.sync_check_follow``, the engine's own greedy completion of the probe prompt at
    each check: a fixed completion grows unlikely as the policy moves away from it, and the

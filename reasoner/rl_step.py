@@ -337,7 +337,7 @@ def learn_step(
     engine_turn: Callable[[], AbstractContextManager] = nullcontext,
 ) -> StepResult:
     """The learner's part of step ``sampled.step``: score, advantages, update, then the sync of
-    the new weights into the engine (and its check) inside `engine_turn` (with rollouts ahead of
+    the new weights into the engine (and, when `probe` is given, its check) inside `engine_turn` (with rollouts ahead of
     the learner, `reasoner.rollout.ahead.RolloutsAhead.engine_turn`: between the engine's
     requests). The step's ``time/`` metrics are the sampled phases' and these.
 

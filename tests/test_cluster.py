@@ -26,7 +26,7 @@ RUN = [
     "trainer.checkpoint_every=1",
     "trainer.eval_base=false",
     "trainer.save_checkpoint=true",
-    "rollout.sync_check_every=1",  # the sync check after every update (the default checks every 10th step)
+    "rollout.sync_check_every=1",  # the sync check after every update (by default only some are)
 ]
 
 

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from reasoner.logprobs import sequence_logprobs
 from reasoner.rollout.hf_engine import HFEngine
-from reasoner.rollout.sync import SyncProbe, WeightSyncError, check_sync, named_weights, sync_check_due, sync_drift
+from reasoner.rollout.sync import SyncCheckCadence, SyncProbe, WeightSyncError, check_sync, named_weights, sync_drift
 
 TOL = 0.05  # rollout.sync_check_tol's default
 
@@ -47,10 +47,21 @@ def test_a_greedy_probe_follows_the_policy_where_a_fixed_one_drifts(tiny_model_d
     assert drift_fixed > fixed.baseline + TOL and drift_follow < drift_fixed / 3
 
 
-def test_the_sync_is_checked_at_the_first_step_then_every_nth():
-    def checked(first, every, last):
-        return [s for s in range(first, last + 1) if sync_check_due(s, first, every)]
+def test_the_sync_is_checked_at_the_first_sync_then_at_multiples_of_n():
+    """`SyncCheckCadence` as the training loop drives it: a check is pending at a process's first
+    step, and stays pending past a due step that synced nothing."""
+
+    def checked(first, every, last, unsynced=()):
+        cadence, done = SyncCheckCadence(every), []
+        for step in range(first, last + 1):
+            due = cadence.due(step)
+            ran = due and step not in unsynced
+            done += [step] if ran else []
+            cadence.done(due, ran)
+        return done
 
     assert checked(1, 10, 35) == [1, 10, 20, 30]
     assert checked(1, 1, 4) == [1, 2, 3, 4]
     assert checked(14, 10, 35) == [14, 20, 30]  # resumed after step 13: its first step is checked
+    # steps 1 and 20 took no optimizer step (nothing synced): the next syncs, 2 and 21, are checked
+    assert checked(1, 10, 35, unsynced=(1, 20)) == [2, 10, 21, 30]

@@ -30,9 +30,9 @@ TINY = [
     "sft.micro_batch_size=2",
     "reward.format_weight=0.1",
     # the random tiny model scores 0 almost everywhere: with zero-advantage skipping most updates
-    # would be empty (no optimizer step, no sync); tests/algorithms/test_update_savings.py tests it
+    # would run no pass (an optimizer step on a zero gradient); tests/algorithms/test_update_savings.py tests it
     "trainer.skip_zero_advantage=false",
-    # the sync check after every update (the default checks the first step and every 10th)
+    # the sync check after every update (by default the first and those of steps 10, 20, ...)
     "rollout.sync_check_every=1",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 import sys
 import time
@@ -59,7 +60,7 @@ from reasoner.rewards import Reward, build_reward
 from reasoner.rl_step import Sampled, rl_step, sample_step
 from reasoner.rollout import RolloutEngineError
 from reasoner.rollout.ahead import RolloutsAhead
-from reasoner.rollout.sync import SyncProbe, check_sync, make_probe, sync_check_due, sync_drift, sync_weights
+from reasoner.rollout.sync import SyncCheckCadence, SyncProbe, check_sync, make_probe, sync_drift, sync_weights
 from reasoner.types import Problem
 from verifiers.registry import build_verifier
 
@@ -342,7 +343,7 @@ def build_learner(state: RLRun, policy: torch.nn.Module) -> None:
         r = cfg.rollout
         log.info(
             "sync check: probe drift before training %.4f nats/token (allowed increase %g), checked at the first "
-            "step and every %d steps",
+            "sync and at steps that are multiples of %d",
             state.probe.baseline,
             r.sync_check_tol,
             r.sync_check_every,
@@ -511,6 +512,7 @@ def loop(run: RLRun) -> None:
     )
     ahead = rollouts_ahead(run)
     trim = step_trimmer(tr.heap_trim)
+    cadence = SyncCheckCadence(cfg.rollout.sync_check_every)
     if ahead is not None:  # the evaluations wait for the engine's request in progress, if any
         run.engine_turn = ahead.engine_turn
     # log lines (the step lines among them) go around the progress bar, not through it
@@ -519,7 +521,7 @@ def loop(run: RLRun) -> None:
             if run.stop.signum is not None:
                 break
             try:
-                due = sync_check_due(step, run.start_step + 1, cfg.rollout.sync_check_every)
+                due = cadence.due(step)
                 probe = run.probe if due else None
                 if ahead is None:
                     result = rl_step(step, *step_args(run, probe))
@@ -527,6 +529,7 @@ def loop(run: RLRun) -> None:
                     args = (ctx.engine, run.learner, cfg.algorithm, cfg.rollout, probe)
                     result, run.prompts = ahead.train_step(step, *args)
                 run.metrics = result.metrics()
+                cadence.done(due, checked=not math.isnan(result.sync_drift))
                 staleness = run.results.setdefault("staleness", {})
                 staleness[str(result.staleness)] = staleness.get(str(result.staleness), 0) + 1
                 for hook in hooks[:2]:  # the evaluations use the engine too
@@ -554,7 +557,7 @@ def loop(run: RLRun) -> None:
 
 def step_args(run: RLRun, probe: SyncProbe | None) -> tuple:
     """`rl_step`'s arguments after the step number, from the run; `probe`: the sync check's
-    (None: this step does not check)."""
+    probe (None: this step is not checked)."""
     cfg, ctx = run.cfg, run.ctx
     return (
         run.prompts,

@@ -1,5 +1,6 @@
 """Weight sync, the whole story: after every policy update the learner's weights go to the
-rollout engine in memory, and a log-prob check proves the engine runs them.
+rollout engine in memory, and a log-prob check, at the steps `SyncCheckCadence` picks, proves the
+engine runs them.
 
 1. The learner exports ``(name, tensor)`` pairs in HF checkpoint names (`named_weights`; a tied
    output embedding is sent under its own name too, because vLLM does not refresh a tied LM head
@@ -9,7 +10,7 @@ rollout engine in memory, and a log-prob check proves the engine runs them.
    is the step's entry: engines in other processes (``cluster=ray``) pull the weights from the
    learner's ranks themselves (``pull_weights``: over a weight-update group, or through Ray's
    object store).
-3. `check_sync` (at the steps `sync_check_due` picks) scores a probe sequence (`SyncProbe`,
+3. `check_sync` (at the steps `SyncCheckCadence` picks) scores a probe sequence (`SyncProbe`,
    from `make_probe`) on both sides and compares the mean |log-prob difference| per completion
    token against the floor measured before training (same checkpoint on both sides) plus
    ``rollout.sync_check_tol``. The floors measured per model and probe are in BENCHMARKS.md
@@ -45,7 +46,7 @@ class WeightSyncError(RuntimeError):
 
 @dataclass
 class SyncProbe:
-    """A fixed prompt + completion whose log-probs are compared after every weight sync."""
+    """A fixed prompt + completion whose log-probs are compared at each sync check."""
 
     token_ids: list[int]
     prompt_len: int
@@ -112,12 +113,22 @@ def sync_weights(engine: RolloutEngine, learner: Any) -> None:
         push_weights(engine, learner.export_weights())
 
 
-def sync_check_due(step: int, first_step: int, every: int) -> bool:
-    """Whether RL step `step` checks its sync (``rollout.sync_check_every``): the first step a
-    process runs (`first_step`: 1, or the step after the resumed checkpoint's), then every step
-    that is a multiple of `every`. A step that takes no optimizer step syncs nothing and so
-    checks nothing, due or not (`reasoner.rl_step.learn_step`)."""
-    return step == first_step or step % every == 0
+class SyncCheckCadence:
+    """Which RL steps check their sync (``rollout.sync_check_every`` = `every`): a step that is a
+    multiple of `every`, and any step while a check is pending. A check is pending at the first
+    step a process runs (of a new or a resumed run) and after a due step that synced nothing (no
+    optimizer step, `reasoner.rl_step.learn_step`), so that the next sync is checked."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.pending = every, True
+
+    def due(self, step: int) -> bool:
+        """Whether step `step` checks its sync (if it syncs)."""
+        return self.pending or step % self.every == 0
+
+    def done(self, due: bool, checked: bool) -> None:
+        """Record a step: whether it was `due`, and whether its check ran."""
+        self.pending = due and not checked
 
 
 def sync_drift(engine: RolloutEngine, learner_logprobs: LearnerLogprobs, probe: SyncProbe) -> float:

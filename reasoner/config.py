@@ -601,11 +601,11 @@ class TrainerConfig:
     #: run each micro-batch as one packed row: no padding, each prompt once, one decoder pass
     #: whose attention goes prompt by prompt and completion by completion
     #: (`reasoner.logprobs.pack_rows`, `reasoner.attention.Segments`; log-probs and gradients
-    #: unchanged, tested; one group's update 11-23% faster on the CPU). Off (the default until
-    #: more end-to-end runs are in: the one `make train` with it ended at 12.6% held-out against
-    #: 21.6-25.0% for four without, README "Results on this machine"): padded rows, with prompt
-    #: sharing's two passes.
-    packing: bool = False
+    #: unchanged, tested; one group's update 11-23% faster on the CPU). Needs the learner's
+    #: attention functions (`reasoner.models.load_policy`); with others the rows run padded, as
+    #: with this off: padded rows, with prompt sharing's two passes. Held-out accuracy with and
+    #: without it: README "Results on this machine".
+    packing: bool = True
     #: activation checkpointing of the decoder layers in the RL update (recompute each layer in
     #: the backward pass): activation memory falls from every layer's to one layer's plus each
     #: layer's input, for about one more forward pass of compute. Without packing, prompt sharing

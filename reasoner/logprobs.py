@@ -13,7 +13,7 @@ over the completions that attend to it; tested against the full-row path); the d
 on prompts falls by the number of rows per distinct prompt. Under activation checkpointing
 (``trainer.gradient_checkpointing``) rows run whole: a recomputed layer cannot follow a cache.
 
-Packing (``trainer.packing``, off by default): a micro-batch runs instead as one row without
+Packing (``trainer.packing``, on by default): a micro-batch runs instead as one row without
 padding (`pack_rows`): each distinct prompt once, then the completions that share it, each
 token at its own row's position, in one decoder pass whose attention goes segment by segment (a
 prompt sees itself, a completion its prompt and itself: `reasoner.attention.Segments`). No

@@ -141,7 +141,10 @@ class SFTConfig:
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 16
-    micro_batch_size: int = 8
+    #: examples per forward + backward pass; the loss is the token mean over the whole batch, so
+    #: this moves only memory (activations) and float order. 4, not 8: the cold start is the
+    #: embedded default's memory peak (BENCHMARKS.md "Memory of the main job").
+    micro_batch_size: int = 4
     #: longest training sequence, in tokens (longer examples are dropped and counted).
     max_tokens: int = 256
     #: recompute activations in the backward pass (less memory, ~30% more compute).
